@@ -1,0 +1,266 @@
+//===- sparsec.cpp - the sparsetx pattern compiler ------------------------===//
+//
+// sparsec reads a .sp file and, for now, prints the checked AST or the sp
+// dialect. Each later stage (layout, stats, CUDA, PTX) is another --emit kind.
+//
+// Nothing is written unless the whole compilation succeeds: output goes to a
+// buffer first and then replaces the -o file atomically, so a failed run never
+// destroys a good earlier output.
+//
+//===----------------------------------------------------------------------===//
+
+#include "sparsetx/Analysis/MaskEvaluator.h"
+#include "sparsetx/DSL/AST.h"
+#include "sparsetx/DSL/MLIRGen.h"
+#include "sparsetx/DSL/Parser.h"
+#include "sparsetx/DSL/Sema.h"
+#include "sparsetx/Dialect/SP/IR/SP.h"
+#include "sparsetx/InitAll.h"
+
+#include "mlir/IR/AsmState.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Support/FileUtilities.h"
+#include "mlir/Support/ToolUtilities.h"
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/Error.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/WithColor.h"
+#include "llvm/Support/raw_ostream.h"
+
+using namespace mlir;
+using namespace sparsetx;
+namespace cl = llvm::cl;
+
+namespace {
+
+enum class EmitKind { AST, MLIR };
+
+cl::OptionCategory category("sparsec options");
+
+cl::opt<std::string> inputFilename(cl::Positional,
+                                   cl::desc("<pattern.sp | - for stdin>"),
+                                   cl::Required, cl::cat(category));
+cl::opt<std::string> outputFilename("o", cl::desc("Output file (default: stdout)"),
+                                    cl::value_desc("file"), cl::init("-"),
+                                    cl::cat(category));
+cl::opt<EmitKind> emitKind(
+    "emit", cl::desc("What to produce"), cl::init(EmitKind::MLIR),
+    cl::values(clEnumValN(EmitKind::AST, "ast", "the checked syntax tree"),
+               clEnumValN(EmitKind::MLIR, "mlir", "the sp dialect")),
+    cl::cat(category));
+cl::list<std::string> defines(
+    "D", cl::desc("Override a pattern parameter (-D l=256)"),
+    cl::value_desc("NAME=VALUE"), cl::Prefix, cl::ZeroOrMore, cl::cat(category));
+cl::opt<std::string> patternName(
+    "pattern", cl::desc("Compile only the pattern NAME of the file"),
+    cl::value_desc("NAME"), cl::cat(category));
+cl::opt<int64_t> seqLen(
+    "seq-len",
+    cl::desc("Sequence length n: binds `n` and checks that every query row "
+             "attends to some key"),
+    cl::value_desc("N"), cl::init(0), cl::cat(category));
+cl::opt<int64_t> numHeads(
+    "heads",
+    cl::desc("Head count of a per-head pattern (heads[h] = ...; default 8)"),
+    cl::value_desc("H"), cl::init(0), cl::cat(category));
+cl::opt<bool> verifyDiagnostics(
+    "verify-diagnostics",
+    cl::desc("Check the diagnostics against expected-* comments in the input"),
+    cl::init(false), cl::cat(category));
+cl::opt<bool> splitInputFile(
+    "split-input-file",
+    cl::desc("Compile each chunk between '// -----' lines on its own"),
+    cl::init(false), cl::cat(category));
+
+constexpr int64_t kDefaultHeads = 8;
+
+/// Parses the -D options. Errors have no source location: they name the option.
+LogicalResult parseDefines(MLIRContext *context, dsl::SemaOptions &options) {
+  for (const std::string &define : defines) {
+    size_t eq = define.find('=');
+    if (eq == std::string::npos || eq == 0)
+      return emitError(UnknownLoc::get(context))
+             << "-D expects NAME=VALUE, but got '" << define << "'";
+    llvm::StringRef name = llvm::StringRef(define).take_front(eq).trim();
+    llvm::StringRef value = llvm::StringRef(define).drop_front(eq + 1).trim();
+    int64_t parsed;
+    if (value.getAsInteger(10, parsed))
+      return emitError(UnknownLoc::get(context))
+             << "-D " << define << ": '" << value
+             << "' is not a 64-bit integer";
+    options.overrides.emplace_back(name.str(), parsed);
+  }
+  return success();
+}
+
+/// Keeps only the pattern --pattern names, if given.
+LogicalResult selectPattern(dsl::Module &module, const dsl::SourceLocator &locator,
+                            llvm::StringRef bufferName) {
+  if (patternName.empty())
+    return success();
+  auto it = llvm::find_if(module.patterns, [](const auto &pattern) {
+    return pattern->name == patternName;
+  });
+  if (it != module.patterns.end()) {
+    auto selected = std::move(*it);
+    module.patterns.clear();
+    module.patterns.push_back(std::move(selected));
+    return success();
+  }
+  InFlightDiagnostic diag = emitError(UnknownLoc::get(locator.getContext()))
+                            << "no pattern named '" << patternName << "' in "
+                            << bufferName;
+  llvm::SmallVector<std::string> names;
+  for (const auto &pattern : module.patterns)
+    names.push_back(pattern->name.str());
+  if (!names.empty())
+    diag << "; it has: " << llvm::join(names, ", ");
+  return diag;
+}
+
+/// Compiles one buffer (the whole file, or a chunk of it) into `os`.
+LogicalResult processBuffer(std::unique_ptr<llvm::MemoryBuffer> buffer,
+                            llvm::raw_ostream &os, MLIRContext &context) {
+  llvm::SourceMgr sourceMgr;
+  llvm::StringRef bufferName = buffer->getBufferIdentifier();
+  std::string name = bufferName.str();
+  unsigned bufferId = sourceMgr.AddNewSourceBuffer(std::move(buffer), llvm::SMLoc());
+  dsl::SourceLocator locator(sourceMgr, &context);
+
+  auto compile = [&]() -> LogicalResult {
+    dsl::SemaOptions options;
+    if (seqLen > 0)
+      options.seqLen = seqLen;
+    if (failed(parseDefines(&context, options)))
+      return failure();
+    std::unique_ptr<dsl::Module> module = dsl::parseModule(locator, bufferId);
+    if (!module)
+      return failure();
+    if (failed(selectPattern(*module, locator, name)) ||
+        failed(dsl::checkModule(*module, locator, options)))
+      return failure();
+    if (emitKind == EmitKind::AST) {
+      dsl::dump(*module, sourceMgr, os);
+      return success();
+    }
+    OwningOpRef<ModuleOp> ir = dsl::mlirGen(*module, locator);
+    if (!ir)
+      return failure();
+    Builder b(&context);
+    for (auto pattern : ir->getBody()->getOps<sp::PatternOp>()) {
+      if (numHeads > 0)
+        pattern.setNumHeadsAttr(b.getI64IntegerAttr(numHeads));
+      if (seqLen <= 0)
+        continue;
+      pattern.setSeqLenAttr(b.getI64IntegerAttr(seqLen));
+      if (failed(verifyNoEmptyRows(
+              pattern, seqLen, numHeads > 0 ? numHeads : kDefaultHeads)))
+        return failure();
+    }
+    ir->print(os);
+    os << '\n';
+    return success();
+  };
+
+  if (!verifyDiagnostics) {
+    SourceMgrDiagnosticHandler handler(sourceMgr, &context);
+    // Errors about the command line have no place in the source: print them
+    // as the tool's own ("sparsec: error: ...") rather than "<unknown>:0".
+    ScopedDiagnosticHandler commandLine(&context, [&](Diagnostic &diag) {
+      if (!isa<UnknownLoc>(diag.getLocation()))
+        return failure();
+      llvm::raw_ostream &err = llvm::errs();
+      if (diag.getSeverity() == DiagnosticSeverity::Error)
+        llvm::WithColor::error(err, "sparsec") << diag.str() << "\n";
+      else
+        llvm::WithColor::warning(err, "sparsec") << diag.str() << "\n";
+      for (Diagnostic &note : diag.getNotes())
+        handler.emitDiagnostic(note.getLocation(), note.str(),
+                               DiagnosticSeverity::Note);
+      return success();
+    });
+    return compile();
+  }
+  SourceMgrDiagnosticVerifierHandler handler(sourceMgr, &context);
+  (void)compile();
+  return handler.verify();
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  cl::HideUnrelatedOptions(category);
+  cl::SetVersionPrinter([](llvm::raw_ostream &os) {
+    os << "sparsec (sparsetx) 0.1, built with LLVM/MLIR " LLVM_VERSION_STRING "\n";
+  });
+  cl::ParseCommandLineOptions(
+      argc, argv,
+      "sparsec: the sparsetx attention-pattern compiler\n\n"
+      "Reads patterns in the .sp language and lowers them toward block-sparse\n"
+      "attention kernels.\n\n"
+      "Examples:\n"
+      "  sparsec patterns/fixed.sp                     print the sp dialect\n"
+      "  sparsec patterns/fixed.sp --emit=ast          print the checked AST\n"
+      "  sparsec patterns/strided.sp -D l=256 --seq-len 16384 -o strided.mlir\n"
+      "  sparsec lib.sp --pattern fixed --heads 4\n");
+
+  if (seqLen < 0 || (seqLen.getNumOccurrences() && seqLen == 0)) {
+    llvm::WithColor::error(llvm::errs(), "sparsec")
+        << "--seq-len must be positive, but is " << seqLen << "\n";
+    return 1;
+  }
+  if (numHeads < 0 || (numHeads.getNumOccurrences() && numHeads == 0)) {
+    llvm::WithColor::error(llvm::errs(), "sparsec")
+        << "--heads must be positive, but is " << numHeads << "\n";
+    return 1;
+  }
+
+  std::string errorMessage;
+  std::unique_ptr<llvm::MemoryBuffer> input =
+      openInputFile(inputFilename, &errorMessage);
+  if (!input) {
+    llvm::WithColor::error(llvm::errs(), "sparsec") << errorMessage << "\n";
+    return 1;
+  }
+
+  DialectRegistry registry;
+  registerAllDialects(registry);
+  MLIRContext context(registry);
+  context.loadAllAvailableDialects();
+  // Diagnostics point into the .sp source; a dump of the generic IR would only
+  // distract from it.
+  context.printOpOnDiagnostic(false);
+
+  std::string output;
+  llvm::raw_string_ostream os(output);
+  auto process = [&](std::unique_ptr<llvm::MemoryBuffer> chunk,
+                     llvm::raw_ostream &out) {
+    return processBuffer(std::move(chunk), out, context);
+  };
+  LogicalResult result =
+      splitInputFile
+          ? splitAndProcessBuffer(std::move(input), process, os,
+                                  kDefaultSplitMarker, kDefaultSplitMarker)
+          : process(std::move(input), os);
+  if (failed(result))
+    return 1;
+
+  // Only a complete, successful result reaches the output file.
+  if (llvm::Error err = llvm::writeToOutput(
+          outputFilename, [&](llvm::raw_ostream &out) -> llvm::Error {
+            out << output;
+            return llvm::Error::success();
+          })) {
+    llvm::WithColor::error(llvm::errs(), "sparsec")
+        << "cannot write '" << outputFilename
+        << "': " << llvm::toString(std::move(err)) << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -261,8 +261,7 @@ void Dumper::dumpPattern(const PatternDecl &pattern) {
   }
 }
 
-void sparsetx::dsl::dump(const Module &module,
-                         const llvm::SourceMgr &sourceMgr,
+void sparsetx::dsl::dump(const Module &module, const llvm::SourceMgr &sourceMgr,
                          llvm::raw_ostream &os) {
   Dumper dumper(sourceMgr, os);
   for (const auto &pattern : module.patterns)

@@ -203,13 +203,15 @@ Token Lexer::lexToken() {
         ++curPtr;
         return formToken(Token::amp_amp, tokStart);
       }
-      return emitError(tokStart, "unexpected character '&'; did you mean '&&'?");
+      return emitError(tokStart,
+                       "unexpected character '&'; did you mean '&&'?");
     case '|':
       if (peek() == '|') {
         ++curPtr;
         return formToken(Token::pipe_pipe, tokStart);
       }
-      return emitError(tokStart, "unexpected character '|'; did you mean '||'?");
+      return emitError(tokStart,
+                       "unexpected character '|'; did you mean '||'?");
     default:
       if (llvm::isAlpha(c) || c == '_')
         return lexIdentifier(tokStart);

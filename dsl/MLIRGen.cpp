@@ -15,6 +15,7 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/Verifier.h"
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/SmallPtrSet.h"
 #include "llvm/Support/Casting.h"
 
 using namespace mlir;
@@ -76,8 +77,53 @@ private:
     letValues.clear();
     paramValues.clear();
     seqLen = nullptr;
+    // Emit the lets this mask needs first, in source order, so that
+    // generating an expression never recurses into another let's: a chain of
+    // long lets would otherwise nest one stack frame per operator of all of
+    // them together.
+    for (const LetDecl *let : letsUsedBy(expr))
+      letValues[let] = generateExpr(*let->init);
     Value result = generateExpr(expr);
     sp::YieldOp::create(builder, loc, result);
+  }
+
+  /// Calls fn on every let `expr` names directly (iteratively: expressions
+  /// can be a thousand levels deep).
+  template <typename Fn>
+  static void forEachLetUse(const Expr &expr, Fn fn) {
+    SmallVector<const Expr *, 32> stack{&expr};
+    while (!stack.empty()) {
+      const Expr *e = stack.pop_back_val();
+      if (auto *name = llvm::dyn_cast<NameExpr>(e)) {
+        if (name->ref == NameExpr::Ref::Let)
+          fn(name->let);
+      } else if (auto *un = llvm::dyn_cast<UnaryExpr>(e)) {
+        stack.push_back(un->operand.get());
+      } else if (auto *bin = llvm::dyn_cast<BinaryExpr>(e)) {
+        stack.push_back(bin->lhs.get());
+        stack.push_back(bin->rhs.get());
+      } else if (auto *call = llvm::dyn_cast<CallExpr>(e)) {
+        for (const ExprPtr &arg : call->args)
+          stack.push_back(arg.get());
+      }
+    }
+  }
+
+  /// The lets `expr` reaches, directly or through other lets, in source
+  /// order. A let only names earlier lets, so one backward sweep closes the
+  /// set.
+  SmallVector<const LetDecl *> letsUsedBy(const Expr &expr) const {
+    llvm::SmallPtrSet<const LetDecl *, 16> used;
+    forEachLetUse(expr, [&](const LetDecl *let) { used.insert(let); });
+    for (auto it = current->lets.rbegin(); it != current->lets.rend(); ++it)
+      if (used.count(it->get()))
+        forEachLetUse(*(*it)->init,
+                      [&](const LetDecl *let) { used.insert(let); });
+    SmallVector<const LetDecl *> ordered;
+    for (const auto &let : current->lets)
+      if (used.count(let.get()))
+        ordered.push_back(let.get());
+    return ordered;
   }
 
   Value constantInt(Location loc, int64_t value) {
@@ -96,7 +142,7 @@ private:
     case NameExpr::Ref::Key:
       return maskOp.getKey();
     case NameExpr::Ref::Head:
-      return maskOp.getHead();
+      return maskOp.getHeadArg();
     case NameExpr::Ref::SeqLen:
       if (!seqLen)
         seqLen = sp::SeqLenOp::create(builder, loc, builder.getI64Type());
@@ -109,9 +155,10 @@ private:
       return value;
     }
     case NameExpr::Ref::Let: {
-      Value &value = letValues[name.let];
-      if (!value)
-        value = generateExpr(*name.let->init);
+      if (Value value = letValues.lookup(name.let))
+        return value;
+      Value value = generateExpr(*name.let->init);
+      letValues[name.let] = value;
       return value;
     }
     case NameExpr::Ref::Unresolved:

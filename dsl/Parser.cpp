@@ -59,8 +59,7 @@ constexpr unsigned kMaxDepth = 1000;
 class Parser {
 public:
   Parser(const SourceLocator &locator, unsigned bufferId)
-      : locator(locator), lexer(locator, bufferId),
-        curToken(lexer.lexToken()) {
+      : locator(locator), lexer(locator, bufferId), curToken(lexer.lexToken()) {
     prevEnd = curToken.getLoc();
   }
 
@@ -95,8 +94,10 @@ private:
     return success();
   }
 
-  /// "expected ';' after the let statement", with a hint when the token in
-  /// the way is a single '=' (a likely '==').
+  /// "expected ';' after the let statement". Like clang, the caret goes
+  /// right after the statement (the next token is often on the next line),
+  /// except when the token in the way is a single '=' (a likely '=='): then
+  /// it points at the '='.
   LogicalResult parseSemi(llvm::StringRef after) {
     if (curToken.is(Token::semi)) {
       consumeToken();
@@ -105,15 +106,15 @@ private:
     if (curToken.is(Token::equal))
       return emitError(Twine("expected ';' after ") + after +
                        "; did you mean '=='?");
-    return emitError(Twine("expected ';' after ") + after);
+    return emitError(prevEnd, Twine("expected ';' after ") + after);
   }
 
   /// Parses a name (identifier); `what` is e.g. "a name after 'let'".
   LogicalResult parseName(llvm::StringRef &name, SMRange &range,
                           const Twine &what) {
     if (curToken.isKeyword())
-      return emitError("expected " + what + ", but '" +
-                       curToken.getSpelling() + "' is a keyword");
+      return emitError("expected " + what + ", but '" + curToken.getSpelling() +
+                       "' is a keyword");
     if (curToken.isNot(Token::identifier))
       return emitError("expected " + what);
     name = curToken.getSpelling();

@@ -142,8 +142,7 @@ bool isLogical(BinaryOp op) {
 
 class Sema {
 public:
-  Sema(Module &module, const SourceLocator &locator,
-       const SemaOptions &options)
+  Sema(Module &module, const SourceLocator &locator, const SemaOptions &options)
       : module(module), locator(locator), options(options) {}
 
   mlir::LogicalResult check();
@@ -371,6 +370,10 @@ std::string PatternChecker::suggestName(StringRef name, SMLoc use) {
   }
   if (best.empty())
     return "";
+  // The misspelled use was most likely meant for this let: count it, so that
+  // the let is not also reported as never used.
+  if (LetState *let = findLet(best))
+    ++let->decl->uses;
   return ("; did you mean '" + best + "'?").str();
 }
 
@@ -467,8 +470,8 @@ Type PatternChecker::checkName(NameExpr &expr, ConstInfo &info) {
       info.viaLet = let->decl->name;
     return let->type;
   }
-  sema.error(expr.getLoc()) << "unknown name '" << name << "'"
-                            << suggestName(name, expr.getLoc());
+  sema.error(expr.getLoc())
+      << "unknown name '" << name << "'" << suggestName(name, expr.getLoc());
   return Type::Error;
 }
 

@@ -9,6 +9,7 @@
 #define SPARSETX_INITALL_H
 
 #include "sparsetx/Dialect/SP/IR/SP.h"
+#include "sparsetx/Dialect/SP/Transforms/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
@@ -23,6 +24,7 @@ inline void registerAllDialects(mlir::DialectRegistry &registry) {
 }
 
 inline void registerAllPasses() {
+  sp::registerSPPasses();
   // Upstream passes the lit tests use (canonicalize, cse, ...).
   mlir::registerTransformsPasses();
 }

@@ -431,6 +431,12 @@ SPARSETX_LANE_LOOP void fillKeys(int64_t *key, uint64_t j0, unsigned count) {
     key[k] = wrap(j0 + k);
 }
 
+SPARSETX_LANE_LOOP void fillKeysStrided(int64_t *key, uint64_t j0,
+                                        uint64_t stride, unsigned count) {
+  for (unsigned k = 0; k < count; ++k)
+    key[k] = wrap(j0 + k * stride);
+}
+
 /// Narrows a lane vector of 0/1 values to the caller's bytes.
 SPARSETX_LANE_LOOP void storeMask(uint8_t *out, const int64_t *v,
                                   unsigned count) {
@@ -450,9 +456,10 @@ namespace sparsetx {
 /// folding, identities and CSE), then register assignment.
 class MaskCompiler {
 public:
-  MaskCompiler(MaskOp mask, const Binding &binding)
+  MaskCompiler(MaskOp mask, const Binding &binding,
+               std::optional<unsigned> component)
       : mask(mask), pattern(mask->getParentOfType<PatternOp>()),
-        binding(binding) {}
+        binding(binding), component(component) {}
 
   FailureOr<MaskProgram> run();
 
@@ -493,6 +500,7 @@ private:
   MaskOp mask;
   PatternOp pattern;
   const Binding &binding;
+  std::optional<unsigned> component;
   std::optional<int64_t> usedSeqLen;
   std::vector<Node> nodes;
   std::map<std::array<int64_t, 8>, int64_t> valueNumbers;
@@ -840,7 +848,22 @@ FailureOr<MaskProgram> MaskCompiler::run() {
   for (Operation &op : block.without_terminator())
     if (failed(compileOp(op)))
       return failure();
-  Val result = values.lookup(yield.getValue());
+  // The mask is the union of the yielded components; a program may also be
+  // compiled for one component alone.
+  OperandRange yielded = yield.getValues();
+  Val result;
+  if (component) {
+    if (*component >= yielded.size())
+      return mask.emitError() << "the mask has " << yielded.size()
+                              << " components; there is no component #"
+                              << *component;
+    result = values.lookup(yielded[*component]);
+  } else {
+    result = values.lookup(yielded.front());
+    for (Value v : yielded.drop_front())
+      result = emit(Opcode::Or, {result, values.lookup(v), constant(0)},
+                    /*isBool=*/true);
+  }
 
   // Dead-code elimination: mark what the result reaches. Operands precede
   // their users, so one backward sweep suffices.
@@ -980,8 +1003,9 @@ MaskProgram &MaskProgram::operator=(MaskProgram &&) noexcept = default;
 MaskProgram::~MaskProgram() = default;
 
 FailureOr<MaskProgram> MaskProgram::compile(MaskOp mask,
-                                            const Binding &binding) {
-  return MaskCompiler(mask, binding).run();
+                                            const Binding &binding,
+                                            std::optional<unsigned> component) {
+  return MaskCompiler(mask, binding, component).run();
 }
 
 size_t MaskProgram::getNumInstructions() const { return scalarCode.size(); }
@@ -1006,17 +1030,25 @@ bool MaskProgram::evaluate(int64_t i, int64_t j, int64_t h) const {
 
 void MaskProgram::evaluateRow(int64_t i, int64_t h, int64_t jBegin,
                               int64_t count, uint8_t *out) const {
+  evaluateRow(i, h, jBegin, /*jStride=*/1, count, out);
+}
+
+void MaskProgram::evaluateRow(int64_t i, int64_t h, int64_t jBegin,
+                              int64_t jStride, int64_t count,
+                              uint8_t *out) const {
+  assert(jStride >= 1 && "the key stride must be positive");
   if (count <= 0)
     return;
   // Under `causal`, keys past the diagonal are masked: evaluate only the
-  // prefix [jBegin, i]. (Unsigned difference: exact for any i >= jBegin.)
+  // keys jBegin + k * jStride <= i. (Unsigned difference: exact for any
+  // i >= jBegin.)
   int64_t active = count;
   if (causal) {
     if (jBegin > i) {
       active = 0;
     } else {
-      uint64_t diag = u(i) - u(jBegin);
-      active = diag >= u(count) ? count : static_cast<int64_t>(diag + 1);
+      uint64_t steps = (u(i) - u(jBegin)) / u(jStride);
+      active = steps >= u(count) ? count : static_cast<int64_t>(steps + 1);
     }
     std::memset(out + active, 0, static_cast<size_t>(count - active));
   }
@@ -1048,9 +1080,13 @@ void MaskProgram::evaluateRow(int64_t i, int64_t h, int64_t jBegin,
   for (int64_t base = 0; base < active; base += kLanes) {
     unsigned m =
         static_cast<unsigned>(std::min<int64_t>(kLanes, active - base));
-    if (keyVectorReg)
-      fillKeys(v + static_cast<size_t>(*keyVectorReg) * kLanes,
-               u(jBegin) + u(base), m);
+    if (keyVectorReg) {
+      int64_t *key = v + static_cast<size_t>(*keyVectorReg) * kLanes;
+      if (jStride == 1)
+        fillKeys(key, u(jBegin) + u(base), m);
+      else
+        fillKeysStrided(key, u(jBegin) + u(base) * u(jStride), u(jStride), m);
+    }
     for (const MaskInstr &in : varyingCode)
       in.kernel(in, v, s.data(), m);
     storeMask(out + base, result, m);
@@ -1196,6 +1232,8 @@ LogicalResult sparsetx::verifyNoEmptyRows(PatternOp pattern, int64_t n,
                                 << "query row i = " << *empty;
       if (prog->isPerHead())
         diag << " in head " << h;
+      else if (std::optional<int64_t> head = mask.getHead())
+        diag << " in head " << *head;
       if (std::optional<int64_t> layer = mask.getLayer())
         diag << " of layer " << *layer;
       diag << " attends to no key at n = " << n

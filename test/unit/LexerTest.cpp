@@ -30,7 +30,8 @@ protected:
       : handler(&context, [this](mlir::Diagnostic &diag) {
           std::string text;
           llvm::raw_string_ostream os(text);
-          if (auto loc = llvm::dyn_cast<mlir::FileLineColLoc>(diag.getLocation()))
+          if (auto loc =
+                  llvm::dyn_cast<mlir::FileLineColLoc>(diag.getLocation()))
             os << loc.getLine() << ":" << loc.getColumn() << ": ";
           os << diag.str();
           diags.push_back(text);
@@ -73,12 +74,11 @@ TEST_F(LexerTest, Punctuation) {
   std::vector<Token> tokens =
       lex("( ) { } [ ] , ; = + - * / % ! && || == != < <= > >=");
   std::vector<K> expected = {
-      K::l_paren,   K::r_paren,     K::l_brace,    K::r_brace,
-      K::l_square,  K::r_square,    K::comma,      K::semi,
-      K::equal,     K::plus,        K::minus,      K::star,
-      K::slash,     K::percent,     K::bang,       K::amp_amp,
-      K::pipe_pipe, K::equal_equal, K::bang_equal, K::less,
-      K::less_equal, K::greater,    K::greater_equal, K::eof};
+      K::l_paren,    K::r_paren,   K::l_brace,       K::r_brace,    K::l_square,
+      K::r_square,   K::comma,     K::semi,          K::equal,      K::plus,
+      K::minus,      K::star,      K::slash,         K::percent,    K::bang,
+      K::amp_amp,    K::pipe_pipe, K::equal_equal,   K::bang_equal, K::less,
+      K::less_equal, K::greater,   K::greater_equal, K::eof};
   ASSERT_EQ(tokens.size(), expected.size());
   for (size_t i = 0; i < expected.size(); ++i) {
     EXPECT_EQ(tokens[i].getKind(), expected[i]) << "token " << i;
@@ -90,16 +90,15 @@ TEST_F(LexerTest, Punctuation) {
 }
 
 TEST_F(LexerTest, MaximalMunch) {
-  EXPECT_EQ(kinds("<=<>=>!==!"),
-            (std::vector<K>{K::less_equal, K::less, K::greater_equal,
-                            K::greater, K::bang_equal, K::equal, K::bang,
+  EXPECT_EQ(
+      kinds("<=<>=>!==!"),
+      (std::vector<K>{K::less_equal, K::less, K::greater_equal, K::greater,
+                      K::bang_equal, K::equal, K::bang, K::eof}));
+  EXPECT_EQ(kinds("a==b"), (std::vector<K>{K::identifier, K::equal_equal,
+                                           K::identifier, K::eof}));
+  EXPECT_EQ(kinds("&&&&||||"),
+            (std::vector<K>{K::amp_amp, K::amp_amp, K::pipe_pipe, K::pipe_pipe,
                             K::eof}));
-  EXPECT_EQ(kinds("a==b"),
-            (std::vector<K>{K::identifier, K::equal_equal, K::identifier,
-                            K::eof}));
-  EXPECT_EQ(kinds("&&&&||||"), (std::vector<K>{K::amp_amp, K::amp_amp,
-                                               K::pipe_pipe, K::pipe_pipe,
-                                               K::eof}));
 }
 
 TEST_F(LexerTest, KeywordsAndIdentifiers) {
@@ -107,11 +106,10 @@ TEST_F(LexerTest, KeywordsAndIdentifiers) {
       lex("pattern let causal heads layers true false min max abs "
           "i j n h row _x x1 patterns Let minimum");
   std::vector<K> expected = {
-      K::kw_pattern, K::kw_let,     K::kw_causal,   K::kw_heads,
-      K::kw_layers,  K::kw_true,    K::kw_false,    K::kw_min,
-      K::kw_max,     K::kw_abs,     K::identifier,  K::identifier,
-      K::identifier, K::identifier, K::identifier,  K::identifier,
-      K::identifier, K::identifier, K::identifier,  K::identifier,
+      K::kw_pattern, K::kw_let,     K::kw_causal,  K::kw_heads,   K::kw_layers,
+      K::kw_true,    K::kw_false,   K::kw_min,     K::kw_max,     K::kw_abs,
+      K::identifier, K::identifier, K::identifier, K::identifier, K::identifier,
+      K::identifier, K::identifier, K::identifier, K::identifier, K::identifier,
       K::eof};
   ASSERT_EQ(tokens.size(), expected.size());
   for (size_t i = 0; i < expected.size(); ++i)
@@ -162,9 +160,8 @@ TEST_F(LexerTest, Comments) {
   EXPECT_EQ(tokens[2].getKind(), K::eof);
   EXPECT_TRUE(diags.empty());
   // A single slash is division; two separated slashes are two divisions.
-  EXPECT_EQ(kinds("a / / b"), (std::vector<K>{K::identifier, K::slash,
-                                              K::slash, K::identifier,
-                                              K::eof}));
+  EXPECT_EQ(kinds("a / / b"), (std::vector<K>{K::identifier, K::slash, K::slash,
+                                              K::identifier, K::eof}));
   EXPECT_EQ(kinds("//"), (std::vector<K>{K::eof}));
   EXPECT_EQ(kinds(""), (std::vector<K>{K::eof}));
 }
@@ -172,19 +169,18 @@ TEST_F(LexerTest, Comments) {
 TEST_F(LexerTest, Locations) {
   std::vector<Token> tokens = lex("pattern p(\n  l = 12)\n\t{ }");
   ASSERT_EQ(tokens.size(), 10u);
-  EXPECT_EQ(lineCol(tokens[0]), std::make_pair(1u, 1u)); // pattern
-  EXPECT_EQ(lineCol(tokens[1]), std::make_pair(1u, 9u)); // p
+  EXPECT_EQ(lineCol(tokens[0]), std::make_pair(1u, 1u));  // pattern
+  EXPECT_EQ(lineCol(tokens[1]), std::make_pair(1u, 9u));  // p
   EXPECT_EQ(lineCol(tokens[2]), std::make_pair(1u, 10u)); // (
   EXPECT_EQ(lineCol(tokens[3]), std::make_pair(2u, 3u));  // l
   EXPECT_EQ(lineCol(tokens[4]), std::make_pair(2u, 5u));  // =
   EXPECT_EQ(lineCol(tokens[5]), std::make_pair(2u, 7u));  // 12
-  EXPECT_EQ(tokens[5].getEndLoc().getPointer() -
-                tokens[5].getLoc().getPointer(),
-            2);
-  EXPECT_EQ(lineCol(tokens[6]), std::make_pair(2u, 9u));  // )
-  EXPECT_EQ(lineCol(tokens[7]), std::make_pair(3u, 2u));  // {
-  EXPECT_EQ(lineCol(tokens[8]), std::make_pair(3u, 4u));  // }
-  EXPECT_EQ(lineCol(tokens[9]), std::make_pair(3u, 5u));  // eof
+  EXPECT_EQ(
+      tokens[5].getEndLoc().getPointer() - tokens[5].getLoc().getPointer(), 2);
+  EXPECT_EQ(lineCol(tokens[6]), std::make_pair(2u, 9u)); // )
+  EXPECT_EQ(lineCol(tokens[7]), std::make_pair(3u, 2u)); // {
+  EXPECT_EQ(lineCol(tokens[8]), std::make_pair(3u, 4u)); // }
+  EXPECT_EQ(lineCol(tokens[9]), std::make_pair(3u, 5u)); // eof
   // The locator turns an SMLoc into file:line:col of the buffer.
   auto loc = llvm::cast<mlir::FileLineColLoc>(locator.get(tokens[3].getLoc()));
   EXPECT_EQ(loc.getFilename().getValue(), "lex.sp");

@@ -329,7 +329,7 @@ TEST_F(ParserTest, ParamErrors) {
 
 TEST_F(ParserTest, StatementErrors) {
   EXPECT_EQ(bodyErrors("  causal"),
-            Strings{"3:1: error: expected ';' after 'causal'"});
+            Strings{"2:9: error: expected ';' after 'causal'"});
   EXPECT_EQ(bodyErrors("  foo;"),
             Strings{"2:3: error: expected a statement ('causal', 'let', "
                     "'heads' or 'layers') or '}'"});
@@ -341,7 +341,7 @@ TEST_F(ParserTest, StatementErrors) {
   EXPECT_EQ(bodyErrors("  let x 1;"),
             Strings{"2:9: error: expected '=' after 'let x'"});
   EXPECT_EQ(bodyErrors("  let x = 1"),
-            Strings{"3:1: error: expected ';' after the let statement"});
+            Strings{"2:12: error: expected ';' after the let statement"});
   EXPECT_EQ(bodyErrors("  let x = i = j;"),
             Strings{"2:13: error: expected ';' after the let statement; did "
                     "you mean '=='?"});
@@ -349,7 +349,7 @@ TEST_F(ParserTest, StatementErrors) {
             Strings{"2:13: error: expected ';' after the heads statement; "
                     "did you mean '=='?"});
   EXPECT_EQ(bodyErrors("  heads = a b;"),
-            Strings{"2:13: error: expected ';' after the heads statement"});
+            Strings{"2:12: error: expected ';' after the heads statement"});
   EXPECT_EQ(bodyErrors("  heads[i] = true;"),
             Strings{"2:9: error: expected 'h' as the head index"});
   EXPECT_EQ(bodyErrors("  heads[] = true;"),
@@ -373,7 +373,7 @@ TEST_F(ParserTest, StatementErrors) {
   EXPECT_EQ(bodyErrors("  layers = [a,,];"),
             Strings{"2:15: error: expected expression"});
   EXPECT_EQ(bodyErrors("  layers = [a]"),
-            Strings{"3:1: error: expected ';' after the layers statement"});
+            Strings{"2:15: error: expected ';' after the layers statement"});
 }
 
 TEST_F(ParserTest, UnterminatedBody) {
@@ -395,9 +395,9 @@ TEST_F(ParserTest, ExpressionErrors) {
   EXPECT_EQ(bodyErrors("  heads = a == b != c;"),
             Strings{"2:18: error: comparisons cannot be chained; combine "
                     "them with '&&'"});
-  EXPECT_EQ(bodyErrors("  heads = (a < b;"),
-            (Strings{"2:17: error: expected ')'",
-                     "2:11: note: to match this '('"}));
+  EXPECT_EQ(
+      bodyErrors("  heads = (a < b;"),
+      (Strings{"2:17: error: expected ')'", "2:11: note: to match this '('"}));
   EXPECT_EQ(bodyErrors("  heads = min(a);"),
             Strings{"2:16: error: 'min' takes 2 arguments, but 1 was given"});
   EXPECT_EQ(bodyErrors("  heads = abs(a, b);"),

@@ -10,6 +10,9 @@
 //===----------------------------------------------------------------------===//
 
 #include "sparsetx/Analysis/MaskEvaluator.h"
+#include "sparsetx/Analysis/PatternLayout.h"
+#include "sparsetx/Analysis/PatternPicture.h"
+#include "sparsetx/Dialect/SP/Transforms/Passes.h"
 #include "sparsetx/DSL/AST.h"
 #include "sparsetx/DSL/MLIRGen.h"
 #include "sparsetx/DSL/Parser.h"
@@ -20,6 +23,7 @@
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
 #include "mlir/Support/ToolUtilities.h"
 #include "llvm/ADT/STLExtras.h"
@@ -38,7 +42,7 @@ namespace cl = llvm::cl;
 
 namespace {
 
-enum class EmitKind { AST, MLIR };
+enum class EmitKind { AST, MLIR, Plan, Layout, Stats, PNG };
 
 cl::OptionCategory category("sparsec options");
 
@@ -50,8 +54,19 @@ cl::opt<std::string> outputFilename("o", cl::desc("Output file (default: stdout)
                                     cl::cat(category));
 cl::opt<EmitKind> emitKind(
     "emit", cl::desc("What to produce"), cl::init(EmitKind::MLIR),
-    cl::values(clEnumValN(EmitKind::AST, "ast", "the checked syntax tree"),
-               clEnumValN(EmitKind::MLIR, "mlir", "the sp dialect")),
+    cl::values(
+        clEnumValN(EmitKind::AST, "ast", "the checked syntax tree"),
+        clEnumValN(EmitKind::MLIR, "mlir", "the sp dialect"),
+        clEnumValN(EmitKind::Plan, "plan",
+                   "the sp dialect after the analysis passes (needs --seq-len)"),
+        clEnumValN(EmitKind::Layout, "layout",
+                   "index maps, block classes, schedules, tables and kernels "
+                   "as JSON (needs --seq-len)"),
+        clEnumValN(EmitKind::Stats, "stats",
+                   "a table of block classes and work efficiency per "
+                   "component (needs --seq-len)"),
+        clEnumValN(EmitKind::PNG, "png",
+                   "the connectivity picture (needs --seq-len and -o)")),
     cl::cat(category));
 cl::list<std::string> defines(
     "D", cl::desc("Override a pattern parameter (-D l=256)"),
@@ -68,6 +83,10 @@ cl::opt<int64_t> numHeads(
     "heads",
     cl::desc("Head count of a per-head pattern (heads[h] = ...; default 8)"),
     cl::value_desc("H"), cl::init(0), cl::cat(category));
+cl::opt<int64_t> blockQ("block-q", cl::desc("Query block size (default 64)"),
+                        cl::value_desc("B"), cl::init(64), cl::cat(category));
+cl::opt<int64_t> blockK("block-k", cl::desc("Key block size (default 64)"),
+                        cl::value_desc("B"), cl::init(64), cl::cat(category));
 cl::opt<bool> verifyDiagnostics(
     "verify-diagnostics",
     cl::desc("Check the diagnostics against expected-* comments in the input"),
@@ -78,6 +97,18 @@ cl::opt<bool> splitInputFile(
     cl::init(false), cl::cat(category));
 
 constexpr int64_t kDefaultHeads = 8;
+
+llvm::StringRef emitName() {
+  switch (emitKind) {
+  case EmitKind::AST: return "ast";
+  case EmitKind::MLIR: return "mlir";
+  case EmitKind::Plan: return "plan";
+  case EmitKind::Layout: return "layout";
+  case EmitKind::Stats: return "stats";
+  case EmitKind::PNG: return "png";
+  }
+  llvm_unreachable("unknown emit kind");
+}
 
 /// Parses the -D options. Errors have no source location: they name the option.
 LogicalResult parseDefines(MLIRContext *context, dsl::SemaOptions &options) {
@@ -123,6 +154,85 @@ LogicalResult selectPattern(dsl::Module &module, const dsl::SourceLocator &locat
   return diag;
 }
 
+/// Runs the analysis pipeline on the patterns of `module` and prints what
+/// --emit asks for.
+LogicalResult analyze(ModuleOp module, llvm::raw_ostream &os) {
+  MLIRContext *context = module.getContext();
+  if (seqLen <= 0)
+    return emitError(UnknownLoc::get(context))
+           << "--emit=" << emitName() << " needs a sequence length (--seq-len N)";
+  if (blockQ <= 0 || blockK <= 0)
+    return emitError(UnknownLoc::get(context))
+           << "block sizes must be positive, but are " << int64_t(blockQ) << "x"
+           << int64_t(blockK);
+  auto patterns = llvm::to_vector(module.getBody()->getOps<sp::PatternOp>());
+  if ((emitKind == EmitKind::Layout || emitKind == EmitKind::PNG) &&
+      patterns.size() != 1) {
+    InFlightDiagnostic diag = emitError(UnknownLoc::get(context))
+                              << "--emit=" << emitName()
+                              << " takes one pattern, but the file has "
+                              << patterns.size() << "; pick one with --pattern";
+    return diag;
+  }
+  if (emitKind == EmitKind::PNG && outputFilename == "-")
+    return emitError(UnknownLoc::get(context))
+           << "--emit=png writes a PNG file: name it with -o";
+
+  PassManager pm(context);
+  sp::SPSpecializeOptions specialize;
+  specialize.seqLen = seqLen;
+  specialize.numHeads = numHeads; // 0: the pattern's, else the default
+  pm.addPass(sp::createSPSpecialize(specialize));
+  pm.addPass(sp::createSPVerify());
+  pm.addPass(sp::createSPDecompose());
+  if (emitKind == EmitKind::Plan) {
+    sp::SPChooseIndexMapsOptions choose;
+    choose.blockQ = blockQ;
+    choose.blockK = blockK;
+    pm.addPass(sp::createSPChooseIndexMaps(choose));
+    sp::SPClassifyBlocksOptions classify;
+    classify.blockQ = blockQ;
+    classify.blockK = blockK;
+    pm.addPass(sp::createSPClassifyBlocks(classify));
+    pm.addPass(sp::createSPPlanKernels());
+  }
+  if (failed(pm.run(module)))
+    return failure();
+  if (emitKind == EmitKind::Plan) {
+    module.print(os);
+    os << '\n';
+    return success();
+  }
+
+  LayoutOptions options;
+  options.blockQ = blockQ;
+  options.blockK = blockK;
+  for (sp::PatternOp pattern : patterns) {
+    FailureOr<PatternLayout> layout = computeLayout(pattern, options);
+    if (failed(layout))
+      return failure();
+    switch (emitKind) {
+    case EmitKind::Layout:
+      printLayoutJSON(*layout, pattern, os);
+      break;
+    case EmitKind::Stats:
+      printLayoutStats(*layout, pattern, os);
+      break;
+    case EmitKind::PNG: {
+      // writePng replaces the file atomically itself.
+      std::string error;
+      FailureOr<Image> image = renderPattern(pattern, *layout, error);
+      if (failed(image) || failed(writePng(*image, outputFilename, error)))
+        return emitError(UnknownLoc::get(context)) << error;
+      break;
+    }
+    default:
+      llvm_unreachable("not an analysis output");
+    }
+  }
+  return success();
+}
+
 /// Compiles one buffer (the whole file, or a chunk of it) into `os`.
 LogicalResult processBuffer(std::unique_ptr<llvm::MemoryBuffer> buffer,
                             llvm::raw_ostream &os, MLIRContext &context) {
@@ -155,18 +265,22 @@ LogicalResult processBuffer(std::unique_ptr<llvm::MemoryBuffer> buffer,
     for (auto pattern : ir->getBody()->getOps<sp::PatternOp>()) {
       if (numHeads > 0)
         pattern.setNumHeadsAttr(b.getI64IntegerAttr(numHeads));
-      if (seqLen <= 0)
-        continue;
-      pattern.setSeqLenAttr(b.getI64IntegerAttr(seqLen));
-      if (failed(verifyNoEmptyRows(
-              pattern, seqLen, numHeads > 0 ? numHeads : kDefaultHeads)))
-        return failure();
+      if (seqLen > 0)
+        pattern.setSeqLenAttr(b.getI64IntegerAttr(seqLen));
     }
-    ir->print(os);
-    os << '\n';
-    return success();
+    if (emitKind == EmitKind::MLIR) {
+      // The front end's output, checked at n when one is given.
+      for (auto pattern : ir->getBody()->getOps<sp::PatternOp>())
+        if (seqLen > 0 &&
+            failed(verifyNoEmptyRows(pattern, seqLen,
+                                     numHeads > 0 ? numHeads : kDefaultHeads)))
+          return failure();
+      ir->print(os);
+      os << '\n';
+      return success();
+    }
+    return analyze(*ir, os);
   };
-
   if (!verifyDiagnostics) {
     SourceMgrDiagnosticHandler handler(sourceMgr, &context);
     // Errors about the command line have no place in the source: print them
@@ -250,6 +364,8 @@ int main(int argc, char **argv) {
           : process(std::move(input), os);
   if (failed(result))
     return 1;
+  if (emitKind == EmitKind::PNG)
+    return 0; // already written
 
   // Only a complete, successful result reaches the output file.
   if (llvm::Error err = llvm::writeToOutput(

@@ -9,7 +9,8 @@
 //
 // Two evaluation modes share one compiled program:
 //  - evaluate(i, j, h): one pair, a scalar interpreter over every instruction;
-//  - evaluateRow(i, h, jBegin, count, out): a run of keys of one query row.
+//  - evaluateRow(i, h, jBegin, [jStride,] count, out): a run of keys of one
+//    query row (consecutive, or jStride apart).
 //    Values that depend only on i and h are computed once per row; the rest
 //    run one instruction at a time over lanes of up to 256 keys, so that the
 //    dispatch cost is amortized and each instruction is a tight loop the C++
@@ -67,8 +68,11 @@ public:
   /// operation: an op or type the evaluator does not support, `sp.seq_len`
   /// with no n bound, or a divisor that is not a positive constant after
   /// binding the parameters.
-  static mlir::FailureOr<MaskProgram> compile(sp::MaskOp mask,
-                                              const Binding &binding = {});
+  /// `component` selects one operand of the mask's sp.yield (a component
+  /// after sp-decompose); by default the program computes their union.
+  static mlir::FailureOr<MaskProgram>
+  compile(sp::MaskOp mask, const Binding &binding = {},
+          std::optional<unsigned> component = std::nullopt);
 
   /// Does query `i` attend to key `j` in head `h`? Includes the pattern's
   /// causal flag. `h` is ignored unless the mask is per-head.
@@ -77,6 +81,11 @@ public:
   /// out[k] = evaluate(i, jBegin + k, h) (0 or 1) for k in [0, count).
   void evaluateRow(int64_t i, int64_t h, int64_t jBegin, int64_t count,
                    uint8_t *out) const;
+
+  /// Strided form: out[k] = evaluate(i, jBegin + k * jStride, h) (0 or 1) for
+  /// k in [0, count), jStride >= 1 (the runs of a transposed key map).
+  void evaluateRow(int64_t i, int64_t h, int64_t jBegin, int64_t jStride,
+                   int64_t count, uint8_t *out) const;
 
   bool isCausal() const { return causal; }
   bool isPerHead() const { return perHead; }

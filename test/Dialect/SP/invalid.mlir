@@ -115,7 +115,7 @@ sp.pattern @n0() attributes {seq_len = 0 : i64} {
 
 sp.pattern @yield_type() {
   sp.mask (%i, %j) {
-    // expected-error @+1 {{'sp.yield' op operand #0 must be 1-bit signless integer, but got 'i64'}}
+    // expected-error @+1 {{'sp.yield' op operand #0 must be variadic of 1-bit signless integer, but got 'i64'}}
     "sp.yield"(%i) : (i64) -> ()
   }
 }
@@ -126,4 +126,47 @@ sp.pattern @yield_type() {
 sp.mask (%i, %j) {
   %t = arith.constant true
   sp.yield %t
+}
+
+// -----
+
+sp.pattern @head_gap() {
+  sp.mask head 0 (%i, %j) {
+    %t = arith.constant true
+    sp.yield %t
+  }
+  // expected-error @+1 {{'sp.mask' op is for head 2 but follows head 0}}
+  sp.mask head 2 (%i, %j) {
+    %t = arith.constant true
+    sp.yield %t
+  }
+}
+
+// -----
+
+sp.pattern @head_args() {
+  // expected-error @+1 {{'sp.mask' op is specialized to head 0 and so takes (i, j), but has 3 arguments}}
+  sp.mask head 0 (%i, %j, %h) {
+    %t = arith.constant true
+    sp.yield %t
+  }
+}
+
+// -----
+
+sp.pattern @no_components() {
+  sp.mask (%i, %j) {
+    // expected-error @+1 {{'sp.yield' op must yield at least one component}}
+    sp.yield
+  }
+}
+
+// -----
+
+sp.pattern @maps() {
+  // expected-error @+1 {{'sp.mask' op has 2 index map pairs for 1 components}}
+  sp.mask (%i, %j) attributes {index_maps = [["identity", "identity"], ["identity", "identity"]]} {
+    %t = arith.constant true
+    sp.yield %t
+  }
 }

@@ -60,3 +60,22 @@ sp.pattern @layers(l = 8, m = -3) causal {
     sp.yield %0
   }
 }
+
+// After specialization and decomposition: a mask per head, components
+// yielded together, the chosen index maps recorded.
+// CHECK-LABEL: sp.pattern @specialized() causal attributes {num_heads = 2 : i64, seq_len = 256 : i64} {
+// CHECK-NEXT:    sp.mask head 0 (%i, %j) attributes {disjoint, index_maps = {{\[\[}}"identity", "identity"], ["transpose(16)", "transpose(16)"]]} {
+// CHECK:           sp.yield %{{.*}}, %{{.*}}
+// CHECK:         sp.mask head 1 (%i, %j) {
+sp.pattern @specialized() causal attributes {seq_len = 256 : i64, num_heads = 2 : i64} {
+  sp.mask head 0 (%i, %j) attributes {disjoint, index_maps = [["identity", "identity"], ["transpose(16)", "transpose(16)"]]} {
+    %0 = arith.cmpi eq, %i, %j : i64
+    %true = arith.constant true
+    %1 = arith.xori %0, %true : i1
+    sp.yield %0, %1
+  }
+  sp.mask head 1 (%i, %j) {
+    %0 = arith.cmpi eq, %i, %j : i64
+    sp.yield %0
+  }
+}

@@ -138,8 +138,14 @@ LogicalResult PatternOp::verify() {
   if (std::optional<int64_t> h = getNumHeads(); h && *h <= 0)
     return emitOpError("head count must be positive, but is ") << *h;
 
+  // Masks come grouped by layer (layers 0..N-1 in order, or one unlayered
+  // group); within a group either one mask for every head or, after
+  // specialization, one per head, heads 0..H-1 in order.
   int64_t count = 0;
   bool layered = false;
+  int64_t group = -1;
+  std::optional<int64_t> lastHead;
+  bool groupHasShared = false;
   for (Operation &op : getBodyBlock()) {
     auto mask = dyn_cast<MaskOp>(op);
     if (!mask)
@@ -147,13 +153,35 @@ LogicalResult PatternOp::verify() {
     std::optional<int64_t> layer = mask.getLayer();
     if (count == 0)
       layered = layer.has_value();
-    if (!layered && count > 0)
-      return mask.emitOpError("is a second mask of a pattern without layers");
     if (layered && !layer)
       return mask.emitOpError("needs a layer index: the pattern is layered");
-    if (layered && *layer != count)
-      return mask.emitOpError("has layer index ")
-             << *layer << " but is entry " << count << " of the layers";
+    if (!layered && layer)
+      return mask.emitOpError("has a layer index but the first mask has none");
+    int64_t thisGroup = layer.value_or(0);
+    std::optional<int64_t> head = mask.getHead();
+    if (thisGroup != group) {
+      if (layered && thisGroup != group + 1)
+        return mask.emitOpError("has layer index ")
+               << thisGroup << " but is entry " << group + 1 << " of the layers";
+      if (!layered && count > 0)
+        return mask.emitOpError("is a second mask of a pattern without layers");
+      group = thisGroup;
+      groupHasShared = !head;
+      if (head && *head != 0)
+        return mask.emitOpError("is for head ")
+               << *head << " but the masks of a layer start at head 0";
+    } else {
+      if (groupHasShared || !head) {
+        if (!layered)
+          return mask.emitOpError(
+              "is a second mask of a pattern without layers");
+        return mask.emitOpError("repeats layer ") << thisGroup;
+      }
+      if (*head != *lastHead + 1)
+        return mask.emitOpError("is for head ")
+               << *head << " but follows head " << *lastHead;
+    }
+    lastHead = head;
     ++count;
   }
   if (count == 0)
@@ -184,7 +212,12 @@ YieldOp MaskOp::getYield() {
   return dyn_cast<YieldOp>(getBodyBlock().getTerminator());
 }
 
-// mask ::= `sp.mask` (`layer` int)? `(` %i `,` %j (`,` %h)? `)`
+unsigned MaskOp::getNumComponents() {
+  YieldOp yield = getYield();
+  return yield ? yield.getValues().size() : 0;
+}
+
+// mask ::= `sp.mask` (`layer` int)? (`head` int)? `(` %i `,` %j (`,` %h)? `)`
 //          attr-dict-with-keyword region
 ParseResult MaskOp::parse(OpAsmParser &parser, OperationState &result) {
   Builder &b = parser.getBuilder();
@@ -194,6 +227,13 @@ ParseResult MaskOp::parse(OpAsmParser &parser, OperationState &result) {
       return failure();
     result.addAttribute(getLayerAttrName(result.name),
                         b.getI64IntegerAttr(layer));
+  }
+  if (succeeded(parser.parseOptionalKeyword("head"))) {
+    int64_t head = 0;
+    if (parser.parseInteger(head))
+      return failure();
+    result.addAttribute(getHeadAttrName(result.name),
+                        b.getI64IntegerAttr(head));
   }
   SmallVector<OpAsmParser::Argument> args;
   if (parser.parseArgumentList(args, OpAsmParser::Delimiter::Paren,
@@ -210,11 +250,14 @@ ParseResult MaskOp::parse(OpAsmParser &parser, OperationState &result) {
 void MaskOp::print(OpAsmPrinter &p) {
   if (std::optional<int64_t> layer = getLayer())
     p << " layer " << *layer;
+  if (std::optional<int64_t> head = getHead())
+    p << " head " << *head;
   p << " (";
   llvm::interleaveComma(getBodyBlock().getArguments(), p,
                         [&](BlockArgument arg) { p.printOperand(arg); });
   p << ')';
-  p.printOptionalAttrDictWithKeyword((*this)->getAttrs(), {getLayerAttrName()});
+  p.printOptionalAttrDictWithKeyword((*this)->getAttrs(),
+                                    {getLayerAttrName(), getHeadAttrName()});
   p << ' ';
   p.printRegion(getBody(), /*printEntryBlockArgs=*/false);
 }
@@ -235,6 +278,26 @@ LogicalResult MaskOp::verifyRegions() {
     return emitOpError("body must end with 'sp.yield'");
   if (std::optional<int64_t> layer = getLayer(); layer && *layer < 0)
     return emitOpError("layer index must be non-negative, but is ") << *layer;
+  if (std::optional<int64_t> head = getHead()) {
+    if (*head < 0)
+      return emitOpError("head index must be non-negative, but is ") << *head;
+    if (numArgs != 2)
+      return emitOpError("is specialized to head ")
+             << *head << " and so takes (i, j), but has " << numArgs
+             << " arguments";
+  }
+  if (std::optional<ArrayAttr> maps = getIndexMaps()) {
+    if (maps->size() != getNumComponents())
+      return emitOpError("has ") << maps->size() << " index map pairs for "
+                                 << getNumComponents() << " components";
+    for (Attribute pair : *maps) {
+      auto arr = dyn_cast<ArrayAttr>(pair);
+      if (!arr || arr.size() != 2 || !isa<StringAttr>(arr[0]) ||
+          !isa<StringAttr>(arr[1]))
+        return emitOpError("index_maps entries must be [query map, key map] "
+                           "string pairs");
+    }
+  }
   return success();
 }
 
@@ -278,6 +341,12 @@ static LogicalResult verifyDivisor(Operation *op, Value divisor) {
   if (matchPattern(divisor, m_ConstantInt(&value)) && !value.isStrictlyPositive())
     return op->emitOpError("divisor must be positive, but is ")
            << value.getSExtValue();
+  return success();
+}
+
+LogicalResult YieldOp::verify() {
+  if (getValues().empty())
+    return emitOpError("must yield at least one component");
   return success();
 }
 

@@ -83,7 +83,15 @@ def SP_MaskOp : SP_Op<"mask", [
   let description = [{
     The region takes the query position `%i`, the key position `%j` and, for a
     per-head mask, the head index `%h` (all `i64`, in that order) and yields
-    an `i1`. `layer N` marks the mask of layer `N` of a layered pattern. The
+    an `i1` per component (see `sp.yield`). `layer N` marks the mask of
+    layer `N` of a layered pattern; `head H` a mask that `sp-specialize` made
+    for head `H` of a per-head pattern (the head index is then a constant and
+    the region takes only `%i, %j`). `disjoint` says the yielded components
+    are pairwise disjoint (set by `sp-decompose`); `index_maps` holds, per
+    component, the `[query map, key map]` pair chosen by
+    `sp-choose-index-maps`, e.g. `["identity", "gather(128, 96..127)"]`;
+    `block_stats` the block classes per component (`sp-classify-blocks`) and
+    `kernels` the component indices each kernel runs (`sp-plan-kernels`). The
     region is isolated from above (parameters are read with `sp.param`), so
     folding materializes constants inside the mask and masks can be
     transformed independently.
@@ -97,7 +105,12 @@ def SP_MaskOp : SP_Op<"mask", [
     }
     ```
   }];
-  let arguments = (ins OptionalAttr<I64Attr>:$layer);
+  let arguments = (ins OptionalAttr<I64Attr>:$layer,
+                       OptionalAttr<I64Attr>:$head,
+                       UnitAttr:$disjoint,
+                       OptionalAttr<ArrayAttr>:$index_maps,
+                       OptionalAttr<ArrayAttr>:$block_stats,
+                       OptionalAttr<ArrayAttr>:$kernels);
   let regions = (region SizedRegion<1>:$body);
   let hasCustomAssemblyFormat = 1;
   let hasRegionVerifier = 1;
@@ -111,15 +124,27 @@ def SP_MaskOp : SP_Op<"mask", [
     ::mlir::BlockArgument getQuery() { return getBodyBlock().getArgument(0); }
     ::mlir::BlockArgument getKey() { return getBodyBlock().getArgument(1); }
     bool isPerHead() { return getBodyBlock().getNumArguments() == 3; }
-    ::mlir::BlockArgument getHead() { return getBodyBlock().getArgument(2); }
+    ::mlir::BlockArgument getHeadArg() { return getBodyBlock().getArgument(2); }
     YieldOp getYield();
+    unsigned getNumComponents();
   }];
 }
 
 def SP_YieldOp : SP_Op<"yield", [Pure, Terminator, HasParent<"MaskOp">]> {
   let summary = "The mask value of a (query, key[, head]) triple";
-  let arguments = (ins I1:$value);
-  let assemblyFormat = "$value attr-dict";
+  let description = [{
+    Yields one `i1` per component: the mask is the union of the components.
+    Before `sp-decompose` there is one; after it, the components of a mask
+    marked `disjoint` are pairwise disjoint, so the mask is their exact sum
+    and each component can be computed by its own kernel segment.
+
+    ```mlir
+    sp.yield %row, %column_not_row
+    ```
+  }];
+  let arguments = (ins Variadic<I1>:$values);
+  let assemblyFormat = "$values attr-dict";
+  let hasVerifier = 1;
 }
 
 //===----------------------------------------------------------------------===//

@@ -87,6 +87,10 @@ cl::opt<int64_t> blockQ("block-q", cl::desc("Query block size (default 64)"),
                         cl::value_desc("B"), cl::init(64), cl::cat(category));
 cl::opt<int64_t> blockK("block-k", cl::desc("Key block size (default 64)"),
                         cl::value_desc("B"), cl::init(64), cl::cat(category));
+cl::opt<int64_t> tableLimitMiB(
+    "table-limit-mib",
+    cl::desc("Largest block tables a layout may need, in MiB (default 8192)"),
+    cl::value_desc("MiB"), cl::init(8192), cl::cat(category));
 cl::opt<bool> verifyDiagnostics(
     "verify-diagnostics",
     cl::desc("Check the diagnostics against expected-* comments in the input"),
@@ -161,6 +165,10 @@ LogicalResult analyze(ModuleOp module, llvm::raw_ostream &os) {
   if (seqLen <= 0)
     return emitError(UnknownLoc::get(context))
            << "--emit=" << emitName() << " needs a sequence length (--seq-len N)";
+  if (tableLimitMiB <= 0)
+    return emitError(UnknownLoc::get(context))
+           << "--table-limit-mib must be positive, but is "
+           << int64_t(tableLimitMiB);
   if (blockQ <= 0 || blockK <= 0)
     return emitError(UnknownLoc::get(context))
            << "block sizes must be positive, but are " << int64_t(blockQ) << "x"
@@ -207,6 +215,7 @@ LogicalResult analyze(ModuleOp module, llvm::raw_ostream &os) {
   LayoutOptions options;
   options.blockQ = blockQ;
   options.blockK = blockK;
+  options.memoryLimitBytes = int64_t(tableLimitMiB) << 20;
   for (sp::PatternOp pattern : patterns) {
     FailureOr<PatternLayout> layout = computeLayout(pattern, options);
     if (failed(layout))

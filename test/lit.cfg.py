@@ -22,3 +22,10 @@ llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 llvm_config.add_tool_substitutions(
     [ToolSubst(t, unresolved="fatal") for t in ["sparsec", "sparse-opt"]],
     [config.sparsetx_tools_dir])
+
+# ptxas validates the PTX that sparsec writes (CUDA_PATH, else /usr/local/cuda).
+_cuda = os.environ.get("CUDA_PATH") or os.environ.get("CUDA_HOME") or "/usr/local/cuda"
+_ptxas = os.path.join(_cuda, "bin", "ptxas")
+if os.path.exists(_ptxas):
+    config.available_features.add("ptxas")
+    config.substitutions.append(("%ptxas", _ptxas))

@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "sparsetx/Analysis/MaskEvaluator.h"
+#include "sparsetx/Codegen/CudaEmitter.h"
 #include "sparsetx/Analysis/PatternLayout.h"
 #include "sparsetx/Analysis/PatternPicture.h"
 #include "sparsetx/Dialect/SP/Transforms/Passes.h"
@@ -19,6 +20,7 @@
 #include "sparsetx/DSL/Sema.h"
 #include "sparsetx/Dialect/SP/IR/SP.h"
 #include "sparsetx/InitAll.h"
+#include "sparsetx/Runtime/Nvrtc.h"
 
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/Diagnostics.h"
@@ -31,7 +33,9 @@
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/Error.h"
 #include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/WithColor.h"
 #include "llvm/Support/raw_ostream.h"
@@ -42,7 +46,7 @@ namespace cl = llvm::cl;
 
 namespace {
 
-enum class EmitKind { AST, MLIR, Plan, Layout, Stats, PNG };
+enum class EmitKind { AST, MLIR, Plan, Layout, Stats, PNG, CUDA, PTX };
 
 cl::OptionCategory category("sparsec options");
 
@@ -66,7 +70,14 @@ cl::opt<EmitKind> emitKind(
                    "a table of block classes and work efficiency per "
                    "component (needs --seq-len)"),
         clEnumValN(EmitKind::PNG, "png",
-                   "the connectivity picture (needs --seq-len and -o)")),
+                   "the connectivity picture (needs --seq-len and -o)"),
+        clEnumValN(EmitKind::CUDA, "cuda",
+                   "the generated CUDA C++ of the forward kernels (needs "
+                   "--seq-len)"),
+        clEnumValN(EmitKind::PTX, "ptx",
+                   "the forward kernels compiled by NVRTC, plus <output>.json, "
+                   "the manifest (needs --seq-len and -o; the default for "
+                   "-o *.ptx)")),
     cl::cat(category));
 cl::list<std::string> defines(
     "D", cl::desc("Override a pattern parameter (-D l=256)"),
@@ -91,6 +102,17 @@ cl::opt<int64_t> tableLimitMiB(
     "table-limit-mib",
     cl::desc("Largest block tables a layout may need, in MiB (default 8192)"),
     cl::value_desc("MiB"), cl::init(8192), cl::cat(category));
+cl::opt<std::string> targetArch(
+    "arch", cl::desc("GPU architecture of --emit=ptx: sm_80 or sm_90a "
+                     "(default sm_90a)"),
+    cl::value_desc("sm_XX"), cl::init("sm_90a"), cl::cat(category));
+cl::opt<int64_t> headDim(
+    "head-dim", cl::desc("Head dimension of the kernels: 32, 64 or 128 "
+                         "(default 64)"),
+    cl::value_desc("D"), cl::init(64), cl::cat(category));
+cl::opt<std::string> elementType(
+    "dtype", cl::desc("Element type of Q, K, V, O: bf16 or fp16 (default bf16)"),
+    cl::value_desc("bf16|fp16"), cl::init("bf16"), cl::cat(category));
 cl::opt<bool> verifyDiagnostics(
     "verify-diagnostics",
     cl::desc("Check the diagnostics against expected-* comments in the input"),
@@ -110,6 +132,8 @@ llvm::StringRef emitName() {
   case EmitKind::Layout: return "layout";
   case EmitKind::Stats: return "stats";
   case EmitKind::PNG: return "png";
+  case EmitKind::CUDA: return "cuda";
+  case EmitKind::PTX: return "ptx";
   }
   llvm_unreachable("unknown emit kind");
 }
@@ -158,6 +182,9 @@ LogicalResult selectPattern(dsl::Module &module, const dsl::SourceLocator &locat
   return diag;
 }
 
+/// The manifest of --emit=ptx, written next to the PTX as <output>.json.
+std::string manifest;
+
 /// Runs the analysis pipeline on the patterns of `module` and prints what
 /// --emit asks for.
 LogicalResult analyze(ModuleOp module, llvm::raw_ostream &os) {
@@ -174,7 +201,8 @@ LogicalResult analyze(ModuleOp module, llvm::raw_ostream &os) {
            << "block sizes must be positive, but are " << int64_t(blockQ) << "x"
            << int64_t(blockK);
   auto patterns = llvm::to_vector(module.getBody()->getOps<sp::PatternOp>());
-  if ((emitKind == EmitKind::Layout || emitKind == EmitKind::PNG) &&
+  bool generatesCode = emitKind == EmitKind::CUDA || emitKind == EmitKind::PTX;
+  if ((emitKind == EmitKind::Layout || emitKind == EmitKind::PNG || generatesCode) &&
       patterns.size() != 1) {
     InFlightDiagnostic diag = emitError(UnknownLoc::get(context))
                               << "--emit=" << emitName()
@@ -185,6 +213,30 @@ LogicalResult analyze(ModuleOp module, llvm::raw_ostream &os) {
   if (emitKind == EmitKind::PNG && outputFilename == "-")
     return emitError(UnknownLoc::get(context))
            << "--emit=png writes a PNG file: name it with -o";
+  if (emitKind == EmitKind::PTX && outputFilename == "-")
+    return emitError(UnknownLoc::get(context))
+           << "--emit=ptx writes a PTX file and its manifest: name it with -o";
+  codegen::CodegenOptions codegenOptions;
+  if (generatesCode) {
+    if (headDim != 32 && headDim != 64 && headDim != 128)
+      return emitError(UnknownLoc::get(context))
+             << "--head-dim must be 32, 64 or 128, but is " << int64_t(headDim);
+    std::optional<codegen::ElementType> dtype =
+        codegen::parseElementType(elementType);
+    if (!dtype)
+      return emitError(UnknownLoc::get(context))
+             << "--dtype must be bf16 or fp16, but is '" << elementType << "'";
+    if (targetArch != "sm_80" && targetArch != "sm_90a")
+      return emitError(UnknownLoc::get(context))
+             << "--arch must be sm_80 or sm_90a, but is '" << targetArch << "'";
+    if (blockQ != 64 || blockK != 64)
+      return emitError(UnknownLoc::get(context))
+             << "--emit=" << emitName() << " needs 64x64 blocks, but they are "
+             << int64_t(blockQ) << "x" << int64_t(blockK);
+    codegenOptions.headDim = headDim;
+    codegenOptions.dtype = *dtype;
+    codegenOptions.arch = targetArch;
+  }
 
   PassManager pm(context);
   sp::SPSpecializeOptions specialize;
@@ -227,6 +279,34 @@ LogicalResult analyze(ModuleOp module, llvm::raw_ostream &os) {
     case EmitKind::Stats:
       printLayoutStats(*layout, pattern, os);
       break;
+    case EmitKind::CUDA:
+    case EmitKind::PTX: {
+      FailureOr<codegen::GeneratedAttention> generated =
+          codegen::generateForward(pattern, *layout, codegenOptions);
+      if (failed(generated))
+        return failure();
+      if (emitKind == EmitKind::CUDA) {
+        os << generated->source;
+        break;
+      }
+      nvrtc::CompileOptions nvrtcOptions;
+      nvrtcOptions.arch = targetArch;
+      nvrtcOptions.flags = codegen::nvrtcFlags();
+      llvm::Expected<std::string> ptx = nvrtc::compileToPTX(
+          generated->source, generated->pattern + ".cu", nvrtcOptions,
+          codegen::kernelHeaders());
+      if (!ptx)
+        return emitError(UnknownLoc::get(context))
+               << "NVRTC failed on the generated source of '"
+               << generated->pattern << "': " << llvm::toString(ptx.takeError());
+      os << *ptx;
+      // main() writes the PTX, then the manifest, each atomically.
+      llvm::raw_string_ostream manifestOS(manifest);
+      codegen::printManifestJSON(*generated,
+                                 llvm::sys::path::filename(outputFilename),
+                                 manifestOS);
+      break;
+    }
     case EmitKind::PNG: {
       // writePng replaces the file atomically itself.
       std::string error;
@@ -331,7 +411,14 @@ int main(int argc, char **argv) {
       "  sparsec patterns/fixed.sp                     print the sp dialect\n"
       "  sparsec patterns/fixed.sp --emit=ast          print the checked AST\n"
       "  sparsec patterns/strided.sp -D l=256 --seq-len 16384 -o strided.mlir\n"
-      "  sparsec lib.sp --pattern fixed --heads 4\n");
+      "  sparsec lib.sp --pattern fixed --heads 4\n"
+      "  sparsec patterns/fixed.sp --seq-len 4096 --emit=cuda\n"
+      "  sparsec patterns/fixed.sp --seq-len 4096 --head-dim 128 -o fixed.ptx\n");
+
+  // `-o kernels.ptx` alone asks for PTX.
+  if (!emitKind.getNumOccurrences() &&
+      llvm::StringRef(outputFilename).ends_with(".ptx"))
+    emitKind = EmitKind::PTX;
 
   if (seqLen < 0 || (seqLen.getNumOccurrences() && seqLen == 0)) {
     llvm::WithColor::error(llvm::errs(), "sparsec")
@@ -386,6 +473,20 @@ int main(int argc, char **argv) {
         << "cannot write '" << outputFilename
         << "': " << llvm::toString(std::move(err)) << "\n";
     return 1;
+  }
+  if (emitKind == EmitKind::PTX) {
+    // The manifest names the PTX; it appears only after the PTX is in place.
+    std::string manifestFile = outputFilename + ".json";
+    if (llvm::Error err = llvm::writeToOutput(
+            manifestFile, [&](llvm::raw_ostream &out) -> llvm::Error {
+              out << manifest;
+              return llvm::Error::success();
+            })) {
+      llvm::WithColor::error(llvm::errs(), "sparsec")
+          << "cannot write '" << manifestFile
+          << "': " << llvm::toString(std::move(err)) << "\n";
+      return 1;
+    }
   }
   return 0;
 }

@@ -132,9 +132,10 @@ std::vector<uint8_t> blockClasses(const ComponentLayout &layout);
 /// pixels per side; larger grids are downsampled by the smallest integer
 /// factor f that fits, each pixel showing the maximum class of the f x f
 /// blocks it covers (so a partial block anywhere shows as partial, and a
-/// single full block among empty ones still shows). Grids smaller than 256
-/// blocks per side are scaled up by an integer factor to about 512 px, with
-/// 1 px lines between blocks once blocks are at least 4 px.
+/// single full block among empty ones still shows). Smaller grids are scaled
+/// up by max(1, min(512, maxSide) / max(rows, cols)) px per block, with 1 px
+/// lines (gridColor) on the top and left edge of every block but the first
+/// row and column once blocks are at least 4 px.
 Image renderBlockMap(llvm::ArrayRef<const ComponentLayout *> layouts,
                      int64_t maxSide = 1024);
 Image renderBlockMap(const ComponentLayout &layout, int64_t maxSide = 1024);
@@ -172,10 +173,11 @@ struct ComposeOptions {
 };
 
 /// Panels left to right, tops aligned, each framed, its caption centered
-/// under it in a band of textHeight + margin pixels. The layout of panel k:
-/// its image starts at x = margin + 1 + sum over earlier columns of
-/// (column width + margin), y = margin + 1, where a column is as wide as the
-/// wider of the framed image and its caption.
+/// under it. Every panel gets a column as wide as the wider of its framed
+/// image and its caption, with `margin` pixels around and between columns;
+/// the image is centered in its column, and all captions share one band
+/// margin / 2 pixels under the tallest framed image (see layoutPanels for
+/// the exact positions).
 Image composePanels(llvm::ArrayRef<Panel> panels,
                     const ComposeOptions &options = {});
 

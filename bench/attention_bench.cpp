@@ -1,0 +1,218 @@
+//===- attention_bench.cpp - time sparsetx's attention kernels on the GPU -===//
+//
+// The same cases as bench/peers.py (B = 1, H = 8, bf16; D = 64 and 128;
+// n = 4096 and 16384; dense causal, local, strided l = 128, fixed l = 128
+// c = 32; the paper's enwik8 and image settings): each pattern is compiled by
+// the same path as `sparsec -o kernels.ptx`, run on fresh random inputs, and
+// timed with CUDA events (median of many runs after warm-up). Useful TFLOP/s
+// count only attended pairs (4 * pairs * D per forward). Prints a table and
+// writes JSON; asserts nothing.
+//
+//   attention-bench [--out FILE] [--quick] [--patterns DIR]
+//
+//===----------------------------------------------------------------------===//
+
+#include "sparsetx/Codegen/AttentionPlan.h"
+#include "sparsetx/Runtime/Cuda.h"
+
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/WithColor.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+
+using namespace sparsetx;
+namespace cl = llvm::cl;
+
+namespace {
+
+cl::opt<std::string> outFile("out", cl::desc("JSON output"),
+                             cl::init("sparsetx-bench.json"));
+cl::opt<std::string> patternDir("patterns", cl::desc("Directory of .sp files"),
+                                cl::init("patterns"));
+cl::opt<bool> quick("quick", cl::desc("Fewer repetitions"), cl::init(false));
+
+struct Case {
+  std::string name, file;
+  std::vector<std::pair<std::string, int64_t>> defines;
+  int64_t n, headDim;
+};
+
+std::vector<Case> cases() {
+  std::vector<Case> all;
+  for (int64_t d : {64, 128})
+    for (int64_t n : {4096, 16384}) {
+      all.push_back({"dense", "dense.sp", {}, n, d});
+      all.push_back({"local", "local.sp", {{"w", 256}}, n, d});
+      all.push_back({"strided", "strided.sp", {{"l", 128}}, n, d});
+      all.push_back({"fixed", "fixed.sp", {{"l", 128}, {"c", 32}}, n, d});
+    }
+  all.push_back({"fixed", "fixed.sp", {{"l", 128}, {"c", 32}}, 12288, 64});
+  all.push_back({"strided", "strided.sp", {{"l", 96}}, 3072, 64});
+  return all;
+}
+
+uint16_t toBF16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  bits += 0x7FFF + ((bits >> 16) & 1); // round to nearest even
+  return uint16_t(bits >> 16);
+}
+
+llvm::Error fillRandom(cuda::DeviceBuffer &buffer, size_t count,
+                       std::mt19937_64 &rng) {
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<uint16_t> host(count);
+  for (uint16_t &x : host)
+    x = toBF16(dist(rng));
+  return buffer.copyFromHost(host.data(), count * 2);
+}
+
+struct Result {
+  Case c;
+  double fwdMs = 0, tflops = 0;
+  int64_t pairs = 0;
+  double efficiency = 0;
+  std::string error;
+};
+
+llvm::Expected<Result> runCase(const Case &c, std::mt19937_64 &rng) {
+  Result r;
+  r.c = c;
+  llvm::SmallString<256> path(patternDir);
+  llvm::sys::path::append(path, c.file);
+  auto text = llvm::MemoryBuffer::getFile(path);
+  if (!text)
+    return llvm::createStringError("cannot read " + std::string(path));
+  PatternCompileOptions options;
+  options.seqLen = c.n;
+  options.defines = c.defines;
+  auto compiled = compilePattern((*text)->getBuffer(), path, options);
+  if (!compiled)
+    return compiled.takeError();
+  codegen::CodegenOptions cg;
+  cg.headDim = c.headDim;
+  auto generated = codegen::generateForward((*compiled)->pattern,
+                                            (*compiled)->layout, cg);
+  if (mlir::failed(generated))
+    return llvm::createStringError("code generation failed for " + c.name);
+  auto plan = AttentionPlan::compile(std::move(*generated));
+  if (!plan)
+    return plan.takeError();
+
+  const int64_t heads = 8, bh = heads;
+  size_t elems = size_t(bh * c.n * c.headDim);
+  auto alloc = [&](size_t bytes) { return cuda::DeviceBuffer::allocate(bytes); };
+  auto q = alloc(elems * 2), k = alloc(elems * 2), v = alloc(elems * 2),
+       o = alloc(elems * 2), lse = alloc(size_t(bh * c.n) * 4);
+  for (auto *b : {&q, &k, &v, &o, &lse})
+    if (!*b)
+      return b->takeError();
+  for (auto *b : {&*q, &*k, &*v})
+    if (llvm::Error e = fillRandom(*b, elems, rng))
+      return std::move(e);
+  auto body = [&]() -> llvm::Error {
+    return plan->forward(0, bh, q->get(), k->get(), v->get(), o->get(),
+                         lse->get());
+  };
+  auto times = cuda::timeRuns(body, quick ? 3 : 20, quick ? 10 : 100);
+  if (!times)
+    return times.takeError();
+  std::sort(times->begin(), times->end());
+  r.fwdMs = (*times)[times->size() / 2];
+  int64_t useful = 0, computed = 0;
+  for (const MaskLayout &m : (*compiled)->layout.masks)
+    for (const ComponentLayout &comp : m.components) {
+      useful += comp.usefulPairs;
+      computed += comp.computedPairs;
+    }
+  r.pairs = useful * heads;
+  r.efficiency = computed ? double(useful) / double(computed) : 1.0;
+  r.tflops = 4.0 * double(r.pairs) * double(c.headDim) / (r.fwdMs * 1e9);
+  return r;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  cl::ParseCommandLineOptions(argc, argv, "sparsetx attention benchmark\n");
+  if (!cuda::isAvailable()) {
+    llvm::WithColor::error(llvm::errs(), "attention-bench")
+        << cuda::unavailableReason() << "\n";
+    return 1;
+  }
+  auto context = cuda::Context::create(0);
+  if (!context) {
+    llvm::WithColor::error(llvm::errs(), "attention-bench")
+        << llvm::toString(context.takeError()) << "\n";
+    return 1;
+  }
+  std::mt19937_64 rng(20261123);
+  std::vector<Result> results;
+  for (const Case &c : cases()) {
+    auto r = runCase(c, rng);
+    if (!r) {
+      Result failed;
+      failed.c = c;
+      failed.error = llvm::toString(r.takeError());
+      llvm::errs() << c.name << " n=" << c.n << " D=" << c.headDim << ": "
+                   << failed.error << "\n";
+      results.push_back(failed);
+      continue;
+    }
+    results.push_back(*r);
+  }
+
+  llvm::outs() << "device: " << context->getDeviceName() << "\n";
+  llvm::outs() << llvm::format("%-8s %6s %4s %10s %10s %11s\n", "pattern", "n",
+                               "D", "fwd ms", "fwd TF/s", "efficiency");
+  for (const Result &r : results) {
+    if (!r.error.empty()) {
+      llvm::outs() << llvm::format("%-8s %6lld %4lld  failed\n", r.c.name.c_str(),
+                                   (long long)r.c.n, (long long)r.c.headDim);
+      continue;
+    }
+    llvm::outs() << llvm::format("%-8s %6lld %4lld %10.3f %10.1f %11.3f\n",
+                                 r.c.name.c_str(), (long long)r.c.n,
+                                 (long long)r.c.headDim, r.fwdMs, r.tflops,
+                                 r.efficiency);
+  }
+
+  std::error_code ec;
+  llvm::raw_fd_ostream os(outFile, ec);
+  if (ec) {
+    llvm::WithColor::error(llvm::errs(), "attention-bench")
+        << "cannot write '" << outFile << "': " << ec.message() << "\n";
+    return 1;
+  }
+  llvm::json::OStream j(os, 1);
+  j.object([&] {
+    j.attribute("device", context->getDeviceName());
+    j.attributeArray("results", [&] {
+      for (const Result &r : results)
+        j.object([&] {
+          j.attribute("peer", "sparsetx");
+          j.attribute("pattern", r.c.name);
+          j.attribute("n", r.c.n);
+          j.attribute("heads", int64_t(8));
+          j.attribute("head_dim", r.c.headDim);
+          if (!r.error.empty()) {
+            j.attribute("error", r.error);
+            return;
+          }
+          j.attribute("fwd_ms", r.fwdMs);
+          j.attribute("fwd_tflops", r.tflops);
+          j.attribute("attended_pairs", r.pairs);
+          j.attribute("work_efficiency", r.efficiency);
+        });
+    });
+  });
+  return 0;
+}

@@ -1,0 +1,256 @@
+//===- AttentionPlan.cpp - a pattern's attention kernels, runnable --------===//
+//
+// Launch shapes come from the generated description, never from constants
+// repeated here: grid (query blocks, batchHeads / heads per launch), 128
+// threads, the forward kernel's dynamic shared memory (above 48 KiB for head
+// dim 128, hence the opt-in). Masks with several kernels write fp32 partial
+// outputs to a workspace the merge reads; it is allocated once per batch size
+// and reused.
+//
+//===----------------------------------------------------------------------===//
+
+#include "sparsetx/Codegen/AttentionPlan.h"
+
+#include "sparsetx/DSL/AST.h"
+#include "sparsetx/DSL/MLIRGen.h"
+#include "sparsetx/DSL/Parser.h"
+#include "sparsetx/DSL/Sema.h"
+#include "sparsetx/Dialect/SP/Transforms/Passes.h"
+#include "sparsetx/InitAll.h"
+#include "sparsetx/Runtime/Nvrtc.h"
+
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/Pass/PassManager.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/SourceMgr.h"
+
+#include <cmath>
+
+using namespace mlir;
+
+namespace sparsetx {
+
+namespace {
+llvm::Error makeError(const llvm::Twine &message) {
+  return llvm::make_error<llvm::StringError>(message, llvm::inconvertibleErrorCode());
+}
+} // namespace
+
+llvm::Expected<std::unique_ptr<CompiledPattern>>
+compilePattern(llvm::StringRef text, llvm::StringRef bufferName,
+               const PatternCompileOptions &options) {
+  if (options.seqLen <= 0)
+    return makeError("compilePattern needs a positive sequence length");
+  auto result = std::make_unique<CompiledPattern>();
+  DialectRegistry registry;
+  registerAllDialects(registry);
+  result->context = std::make_unique<MLIRContext>(registry);
+  MLIRContext &context = *result->context;
+  context.loadAllAvailableDialects();
+  context.printOpOnDiagnostic(false);
+
+  llvm::SourceMgr sourceMgr;
+  unsigned bufferId = sourceMgr.AddNewSourceBuffer(
+      llvm::MemoryBuffer::getMemBufferCopy(text, bufferName), llvm::SMLoc());
+  std::string diagnostics;
+  llvm::raw_string_ostream diagOS(diagnostics);
+  SourceMgrDiagnosticHandler handler(sourceMgr, &context, diagOS);
+  auto fail = [&](llvm::StringRef what) {
+    return makeError(what + ": " + llvm::StringRef(diagnostics).rtrim());
+  };
+
+  dsl::SourceLocator locator(sourceMgr, &context);
+  dsl::SemaOptions sema;
+  sema.seqLen = options.seqLen;
+  sema.overrides = options.defines;
+  std::unique_ptr<dsl::Module> ast = dsl::parseModule(locator, bufferId);
+  if (!ast || failed(dsl::checkModule(*ast, locator, sema)))
+    return fail("cannot parse " + bufferName.str());
+  if (!options.patternName.empty()) {
+    auto it = llvm::find_if(ast->patterns, [&](const auto &p) {
+      return p->name == options.patternName;
+    });
+    if (it == ast->patterns.end())
+      return makeError("no pattern named '" + options.patternName + "' in " +
+                       bufferName);
+    auto selected = std::move(*it);
+    ast->patterns.clear();
+    ast->patterns.push_back(std::move(selected));
+  }
+  if (ast->patterns.size() != 1)
+    return makeError(bufferName + " has " + llvm::Twine(ast->patterns.size()) +
+                     " patterns; pick one with patternName");
+  result->source = dsl::mlirGen(*ast, locator);
+  if (!result->source)
+    return fail("cannot lower " + bufferName.str());
+  Builder b(&context);
+  for (auto pattern : result->source->getBody()->getOps<sp::PatternOp>()) {
+    if (options.numHeads > 0)
+      pattern.setNumHeadsAttr(b.getI64IntegerAttr(options.numHeads));
+    pattern.setSeqLenAttr(b.getI64IntegerAttr(options.seqLen));
+    result->sourcePattern = pattern;
+  }
+
+  result->specialized = result->source->clone();
+  PassManager pm(&context);
+  sp::SPSpecializeOptions specialize;
+  specialize.seqLen = options.seqLen;
+  specialize.numHeads = options.numHeads;
+  pm.addPass(sp::createSPSpecialize(specialize));
+  pm.addPass(sp::createSPVerify());
+  pm.addPass(sp::createSPDecompose());
+  if (failed(pm.run(*result->specialized)))
+    return fail("cannot specialize " + bufferName.str());
+  result->pattern =
+      *result->specialized->getBody()->getOps<sp::PatternOp>().begin();
+  FailureOr<PatternLayout> layout = computeLayout(result->pattern, LayoutOptions());
+  if (failed(layout))
+    return fail("cannot lay out " + bufferName.str());
+  result->layout = std::move(*layout);
+  return std::move(result);
+}
+
+llvm::Expected<AttentionPlan>
+AttentionPlan::compile(codegen::GeneratedAttention generated) {
+  nvrtc::CompileOptions options;
+  options.arch = generated.arch;
+  options.flags = codegen::nvrtcFlags();
+  llvm::Expected<std::string> ptx =
+      nvrtc::compileToPTX(generated.source, generated.pattern + ".cu", options,
+                          codegen::kernelHeaders());
+  if (!ptx)
+    return ptx.takeError();
+  return load(std::move(generated), *ptx);
+}
+
+llvm::Expected<AttentionPlan>
+AttentionPlan::load(codegen::GeneratedAttention generated, llvm::StringRef ptx) {
+  AttentionPlan plan;
+  plan.gen = std::move(generated);
+  llvm::Expected<cuda::Module> module = cuda::Module::load(ptx);
+  if (!module)
+    return module.takeError();
+  plan.module = std::move(*module);
+  for (const codegen::MaskKernels &mask : plan.gen.masks) {
+    MaskFunctions fns;
+    for (const codegen::ForwardKernelInfo &kernel : mask.kernels) {
+      llvm::Expected<cuda::Function> fn = plan.module.getFunction(kernel.name);
+      if (!fn)
+        return fn.takeError();
+      if (llvm::Error err = cuda::setMaxDynamicSharedMemory(
+              *fn, int(plan.gen.forwardSharedBytes)))
+        return std::move(err);
+      fns.kernels.push_back(*fn);
+    }
+    if (!mask.mergeName.empty()) {
+      llvm::Expected<cuda::Function> fn = plan.module.getFunction(mask.mergeName);
+      if (!fn)
+        return fn.takeError();
+      fns.merge = *fn;
+    }
+    plan.functions.push_back(fns);
+  }
+  // Never a null pointer, even for a pattern without tables.
+  size_t bytes = std::max<size_t>(4, plan.gen.tables.size() * sizeof(int32_t));
+  llvm::Expected<cuda::DeviceBuffer> tables = cuda::DeviceBuffer::allocate(bytes);
+  if (!tables)
+    return tables.takeError();
+  plan.tables = std::move(*tables);
+  if (!plan.gen.tables.empty())
+    if (llvm::Error err = plan.tables.copyFromHost(
+            plan.gen.tables.data(), plan.gen.tables.size() * sizeof(int32_t)))
+      return std::move(err);
+  return std::move(plan);
+}
+
+std::vector<size_t> AttentionPlan::masksOfLayer(int64_t layer) const {
+  std::vector<size_t> result;
+  if (gen.layered) {
+    int64_t count = static_cast<int64_t>(gen.masks.size());
+    result.push_back(static_cast<size_t>(((layer % count) + count) % count));
+    return result;
+  }
+  for (size_t m = 0; m < gen.masks.size(); ++m)
+    result.push_back(m);
+  return result;
+}
+
+llvm::Error AttentionPlan::reserveWorkspace(int64_t batchHeads) {
+  if (batchHeads <= workspaceBatchHeads)
+    return llvm::Error::success();
+  size_t parts = gen.maxKernelsPerMask();
+  size_t rows = parts * size_t(batchHeads) * size_t(gen.seqLen);
+  llvm::Expected<cuda::DeviceBuffer> buffer = cuda::DeviceBuffer::allocate(
+      rows * size_t(gen.headDim + 1) * sizeof(float));
+  if (!buffer)
+    return buffer.takeError();
+  workspace = std::move(*buffer);
+  workspaceBatchHeads = batchHeads;
+  return llvm::Error::success();
+}
+
+llvm::Error AttentionPlan::forward(int64_t layer, int64_t batchHeads,
+                                   cuda::DevicePtr q, cuda::DevicePtr k,
+                                   cuda::DevicePtr v, cuda::DevicePtr o,
+                                   cuda::DevicePtr lse, double scale,
+                                   cuda::Stream stream) {
+  for (size_t mask : masksOfLayer(layer))
+    if (llvm::Error err =
+            forwardMask(mask, batchHeads, q, k, v, o, lse, scale, stream))
+      return err;
+  return llvm::Error::success();
+}
+
+llvm::Error AttentionPlan::forwardMask(size_t maskIndex, int64_t batchHeads,
+                                       cuda::DevicePtr q, cuda::DevicePtr k,
+                                       cuda::DevicePtr v, cuda::DevicePtr o,
+                                       cuda::DevicePtr lse, double scale,
+                                       cuda::Stream stream) {
+  if (maskIndex >= gen.masks.size())
+    return makeError("mask " + llvm::Twine(maskIndex) + " out of range");
+  const codegen::MaskKernels &mask = gen.masks[maskIndex];
+  const MaskFunctions &fns = functions[maskIndex];
+  int64_t headsPerLaunch = mask.head ? gen.numHeads : 1;
+  if (batchHeads <= 0 || batchHeads % headsPerLaunch != 0)
+    return makeError("batchHeads = " + llvm::Twine(batchHeads) +
+                     " is not a positive multiple of the pattern's " +
+                     llvm::Twine(headsPerLaunch) + " heads");
+  float scaleArg = float(scale > 0 ? scale : 1.0 / std::sqrt(double(gen.headDim)));
+  unsigned gridY = unsigned(batchHeads / headsPerLaunch);
+  cuda::DevicePtr tablePtr = tables.get();
+
+  cuda::DevicePtr oParts = 0, lseParts = 0;
+  size_t partRows = size_t(batchHeads) * size_t(gen.seqLen);
+  if (mask.kernels.size() > 1) {
+    if (llvm::Error err = reserveWorkspace(batchHeads))
+      return err;
+    oParts = workspace.get();
+    lseParts = oParts + mask.kernels.size() * partRows * gen.headDim * sizeof(float);
+  }
+  for (size_t kIdx = 0; kIdx < mask.kernels.size(); ++kIdx) {
+    const codegen::ForwardKernelInfo &kernel = mask.kernels[kIdx];
+    cuda::DevicePtr out = o, outLse = lse;
+    if (kernel.partialOutput) {
+      out = oParts + kIdx * partRows * gen.headDim * sizeof(float);
+      outLse = lseParts + kIdx * partRows * sizeof(float);
+    }
+    void *args[] = {&q, &k, &v, &out, &outLse, &tablePtr, &scaleArg};
+    cuda::Dim3 grid{unsigned(kernel.numQueryBlocks), gridY, 1};
+    cuda::Dim3 block{codegen::kForwardThreads, 1, 1};
+    if (llvm::Error err = cuda::launch(fns.kernels[kIdx], grid, block,
+                                       gen.forwardSharedBytes, stream, args))
+      return err;
+  }
+  if (fns.merge) {
+    void *args[] = {&oParts, &lseParts, &o, &lse};
+    cuda::Dim3 grid{unsigned((gen.seqLen + codegen::kMergeRowsPerBlock - 1) /
+                             codegen::kMergeRowsPerBlock),
+                    gridY, 1};
+    cuda::Dim3 block{codegen::kMergeThreads, 1, 1};
+    if (llvm::Error err = cuda::launch(fns.merge, grid, block, 0, stream, args))
+      return err;
+  }
+  return llvm::Error::success();
+}
+
+} // namespace sparsetx

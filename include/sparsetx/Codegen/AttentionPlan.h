@@ -1,0 +1,111 @@
+//===- AttentionPlan.h - a pattern's attention kernels, runnable -*- C++ -*-===//
+//
+// The driver side of codegen, shared by the GPU tests and the benchmarks:
+//  - compilePattern: .sp text -> the specialized, decomposed sp.pattern and its
+//    PatternLayout (the pipeline of `sparsec --emit=layout`), plus the
+//    unspecialized pattern for the CPU reference (PatternEvaluator);
+//  - AttentionPlan: generated kernels compiled by NVRTC and loaded, their
+//    int32 tables uploaded, the fp32 merge workspace sized on demand, and
+//    forward() launching every kernel (and the merge) of one residual layer.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SPARSETX_CODEGEN_ATTENTIONPLAN_H
+#define SPARSETX_CODEGEN_ATTENTIONPLAN_H
+
+#include "sparsetx/Analysis/PatternLayout.h"
+#include "sparsetx/Codegen/CudaEmitter.h"
+#include "sparsetx/Runtime/Cuda.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/IR/OwningOpRef.h"
+#include "llvm/Support/Error.h"
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace sparsetx {
+
+struct PatternCompileOptions {
+  int64_t seqLen = 0;
+  /// Head count of a per-head pattern; 0: the pattern's own, else 8.
+  int64_t numHeads = 0;
+  /// -D NAME=VALUE overrides.
+  std::vector<std::pair<std::string, int64_t>> defines;
+  /// The pattern to pick from a file with several; empty: the only one.
+  std::string patternName;
+};
+
+/// One pattern through the analysis pipeline. Owns its MLIR context.
+struct CompiledPattern {
+  std::unique_ptr<mlir::MLIRContext> context;
+  /// The front end's output at n (masks with `h`, parameters bound by sema):
+  /// what PatternEvaluator::compile wants for the reference.
+  mlir::OwningOpRef<mlir::ModuleOp> source;
+  /// After sp-specialize, sp-verify, sp-decompose.
+  mlir::OwningOpRef<mlir::ModuleOp> specialized;
+  sp::PatternOp sourcePattern, pattern;
+  PatternLayout layout;
+};
+
+/// Parses, checks, specializes and lays out `text`. Errors carry the
+/// diagnostics (file:line:col).
+llvm::Expected<std::unique_ptr<CompiledPattern>>
+compilePattern(llvm::StringRef text, llvm::StringRef bufferName,
+               const PatternCompileOptions &options);
+
+/// Generated, compiled and loaded forward kernels of one pattern.
+class AttentionPlan {
+public:
+  /// Loads `ptx` (from NVRTC, or a file written by sparsec) for `generated`
+  /// and uploads the tables. Needs a current context (cuda::Context::create).
+  static llvm::Expected<AttentionPlan> load(codegen::GeneratedAttention generated,
+                                            llvm::StringRef ptx);
+  /// Compiles generated.source with NVRTC for generated.arch, then load().
+  static llvm::Expected<AttentionPlan>
+  compile(codegen::GeneratedAttention generated);
+
+  const codegen::GeneratedAttention &getGenerated() const { return gen; }
+
+  /// The masks residual layer `layer` runs: the layer's mask (layered
+  /// patterns), every head's mask (per-head patterns), else the one mask.
+  std::vector<size_t> masksOfLayer(int64_t layer) const;
+
+  /// Attention of residual layer `layer`: q, k, v, o are [batchHeads, n, D]
+  /// of the plan's dtype, lse [batchHeads, n] fp32. scale <= 0 means
+  /// 1/sqrt(D). For a per-head pattern batchHeads must be a multiple of the
+  /// head count (bh % numHeads is the head). Enqueues on `stream`; does not
+  /// synchronize.
+  llvm::Error forward(int64_t layer, int64_t batchHeads, cuda::DevicePtr q,
+                      cuda::DevicePtr k, cuda::DevicePtr v, cuda::DevicePtr o,
+                      cuda::DevicePtr lse, double scale = 0,
+                      cuda::Stream stream = nullptr);
+  /// The kernels of one mask (and its merge).
+  llvm::Error forwardMask(size_t mask, int64_t batchHeads, cuda::DevicePtr q,
+                          cuda::DevicePtr k, cuda::DevicePtr v, cuda::DevicePtr o,
+                          cuda::DevicePtr lse, double scale = 0,
+                          cuda::Stream stream = nullptr);
+
+private:
+  struct MaskFunctions {
+    std::vector<cuda::Function> kernels;
+    cuda::Function merge = nullptr;
+  };
+  llvm::Error reserveWorkspace(int64_t batchHeads);
+
+  codegen::GeneratedAttention gen;
+  cuda::Module module;
+  std::vector<MaskFunctions> functions;
+  cuda::DeviceBuffer tables;
+  /// fp32 partial outputs of masks with several kernels:
+  /// O parts [kernels][bh][n][D], then LSE parts [kernels][bh][n].
+  cuda::DeviceBuffer workspace;
+  int64_t workspaceBatchHeads = 0;
+};
+
+} // namespace sparsetx
+
+#endif // SPARSETX_CODEGEN_ATTENTIONPLAN_H

@@ -1,0 +1,119 @@
+//===- CudaEmitter.h - CUDA C++ for a pattern's attention kernels -*- C++ -*-===//
+//
+// From a specialized, decomposed sp.pattern and its PatternLayout, emits the
+// CUDA C++ that instantiates the hand-written kernel templates of
+// codegen/kernels/ (embedded in the library, see KernelSources.h): per mask
+// and kernel a `Variant` struct (index maps as closed-form device functions,
+// each component's schedule and mask predicate) and `extern "C"` entry points,
+// plus the int32 table data those kernels read and a manifest describing how
+// to launch them. Only the forward pass and its merge for now.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SPARSETX_CODEGEN_CUDAEMITTER_H
+#define SPARSETX_CODEGEN_CUDAEMITTER_H
+
+#include "sparsetx/Analysis/PatternLayout.h"
+#include "sparsetx/Dialect/SP/IR/SP.h"
+
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace sparsetx::codegen {
+
+enum class ElementType { BF16, FP16 };
+
+llvm::StringRef getElementTypeName(ElementType type); // "bf16" / "fp16"
+std::optional<ElementType> parseElementType(llvm::StringRef name);
+
+struct CodegenOptions {
+  int64_t headDim = 64;          // 32, 64 or 128
+  ElementType dtype = ElementType::BF16;
+  std::string arch = "sm_90a";   // recorded in the manifest; NVRTC's target
+};
+
+/// Threads per CTA and rows per merge CTA of the kernel templates.
+constexpr unsigned kForwardThreads = 128;
+constexpr unsigned kMergeThreads = 128;
+constexpr unsigned kMergeRowsPerBlock = 4;
+
+/// Where one component's schedule lives in the table data (int32 offsets).
+struct SegmentInfo {
+  unsigned component = 0;
+  std::string keyMap;
+  int64_t numKeys = 0;
+  bool rangeSchedule = true;
+  /// Range: begin/end/fullBegin/fullEnd arrays start at offsets[0] (each
+  /// numQueryBlocks long). Table: full offsets, full indices, partial
+  /// offsets, partial indices.
+  std::vector<int64_t> offsets;
+};
+
+struct ForwardKernelInfo {
+  std::string name;         // sparsetx_fwd_<pattern>_m<mask>_k<kernel>
+  std::string queryMap;
+  int64_t numQueries = 0;   // mapped query indices
+  int64_t numQueryBlocks = 0; // grid.x
+  /// Writes fp32 O and LSE into partial buffer `kernel` for the merge
+  /// (several kernels), else the final O (element type) and LSE.
+  bool partialOutput = false;
+  std::vector<SegmentInfo> segments;
+};
+
+struct MaskKernels {
+  std::optional<int64_t> layer, head;
+  std::vector<ForwardKernelInfo> kernels;
+  std::string mergeName;    // empty unless kernels.size() > 1
+};
+
+/// Everything generated for one pattern at one n, head dim and dtype.
+struct GeneratedAttention {
+  std::string pattern;
+  int64_t seqLen = 0;
+  int64_t headDim = 0;
+  ElementType dtype = ElementType::BF16;
+  std::string arch;
+  bool causal = false;
+  /// Per-head masks: the pattern's head count; grid.y = batchHeads / numHeads
+  /// and mask `head` serves batch-heads bh with bh % numHeads == head. 1 for
+  /// patterns without per-head masks.
+  int64_t numHeads = 1;
+  bool perHead = false, layered = false;
+  int64_t blockQ = 64, blockK = 64;
+  unsigned forwardSharedBytes = 0;
+  std::vector<int32_t> tables;
+  std::vector<MaskKernels> masks;
+  std::string source;       // the CUDA C++ (includes the embedded headers)
+
+  /// The most kernels any mask runs (the partial buffers a merge needs).
+  size_t maxKernelsPerMask() const;
+};
+
+/// Generates the forward kernels of `pattern` (specialized at layout.seqLen,
+/// decomposed) with `layout` = computeLayout(pattern). Errors (unsupported
+/// options or ops) are emitted as diagnostics at the pattern or the op.
+mlir::FailureOr<GeneratedAttention>
+generateForward(sp::PatternOp pattern, const PatternLayout &layout,
+                const CodegenOptions &options);
+
+/// The manifest (`sparsec -o x.ptx` writes it as x.ptx.json): kernel names,
+/// launch shapes, shared memory, masks, tables.
+void printManifestJSON(const GeneratedAttention &generated,
+                       llvm::StringRef ptxFile, llvm::raw_ostream &os);
+
+/// The embedded kernel headers, as (include name, contents) for NVRTC:
+/// "sparsetx/common.cuh", "sparsetx/attention_forward.cuh", ...
+const std::vector<std::pair<std::string, std::string>> &kernelHeaders();
+
+/// NVRTC flags the generated source expects (beyond --gpu-architecture).
+std::vector<std::string> nvrtcFlags();
+
+} // namespace sparsetx::codegen
+
+#endif // SPARSETX_CODEGEN_CUDAEMITTER_H

@@ -1,0 +1,114 @@
+//===- Cuda.h - the CUDA driver API, checked ---------------------*- C++ -*-===//
+//
+// A thin, checked layer over the CUDA driver API. libcuda is loaded with
+// dlopen at first use, so every sparsetx binary starts (and the GPU tests skip
+// themselves) on machines without a driver; nothing links the CUDA runtime.
+// Every failing call becomes an llvm::Error naming the call and the CUDA error
+// (e.g. "cuModuleLoadData: CUDA_ERROR_INVALID_PTX: a PTX JIT compilation
+// failed" plus the JIT log where there is one).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SPARSETX_RUNTIME_CUDA_H
+#define SPARSETX_RUNTIME_CUDA_H
+
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/STLFunctionalExtras.h"
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace sparsetx::cuda {
+
+/// Opaque driver handles (CUdeviceptr, CUfunction, CUstream, CUevent).
+using DevicePtr = uint64_t;
+using Function = void *;
+using Stream = void *;
+
+/// True when libcuda.so.1 loads and at least one device is present. Cheap
+/// after the first call.
+bool isAvailable();
+/// Why isAvailable() is false ("libcuda.so.1 not found", "no CUDA device").
+std::string unavailableReason();
+
+/// The primary context of one device, made current on the calling thread.
+class Context {
+public:
+  static llvm::Expected<Context> create(int device = 0);
+  std::string getDeviceName() const { return name; }
+  /// e.g. 90 for sm_90.
+  int getComputeCapability() const { return computeCapability; }
+  int getNumSMs() const { return numSMs; }
+  size_t getSharedMemoryPerBlockOptin() const { return sharedOptin; }
+  llvm::Error synchronize();
+
+private:
+  int device = 0;
+  std::string name;
+  int computeCapability = 0, numSMs = 0;
+  size_t sharedOptin = 0;
+};
+
+/// Device memory, freed on destruction.
+class DeviceBuffer {
+public:
+  static llvm::Expected<DeviceBuffer> allocate(size_t bytes);
+  DeviceBuffer() = default;
+  DeviceBuffer(DeviceBuffer &&o) noexcept;
+  DeviceBuffer &operator=(DeviceBuffer &&o) noexcept;
+  ~DeviceBuffer();
+
+  DevicePtr get() const { return ptr; }
+  size_t size() const { return bytes; }
+  llvm::Error copyFromHost(const void *src, size_t count, size_t offset = 0);
+  llvm::Error copyToHost(void *dst, size_t count, size_t offset = 0) const;
+  /// Sets every byte (e.g. 0xFF to poison outputs before a run).
+  llvm::Error fill(uint8_t byte);
+
+private:
+  DevicePtr ptr = 0;
+  size_t bytes = 0;
+};
+
+/// A loaded PTX or cubin module.
+class Module {
+public:
+  /// JIT-loads PTX (or loads a cubin); the error carries the JIT log.
+  static llvm::Expected<Module> load(llvm::StringRef image);
+  Module() = default;
+  Module(Module &&o) noexcept;
+  Module &operator=(Module &&o) noexcept;
+  ~Module();
+
+  llvm::Expected<Function> getFunction(llvm::StringRef name) const;
+
+private:
+  void *handle = nullptr;
+};
+
+struct Dim3 {
+  unsigned x = 1, y = 1, z = 1;
+};
+
+/// Sets the function's dynamic shared memory limit (needed above 48 KiB).
+llvm::Error setMaxDynamicSharedMemory(Function fn, int bytes);
+
+/// Launches `fn`; `args` are pointers to each kernel argument, in order.
+/// Checks the launch; does not synchronize.
+llvm::Error launch(Function fn, Dim3 grid, Dim3 block, unsigned sharedBytes,
+                   Stream stream, llvm::ArrayRef<void *> args);
+
+/// Times `body` (which enqueues work on the default stream) with CUDA events:
+/// `warmup` untimed runs, then `repeats` timed ones; returns each run's
+/// milliseconds.
+llvm::Expected<std::vector<float>>
+timeRuns(llvm::function_ref<llvm::Error()> body, int warmup, int repeats);
+
+} // namespace sparsetx::cuda
+
+#endif // SPARSETX_RUNTIME_CUDA_H

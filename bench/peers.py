@@ -89,6 +89,11 @@ def main():
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("peers.py: no CUDA device")
+    # Every (shape, mask) is a new specialization of the compiled
+    # flex_attention; past Dynamo's default recompile limit (8) it would fall
+    # back to the unfused implementation and time that instead.
+    torch._dynamo.config.recompile_limit = 1024
+    torch._dynamo.config.accumulated_recompile_limit = 4096
     flex = torch.compile(flex_attention, dynamic=False)
     cases = []
     for dim in (64, 128):

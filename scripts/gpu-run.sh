@@ -8,7 +8,8 @@ out="${OUT:-out}"
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 status=0
-for t in .gpu/bin/*Test; do
+[ "${1:-}" = "--bench-only" ] && tests=() || tests=(.gpu/bin/*Test)
+for t in "${tests[@]}"; do
   [ -x "$t" ] || continue
   echo "== $t"
   "$t" --gtest_brief=1 2>&1 | tee "$out/$(basename "$t").log" | tail -n 30

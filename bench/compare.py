@@ -1,0 +1,33 @@
+#!/usr/bin/env python3
+"""Side-by-side table of sparsetx's kernels and their peers from the JSON that
+attention-bench and peers.py wrote in the same GPU run.
+
+    python3 bench/compare.py SPARSETX.json PEERS.json
+"""
+import json
+import sys
+
+
+def main():
+    ours = json.load(open(sys.argv[1]))["results"]
+    peers = json.load(open(sys.argv[2]))["results"]
+    key = lambda r: (r["pattern"], r["n"], r["head_dim"])
+    flex = {key(r): r for r in peers if r["peer"] == "flex"}
+    sdpa = {key(r): r for r in peers if r["peer"] == "sdpa-flash"}
+    print(f"{'pattern':<8} {'n':>6} {'D':>4} {'sparsetx ms':>12} {'flex ms':>9} "
+          f"{'vs flex':>8} {'sdpa ms':>8} {'vs sdpa':>8} {'TF/s':>7}")
+    for r in ours:
+        if "error" in r:
+            print(f"{r['pattern']:<8} {r['n']:>6} {r['head_dim']:>4}  failed: {r['error']}")
+            continue
+        f = flex.get(key(r))
+        s = sdpa.get(key(r))
+        fx = f"{f['fwd_ms'] / r['fwd_ms']:.2f}x" if f else "-"
+        sx = f"{s['fwd_ms'] / r['fwd_ms']:.2f}" if s else "-"
+        print(f"{r['pattern']:<8} {r['n']:>6} {r['head_dim']:>4} {r['fwd_ms']:>12.3f} "
+              f"{f['fwd_ms'] if f else float('nan'):>9.3f} {fx:>8} "
+              f"{s['fwd_ms'] if s else float('nan'):>8.3f} {sx:>8} {r['fwd_tflops']:>7.1f}")
+
+
+if __name__ == "__main__":
+    main()

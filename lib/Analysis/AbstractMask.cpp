@@ -26,14 +26,10 @@
 //===----------------------------------------------------------------------===//
 
 #include "sparsetx/Analysis/AbstractMask.h"
+#include "sparsetx/Analysis/MaskDag.h"
 #include "sparsetx/Support/IntMath.h"
 
-#include "mlir/Dialect/Arith/IR/Arith.h"
-#include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/IR/Diagnostics.h"
-#include "llvm/ADT/DenseMap.h"
-#include "llvm/ADT/TypeSwitch.h"
-#include "llvm/Support/MathExtras.h"
 
 #include <algorithm>
 #include <array>
@@ -56,130 +52,11 @@ constexpr int64_t kI64Max = std::numeric_limits<int64_t>::max();
 constexpr unsigned kNumVars = 4;
 
 //===----------------------------------------------------------------------===//
-// Opcodes and their concrete semantics
+// Opcodes
 //===----------------------------------------------------------------------===//
 
-// The same operation set as MaskEvaluator's program (i1 arithmetic is
-// rewritten into these at compile time the same way): i1 values are held as
-// 0 or 1.
-enum class Op : uint8_t {
-  Add,
-  Sub,
-  Mul,
-  And,
-  Or,
-  Xor,
-  MinS,
-  MaxS,
-  MinU,
-  MaxU,
-  Eq,
-  Ne,
-  Slt,
-  Sle,
-  Ult,
-  Ule,
-  Select,
-  Abs,
-  FloorDiv,
-  FloorMod,
-  CeilDiv,
-  TruncDiv,
-  TruncRem,
-};
-
-unsigned numOperands(Op op) {
-  switch (op) {
-  case Op::Select:
-    return 3;
-  case Op::Abs:
-  case Op::FloorDiv:
-  case Op::FloorMod:
-  case Op::CeilDiv:
-  case Op::TruncDiv:
-  case Op::TruncRem:
-    return 1;
-  default:
-    return 2;
-  }
-}
-
-bool isCommutative(Op op) {
-  switch (op) {
-  case Op::Add:
-  case Op::Mul:
-  case Op::And:
-  case Op::Or:
-  case Op::Xor:
-  case Op::MinS:
-  case Op::MaxS:
-  case Op::MinU:
-  case Op::MaxU:
-  case Op::Eq:
-  case Op::Ne:
-    return true;
-  default:
-    return false;
-  }
-}
-
-inline int64_t wrap(uint64_t v) { return static_cast<int64_t>(v); }
-inline uint64_t u64(int64_t v) { return static_cast<uint64_t>(v); }
-
-/// The concrete semantics (IntMath.h; wrapping arithmetic), identical to the
-/// mask evaluator's: used to fold constants and whenever every operand of an
-/// abstract operation is a single value. `d` is the divisor (> 1).
-int64_t concrete(Op op, int64_t a, int64_t b, int64_t c, int64_t d) {
-  switch (op) {
-  case Op::Add:
-    return wrap(u64(a) + u64(b));
-  case Op::Sub:
-    return wrap(u64(a) - u64(b));
-  case Op::Mul:
-    return wrap(u64(a) * u64(b));
-  case Op::And:
-    return a & b;
-  case Op::Or:
-    return a | b;
-  case Op::Xor:
-    return a ^ b;
-  case Op::MinS:
-    return std::min(a, b);
-  case Op::MaxS:
-    return std::max(a, b);
-  case Op::MinU:
-    return u64(a) < u64(b) ? a : b;
-  case Op::MaxU:
-    return u64(a) < u64(b) ? b : a;
-  case Op::Eq:
-    return a == b;
-  case Op::Ne:
-    return a != b;
-  case Op::Slt:
-    return a < b;
-  case Op::Sle:
-    return a <= b;
-  case Op::Ult:
-    return u64(a) < u64(b);
-  case Op::Ule:
-    return u64(a) <= u64(b);
-  case Op::Select:
-    return a ? b : c;
-  case Op::Abs:
-    return a < 0 ? wrap(0 - u64(a)) : a;
-  case Op::FloorDiv:
-    return floorDiv(a, d);
-  case Op::FloorMod:
-    return floorMod(a, d);
-  case Op::CeilDiv:
-    return floorDiv(a, d) + (floorMod(a, d) != 0);
-  case Op::TruncDiv:
-    return a / d;
-  case Op::TruncRem:
-    return a % d;
-  }
-  return 0;
-}
+// The mask's operations (MaskDag.h): i1 values are held as 0 or 1.
+using Op = MaskOpcode;
 
 //===----------------------------------------------------------------------===//
 // The abstract domain
@@ -643,7 +520,7 @@ AVal apply(const Instr &in, const AVal *regs, const Vars &vars) {
   const AVal &y = regs[arity > 1 ? in.b : in.a];
   const AVal &z = regs[arity > 2 ? in.c : in.a];
   if (x.isPoint() && y.isPoint() && z.isPoint())
-    return point(concrete(in.op, x.lo, y.lo, z.lo, in.divisor));
+    return point(evaluateMaskOpcode(in.op, x.lo, y.lo, z.lo, in.divisor));
   int64_t d = in.divisor;
   switch (in.op) {
   case Op::Add:
@@ -728,371 +605,24 @@ struct Program {
   bool causal = false;
 };
 
-/// Builds the register program: a value-numbered DAG (with folding, the
-/// evaluator's identities and CSE), dead-code elimination, then registers.
+/// Lowers a mask's DAG (MaskDag, built with x & (2^k - 1) as a modulo) to
+/// the register program.
 class AbstractCompiler {
 public:
-  AbstractCompiler(MaskOp mask, const Binding &binding,
-                   std::optional<unsigned> component)
-      : mask(mask), pattern(mask->getParentOfType<PatternOp>()),
-        binding(binding), component(component) {}
+  explicit AbstractCompiler(const MaskDag &dag) : dag(dag) {}
 
-  LogicalResult run(Program &impl);
+  void run(Program &impl);
 
 private:
-  struct Val {
-    bool isConst = true;
-    int64_t value = 0; // the constant, or the node index
-    bool operator==(const Val &o) const {
-      return isConst == o.isConst && value == o.value;
-    }
-    bool isConstant(int64_t v) const { return isConst && value == v; }
-  };
-  struct Node {
-    Op op = Op::Add;
-    int64_t divisor = 0;
-    std::array<Val, 3> operands{};
-  };
+  using Val = MaskDag::Operand;
+  using Node = MaskDag::Node;
 
-  Val node(int64_t index) { return Val{false, index}; }
-  Val constant(int64_t v) { return Val{true, v}; }
-  Val emit(Op op, std::array<Val, 3> operands, bool isBool,
-           int64_t divisor = 0);
-  std::optional<Val> simplify(Op op, std::array<Val, 3> &ops, bool isBool);
-  LogicalResult compileOp(Operation &op);
-  LogicalResult compileDivision(Operation &op, Op opcode);
-  InFlightDiagnostic unsupported(Operation &op) {
-    return op.emitError() << "cannot evaluate '" << op.getName()
-                          << "' in a mask";
-  }
-
-  MaskOp mask;
-  PatternOp pattern;
-  const Binding &binding;
-  std::optional<unsigned> component;
-  std::vector<Node> nodes; // 0, 1, 2: the arguments i, j, h
-  std::map<std::array<int64_t, 8>, int64_t> valueNumbers;
-  llvm::DenseMap<Value, Val> values;
+  const MaskDag &dag;
 };
 
-std::optional<AbstractCompiler::Val>
-AbstractCompiler::simplify(Op op, std::array<Val, 3> &ops, bool isBool) {
-  const Val &a = ops[0], &b = ops[1];
-  const int64_t allOnes = isBool ? 1 : -1;
-  switch (op) {
-  case Op::Add:
-    if (b.isConstant(0))
-      return a;
-    break;
-  case Op::Sub:
-    if (b.isConstant(0))
-      return a;
-    if (a == b)
-      return constant(0);
-    break;
-  case Op::Mul:
-    if (b.isConstant(1))
-      return a;
-    if (b.isConstant(0))
-      return constant(0);
-    break;
-  case Op::And:
-    if (b.isConstant(0))
-      return constant(0);
-    if (b.isConstant(allOnes) || a == b)
-      return a;
-    break;
-  case Op::Or:
-    if (b.isConstant(allOnes))
-      return constant(allOnes);
-    if (b.isConstant(0) || a == b)
-      return a;
-    break;
-  case Op::Xor:
-    if (b.isConstant(0))
-      return a;
-    if (a == b)
-      return constant(0);
-    break;
-  case Op::MinS:
-  case Op::MaxS:
-  case Op::MinU:
-  case Op::MaxU:
-    if (a == b)
-      return a;
-    break;
-  case Op::Eq:
-  case Op::Sle:
-  case Op::Ule:
-    if (a == b)
-      return constant(1);
-    break;
-  case Op::Ne:
-  case Op::Slt:
-  case Op::Ult:
-    if (a == b)
-      return constant(0);
-    break;
-  case Op::Select:
-    if (a.isConst)
-      return a.value ? ops[1] : ops[2];
-    if (ops[1] == ops[2])
-      return ops[1];
-    if (isBool && ops[1].isConstant(1) && ops[2].isConstant(0))
-      return a;
-    break;
-  default:
-    break;
-  }
-  return std::nullopt;
-}
-
-AbstractCompiler::Val AbstractCompiler::emit(Op op, std::array<Val, 3> operands,
-                                             bool isBool, int64_t divisor) {
-  unsigned arity = numOperands(op);
-  for (unsigned k = arity; k < 3; ++k)
-    operands[k] = constant(0);
-  if (llvm::all_of(llvm::ArrayRef(operands).take_front(arity),
-                   [](const Val &v) { return v.isConst; }))
-    return constant(concrete(op, operands[0].value, operands[1].value,
-                             operands[2].value, divisor));
-  if (isCommutative(op) &&
-      (operands[0].isConst ||
-       (!operands[1].isConst && operands[1].value < operands[0].value)))
-    std::swap(operands[0], operands[1]);
-  if (std::optional<Val> v = simplify(op, operands, isBool))
-    return *v;
-  // x & (2^k - 1) is x mod 2^k: the division rules keep it affine where the
-  // bitwise rules could only bound it.
-  if (op == Op::And && !isBool && operands[1].isConst &&
-      operands[1].value > 0 && operands[1].value < kI64Max &&
-      llvm::isPowerOf2_64(static_cast<uint64_t>(operands[1].value) + 1))
-    return emit(Op::FloorMod, {operands[0]}, false, operands[1].value + 1);
-  std::array<int64_t, 8> key = {static_cast<int64_t>(op), divisor};
-  for (unsigned k = 0; k < 3; ++k) {
-    key[2 + 2 * k] = operands[k].isConst;
-    key[3 + 2 * k] = operands[k].value;
-  }
-  auto [it, inserted] =
-      valueNumbers.try_emplace(key, static_cast<int64_t>(nodes.size()));
-  if (inserted)
-    nodes.push_back(Node{op, divisor, operands});
-  return node(it->second);
-}
-
-LogicalResult AbstractCompiler::compileDivision(Operation &op, Op opcode) {
-  Val lhs = values.lookup(op.getOperand(0));
-  Val rhs = values.lookup(op.getOperand(1));
-  if (!rhs.isConst || rhs.value <= 0)
-    return op.emitError() << "the divisor of '" << op.getName()
-                          << "' must be a positive constant after binding "
-                             "parameters";
-  if (rhs.value == 1) {
-    bool isQuotient = opcode == Op::FloorDiv || opcode == Op::CeilDiv ||
-                      opcode == Op::TruncDiv;
-    values[op.getResult(0)] = isQuotient ? lhs : constant(0);
-    return success();
-  }
-  values[op.getResult(0)] = emit(opcode, {lhs}, /*isBool=*/false, rhs.value);
-  return success();
-}
-
-// Mirrors MaskCompiler::compileOp (MaskEvaluator.cpp), which defines how each
-// op, and each i1 op in particular, maps onto the opcodes.
-LogicalResult AbstractCompiler::compileOp(Operation &op) {
-  auto isSupportedType = [](Type t) {
-    return t.isSignlessInteger(64) || t.isSignlessInteger(1);
-  };
-  for (Type t :
-       llvm::concat<const Type>(op.getOperandTypes(), op.getResultTypes()))
-    if (!isSupportedType(t))
-      return unsupported(op);
-  if (op.getNumRegions() != 0 || op.getNumResults() != 1)
-    return unsupported(op);
-
-  bool isBool = op.getResult(0).getType().isSignlessInteger(1);
-  bool operandsBool =
-      op.getNumOperands() > 0 &&
-      op.getOperand(op.getNumOperands() - 1).getType().isSignlessInteger(1);
-  auto operand = [&](unsigned k) { return values.lookup(op.getOperand(k)); };
-  auto binary = [&](Op i64Op, Op i1Op) -> LogicalResult {
-    values[op.getResult(0)] =
-        emit(isBool ? i1Op : i64Op, {operand(0), operand(1)}, isBool);
-    return success();
-  };
-
-  using namespace mlir::arith;
-  return llvm::TypeSwitch<Operation *, LogicalResult>(&op)
-      .Case([&](ConstantOp c) -> LogicalResult {
-        auto attr = dyn_cast<IntegerAttr>(c.getValue());
-        if (!attr)
-          return unsupported(op);
-        values[c.getResult()] = constant(
-            isBool ? static_cast<int64_t>(attr.getValue().getZExtValue())
-                   : attr.getValue().getSExtValue());
-        return success();
-      })
-      .Case([&](AddIOp) { return binary(Op::Add, Op::Xor); })
-      .Case([&](SubIOp) { return binary(Op::Sub, Op::Xor); })
-      .Case([&](MulIOp) { return binary(Op::Mul, Op::And); })
-      .Case([&](AndIOp) { return binary(Op::And, Op::And); })
-      .Case([&](OrIOp) { return binary(Op::Or, Op::Or); })
-      .Case([&](XOrIOp) { return binary(Op::Xor, Op::Xor); })
-      .Case([&](MinSIOp) { return binary(Op::MinS, Op::Or); })
-      .Case([&](MaxSIOp) { return binary(Op::MaxS, Op::And); })
-      .Case([&](MinUIOp) { return binary(Op::MinU, Op::And); })
-      .Case([&](MaxUIOp) { return binary(Op::MaxU, Op::Or); })
-      .Case([&](CmpIOp cmp) -> LogicalResult {
-        Val a = operand(0), b = operand(1);
-        CmpIPredicate p = cmp.getPredicate();
-        if (operandsBool) {
-          switch (p) {
-          case CmpIPredicate::slt:
-            p = CmpIPredicate::ugt;
-            break;
-          case CmpIPredicate::sle:
-            p = CmpIPredicate::uge;
-            break;
-          case CmpIPredicate::sgt:
-            p = CmpIPredicate::ult;
-            break;
-          case CmpIPredicate::sge:
-            p = CmpIPredicate::ule;
-            break;
-          default:
-            break;
-          }
-        }
-        Op opcode = Op::Eq;
-        switch (p) {
-        case CmpIPredicate::eq:
-          opcode = Op::Eq;
-          break;
-        case CmpIPredicate::ne:
-          opcode = Op::Ne;
-          break;
-        case CmpIPredicate::slt:
-          opcode = Op::Slt;
-          break;
-        case CmpIPredicate::sle:
-          opcode = Op::Sle;
-          break;
-        case CmpIPredicate::sgt:
-          opcode = Op::Slt;
-          std::swap(a, b);
-          break;
-        case CmpIPredicate::sge:
-          opcode = Op::Sle;
-          std::swap(a, b);
-          break;
-        case CmpIPredicate::ult:
-          opcode = Op::Ult;
-          break;
-        case CmpIPredicate::ule:
-          opcode = Op::Ule;
-          break;
-        case CmpIPredicate::ugt:
-          opcode = Op::Ult;
-          std::swap(a, b);
-          break;
-        case CmpIPredicate::uge:
-          opcode = Op::Ule;
-          std::swap(a, b);
-          break;
-        }
-        values[cmp.getResult()] = emit(opcode, {a, b}, /*isBool=*/true);
-        return success();
-      })
-      .Case([&](SelectOp s) -> LogicalResult {
-        values[s.getResult()] =
-            emit(Op::Select, {operand(0), operand(1), operand(2)}, isBool);
-        return success();
-      })
-      .Case([&](ExtUIOp) -> LogicalResult {
-        values[op.getResult(0)] = operand(0);
-        return success();
-      })
-      .Case([&](ExtSIOp) -> LogicalResult {
-        values[op.getResult(0)] =
-            emit(Op::Sub, {constant(0), operand(0)}, /*isBool=*/false);
-        return success();
-      })
-      .Case([&](TruncIOp) -> LogicalResult {
-        values[op.getResult(0)] =
-            emit(Op::And, {operand(0), constant(1)}, /*isBool=*/false);
-        return success();
-      })
-      .Case([&](math::AbsIOp) -> LogicalResult {
-        values[op.getResult(0)] =
-            isBool ? operand(0) : emit(Op::Abs, {operand(0)}, false);
-        return success();
-      })
-      .Case([&](sp::DivOp) { return compileDivision(op, Op::FloorDiv); })
-      .Case([&](sp::ModOp) { return compileDivision(op, Op::FloorMod); })
-      .Case([&](FloorDivSIOp) {
-        return isBool ? unsupported(op) : compileDivision(op, Op::FloorDiv);
-      })
-      .Case([&](CeilDivSIOp) {
-        return isBool ? unsupported(op) : compileDivision(op, Op::CeilDiv);
-      })
-      .Case([&](DivSIOp) {
-        return isBool ? unsupported(op) : compileDivision(op, Op::TruncDiv);
-      })
-      .Case([&](RemSIOp) {
-        return isBool ? unsupported(op) : compileDivision(op, Op::TruncRem);
-      })
-      .Case([&](sp::ParamOp p) -> LogicalResult {
-        std::optional<int64_t> v = pattern.getParam(p.getName());
-        if (!v)
-          return p.emitError()
-                 << "'" << p.getName() << "' is not a parameter of pattern @"
-                 << pattern.getSymName();
-        values[p.getResult()] = constant(*v);
-        return success();
-      })
-      .Case([&](sp::SeqLenOp s) -> LogicalResult {
-        std::optional<int64_t> n = binding.seqLen;
-        if (!n)
-          n = pattern.getSeqLen();
-        if (!n)
-          return s.emitError() << "the mask uses the sequence length 'n'; "
-                                  "bind it (--seq-len)";
-        values[s.getResult()] = constant(*n);
-        return success();
-      })
-      .Default([&](Operation *) { return unsupported(op); });
-}
-
-LogicalResult AbstractCompiler::run(Program &impl) {
-  Block &block = mask.getBodyBlock();
-  YieldOp yield = mask.getYield();
-  for (unsigned k = 0; k < 3; ++k) {
-    nodes.push_back(Node{});
-    if (k < block.getNumArguments())
-      values[block.getArgument(k)] = node(k);
-  }
-  for (Operation &op : block.without_terminator())
-    if (failed(compileOp(op)))
-      return failure();
-  OperandRange yielded = yield.getValues();
-  Val result;
-  if (component) {
-    result = values.lookup(yielded[*component]);
-  } else {
-    result = values.lookup(yielded.front());
-    for (Value v : yielded.drop_front())
-      result = emit(Op::Or, {result, values.lookup(v)}, /*isBool=*/true);
-  }
-
-  // Dead-code elimination: operands precede their users.
-  std::vector<bool> live(nodes.size(), false);
-  if (!result.isConst)
-    live[result.value] = true;
-  for (size_t n = nodes.size(); n-- > 3;)
-    if (live[n])
-      for (unsigned k = 0, e = numOperands(nodes[n].op); k < e; ++k)
-        if (!nodes[n].operands[k].isConst)
-          live[nodes[n].operands[k].value] = true;
+void AbstractCompiler::run(Program &impl) {
+  const std::vector<Node> &nodes = dag.nodes;
+  const Val &result = dag.result;
 
   std::map<int64_t, uint32_t> constantRegs;
   auto constantReg = [&](int64_t v) {
@@ -1104,8 +634,6 @@ LogicalResult AbstractCompiler::run(Program &impl) {
   };
   std::vector<size_t> order;
   for (size_t n = 3; n < nodes.size(); ++n) {
-    if (!live[n])
-      continue;
     order.push_back(n);
     for (unsigned k = 0, e = numOperands(nodes[n].op); k < e; ++k)
       if (nodes[n].operands[k].isConst)
@@ -1137,8 +665,6 @@ LogicalResult AbstractCompiler::run(Program &impl) {
     impl.code.push_back(in);
   }
   impl.resultReg = regOf(result);
-  impl.causal = pattern.getCausal();
-  return success();
 }
 
 } // namespace
@@ -1157,14 +683,17 @@ AbstractMask::~AbstractMask() = default;
 FailureOr<AbstractMask>
 AbstractMask::compile(MaskOp mask, const Binding &binding,
                       std::optional<unsigned> component) {
-  // The evaluator's compiler is the judge of what a mask may contain (and
-  // reports it): reject exactly what it rejects.
-  if (failed(MaskProgram::compile(mask, binding, component)))
+  // MaskDag is the judge of what a mask may contain (and reports it), as for
+  // MaskProgram.
+  MaskDag::Options options;
+  options.lowBitMaskAsModulo = true;
+  FailureOr<MaskDag> dag = MaskDag::build(mask, binding, component, options);
+  if (failed(dag))
     return failure();
   AbstractMask result;
   result.impl = std::make_unique<Impl>();
-  if (failed(AbstractCompiler(mask, binding, component).run(*result.impl)))
-    return failure();
+  AbstractCompiler(*dag).run(*result.impl);
+  result.impl->causal = mask->getParentOfType<PatternOp>().getCausal();
   return result;
 }
 

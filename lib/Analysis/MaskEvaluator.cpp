@@ -12,11 +12,10 @@
 //===----------------------------------------------------------------------===//
 
 #include "sparsetx/Analysis/MaskEvaluator.h"
+#include "sparsetx/Analysis/MaskDag.h"
 #include "sparsetx/Support/IntMath.h"
 
 #include "mlir/IR/Diagnostics.h"
-#include "llvm/ADT/DenseMap.h"
-#include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/MathExtras.h"
 
 #include <algorithm>
@@ -37,36 +36,8 @@ namespace sparsetx::detail {
 
 // Every value is held in an int64_t: i64 values as themselves, i1 values as 0
 // or 1 (so bitwise and/or/xor and unsigned comparisons on i1 need no special
-// case; signed i1 operations are rewritten into unsigned ones at compile).
-enum class Opcode : uint8_t {
-  // Binary: dst = a OP b. Comparisons yield 0 or 1; gt/ge are lt/le swapped.
-  Add,
-  Sub,
-  Mul,
-  And,
-  Or,
-  Xor,
-  MinS,
-  MaxS,
-  MinU,
-  MaxU,
-  Eq,
-  Ne,
-  Slt,
-  Sle,
-  Ult,
-  Ule,
-  // dst = a ? b : c.
-  Select,
-  // Unary.
-  Abs,
-  // dst = a OP divisor, for a constant divisor > 1.
-  FloorDiv,
-  FloorMod,
-  CeilDiv,
-  TruncDiv,
-  TruncRem,
-};
+// case; signed i1 operations are rewritten into unsigned ones by MaskDag).
+using Opcode = MaskOpcode;
 
 /// A constant positive divisor, prepared for division without a hardware
 /// divide. Floor division of a by d: with s = a >> 63 (0 or -1), a ^ s is a
@@ -392,39 +363,6 @@ const char *opcodeName(Opcode op) {
   return "?";
 }
 
-unsigned numOperands(Opcode op) {
-  switch (op) {
-  case Opcode::Select:
-    return 3;
-  case Opcode::Abs:
-#define SPARSETX_CASE(OP) case Opcode::OP:
-    SPARSETX_DIV_OPS(SPARSETX_CASE)
-#undef SPARSETX_CASE
-    return 1;
-  default:
-    return 2;
-  }
-}
-
-bool isCommutative(Opcode op) {
-  switch (op) {
-  case Opcode::Add:
-  case Opcode::Mul:
-  case Opcode::And:
-  case Opcode::Or:
-  case Opcode::Xor:
-  case Opcode::MinS:
-  case Opcode::MaxS:
-  case Opcode::MinU:
-  case Opcode::MaxU:
-  case Opcode::Eq:
-  case Opcode::Ne:
-    return true;
-  default:
-    return false;
-  }
-}
-
 /// j = jBegin + k for the lanes of one chunk (wrapping).
 SPARSETX_LANE_LOOP void fillKeys(int64_t *key, uint64_t j0, unsigned count) {
   for (unsigned k = 0; k < count; ++k)
@@ -452,435 +390,41 @@ SPARSETX_LANE_LOOP void storeMask(uint8_t *out, const int64_t *v,
 
 namespace sparsetx {
 
-/// Builds a MaskProgram from a mask region: a value-numbered DAG first (with
-/// folding, identities and CSE), then register assignment.
+/// Lowers a mask's DAG (MaskDag) to a MaskProgram: register assignment, and
+/// the split into row-uniform and varying code.
 class MaskCompiler {
 public:
   MaskCompiler(MaskOp mask, const Binding &binding,
                std::optional<unsigned> component)
-      : mask(mask), pattern(mask->getParentOfType<PatternOp>()),
-        binding(binding), component(component) {}
+      : mask(mask), binding(binding), component(component) {}
 
   FailureOr<MaskProgram> run();
 
 private:
-  /// A compile-time value: a constant, or a DAG node.
-  struct Val {
-    bool isConst = true;
-    int64_t value = 0; // the constant, or the node index
-    bool operator==(const Val &o) const {
-      return isConst == o.isConst && value == o.value;
-    }
-    bool isConstant(int64_t v) const { return isConst && value == v; }
-  };
-  struct Node {
-    Opcode op = Opcode::Add;
-    Divisor div;
-    std::array<Val, 3> operands{};
-    bool isArg = false; // i, j, h: nodes 0, 1, 2
-    bool dependsOnKey = false;
-  };
-
-  static constexpr int64_t kQueryNode = 0, kKeyNode = 1, kHeadNode = 2;
-
-  Val node(int64_t index) { return Val{false, index}; }
-  Val constant(int64_t v) { return Val{true, v}; }
-  /// Folds, simplifies and value-numbers `op` over `operands`. `isBool` tells
-  /// the identities what "all ones" is.
-  Val emit(Opcode op, std::array<Val, 3> operands, bool isBool,
-           Divisor div = {});
-  std::optional<Val> simplify(Opcode op, std::array<Val, 3> &ops, bool isBool);
-  LogicalResult compileOp(Operation &op);
-  LogicalResult compileDivision(Operation &op, Opcode opcode);
-  InFlightDiagnostic unsupported(Operation &op) {
-    return op.emitError() << "cannot evaluate '" << op.getName()
-                          << "' in a mask";
-  }
+  using Val = MaskDag::Operand;
+  using Node = MaskDag::Node;
+  static constexpr int64_t kKeyNode = MaskDag::kKeyNode;
 
   MaskOp mask;
-  PatternOp pattern;
   const Binding &binding;
   std::optional<unsigned> component;
-  std::optional<int64_t> usedSeqLen;
-  std::vector<Node> nodes;
-  std::map<std::array<int64_t, 8>, int64_t> valueNumbers;
-  llvm::DenseMap<Value, Val> values;
 };
 
 } // namespace sparsetx
 
-std::optional<MaskCompiler::Val>
-MaskCompiler::simplify(Opcode op, std::array<Val, 3> &ops, bool isBool) {
-  const Val &a = ops[0], &b = ops[1];
-  const int64_t allOnes = isBool ? 1 : -1;
-  switch (op) {
-  case Opcode::Add:
-    if (b.isConstant(0))
-      return a;
-    break;
-  case Opcode::Sub:
-    if (b.isConstant(0))
-      return a;
-    if (a == b)
-      return constant(0);
-    break;
-  case Opcode::Mul:
-    if (b.isConstant(1))
-      return a;
-    if (b.isConstant(0))
-      return constant(0);
-    break;
-  case Opcode::And:
-    if (b.isConstant(0))
-      return constant(0);
-    if (b.isConstant(allOnes) || a == b)
-      return a;
-    break;
-  case Opcode::Or:
-    if (b.isConstant(allOnes))
-      return constant(allOnes);
-    if (b.isConstant(0) || a == b)
-      return a;
-    break;
-  case Opcode::Xor:
-    if (b.isConstant(0))
-      return a;
-    if (a == b)
-      return constant(0);
-    break;
-  case Opcode::MinS:
-  case Opcode::MaxS:
-  case Opcode::MinU:
-  case Opcode::MaxU:
-    if (a == b)
-      return a;
-    break;
-  case Opcode::Eq:
-  case Opcode::Sle:
-  case Opcode::Ule:
-    if (a == b)
-      return constant(1);
-    break;
-  case Opcode::Ne:
-  case Opcode::Slt:
-  case Opcode::Ult:
-    if (a == b)
-      return constant(0);
-    break;
-  case Opcode::Select:
-    if (a.isConst)
-      return a.value ? ops[1] : ops[2];
-    if (ops[1] == ops[2])
-      return ops[1];
-    if (isBool && ops[1].isConstant(1) && ops[2].isConstant(0))
-      return a;
-    break;
-  default:
-    break;
-  }
-  return std::nullopt;
-}
-
-MaskCompiler::Val MaskCompiler::emit(Opcode op, std::array<Val, 3> operands,
-                                     bool isBool, Divisor div) {
-  unsigned arity = numOperands(op);
-  for (unsigned k = arity; k < 3; ++k)
-    operands[k] = constant(0);
-  if (llvm::all_of(llvm::ArrayRef(operands).take_front(arity),
-                   [](const Val &v) { return v.isConst; })) {
-    MaskInstr in;
-    in.op = op;
-    in.div = div;
-    return constant(
-        applyOp(in, operands[0].value, operands[1].value, operands[2].value));
-  }
-  // Constants second, so that the identities below see them there and CSE
-  // sees one form of a commutative operation.
-  if (isCommutative(op) &&
-      (operands[0].isConst ||
-       (!operands[1].isConst && operands[1].value < operands[0].value)))
-    std::swap(operands[0], operands[1]);
-  if (std::optional<Val> v = simplify(op, operands, isBool))
-    return *v;
-
-  std::array<int64_t, 8> key = {static_cast<int64_t>(op), div.value};
-  bool dependsOnKey = false;
-  for (unsigned k = 0; k < 3; ++k) {
-    key[2 + 2 * k] = operands[k].isConst;
-    key[3 + 2 * k] = operands[k].value;
-    if (!operands[k].isConst && nodes[operands[k].value].dependsOnKey)
-      dependsOnKey = true;
-  }
-  auto [it, inserted] =
-      valueNumbers.try_emplace(key, static_cast<int64_t>(nodes.size()));
-  if (inserted) {
-    Node n;
-    n.op = op;
-    n.div = div;
-    n.operands = operands;
-    n.dependsOnKey = dependsOnKey;
-    nodes.push_back(n);
-  }
-  return node(it->second);
-}
-
-LogicalResult MaskCompiler::compileDivision(Operation &op, Opcode opcode) {
-  Val lhs = values.lookup(op.getOperand(0));
-  Val rhs = values.lookup(op.getOperand(1));
-  if (!rhs.isConst || rhs.value <= 0) {
-    InFlightDiagnostic diag =
-        op.emitError() << "the divisor of '" << op.getName()
-                       << "' must be a positive constant after binding "
-                          "parameters";
-    if (rhs.isConst)
-      diag << ", but is " << rhs.value;
-    else
-      diag << ", but depends on the query, key or head";
-    return diag;
-  }
-  Val result;
-  if (rhs.value == 1) {
-    bool isQuotient = opcode == Opcode::FloorDiv || opcode == Opcode::CeilDiv ||
-                      opcode == Opcode::TruncDiv;
-    result = isQuotient ? lhs : constant(0);
-  } else {
-    result = emit(opcode, {lhs}, /*isBool=*/false, makeDivisor(rhs.value));
-  }
-  values[op.getResult(0)] = result;
-  return success();
-}
-
-LogicalResult MaskCompiler::compileOp(Operation &op) {
-  // Every value of a mask is an i64 or an i1.
-  auto isSupportedType = [](Type t) {
-    return t.isSignlessInteger(64) || t.isSignlessInteger(1);
-  };
-  for (Type t : llvm::concat<const Type>(op.getOperandTypes(),
-                                          op.getResultTypes())) {
-    if (!isSupportedType(t)) {
-      InFlightDiagnostic diag = unsupported(op);
-      diag.attachNote() << "only i64 and i1 values are supported, but it uses "
-                        << t;
-      return diag;
-    }
-  }
-  if (op.getNumRegions() != 0 || op.getNumResults() != 1)
-    return unsupported(op);
-
-  bool isBool = op.getResult(0).getType().isSignlessInteger(1);
-  bool operandsBool =
-      op.getNumOperands() > 0 &&
-      op.getOperand(op.getNumOperands() - 1).getType().isSignlessInteger(1);
-  auto operand = [&](unsigned k) { return values.lookup(op.getOperand(k)); };
-  auto binary = [&](Opcode i64Op, Opcode i1Op) -> LogicalResult {
-    values[op.getResult(0)] =
-        emit(isBool ? i1Op : i64Op, {operand(0), operand(1)}, isBool);
-    return success();
-  };
-
-  using namespace mlir::arith;
-  return llvm::TypeSwitch<Operation *, LogicalResult>(&op)
-      .Case([&](ConstantOp c) -> LogicalResult {
-        auto attr = dyn_cast<IntegerAttr>(c.getValue());
-        if (!attr)
-          return unsupported(op);
-        values[c.getResult()] = constant(
-            isBool ? static_cast<int64_t>(attr.getValue().getZExtValue())
-                   : attr.getValue().getSExtValue());
-        return success();
-      })
-      // On i1, + and - are xor, * is and; signed min is or and signed max is
-      // and (true is -1 as a signed i1), unsigned min/max the reverse.
-      .Case([&](AddIOp) { return binary(Opcode::Add, Opcode::Xor); })
-      .Case([&](SubIOp) { return binary(Opcode::Sub, Opcode::Xor); })
-      .Case([&](MulIOp) { return binary(Opcode::Mul, Opcode::And); })
-      .Case([&](AndIOp) { return binary(Opcode::And, Opcode::And); })
-      .Case([&](OrIOp) { return binary(Opcode::Or, Opcode::Or); })
-      .Case([&](XOrIOp) { return binary(Opcode::Xor, Opcode::Xor); })
-      .Case([&](MinSIOp) { return binary(Opcode::MinS, Opcode::Or); })
-      .Case([&](MaxSIOp) { return binary(Opcode::MaxS, Opcode::And); })
-      .Case([&](MinUIOp) { return binary(Opcode::MinU, Opcode::And); })
-      .Case([&](MaxUIOp) { return binary(Opcode::MaxU, Opcode::Or); })
-      .Case([&](CmpIOp cmp) -> LogicalResult {
-        Val a = operand(0), b = operand(1);
-        CmpIPredicate p = cmp.getPredicate();
-        // Signed order on i1 (true = -1) is the reverse of the unsigned
-        // order of the 0/1 encoding.
-        if (operandsBool) {
-          switch (p) {
-          case CmpIPredicate::slt:
-            p = CmpIPredicate::ugt;
-            break;
-          case CmpIPredicate::sle:
-            p = CmpIPredicate::uge;
-            break;
-          case CmpIPredicate::sgt:
-            p = CmpIPredicate::ult;
-            break;
-          case CmpIPredicate::sge:
-            p = CmpIPredicate::ule;
-            break;
-          default:
-            break;
-          }
-        }
-        Opcode opcode = Opcode::Eq;
-        switch (p) {
-        case CmpIPredicate::eq:
-          opcode = Opcode::Eq;
-          break;
-        case CmpIPredicate::ne:
-          opcode = Opcode::Ne;
-          break;
-        case CmpIPredicate::slt:
-          opcode = Opcode::Slt;
-          break;
-        case CmpIPredicate::sle:
-          opcode = Opcode::Sle;
-          break;
-        case CmpIPredicate::sgt:
-          opcode = Opcode::Slt;
-          std::swap(a, b);
-          break;
-        case CmpIPredicate::sge:
-          opcode = Opcode::Sle;
-          std::swap(a, b);
-          break;
-        case CmpIPredicate::ult:
-          opcode = Opcode::Ult;
-          break;
-        case CmpIPredicate::ule:
-          opcode = Opcode::Ule;
-          break;
-        case CmpIPredicate::ugt:
-          opcode = Opcode::Ult;
-          std::swap(a, b);
-          break;
-        case CmpIPredicate::uge:
-          opcode = Opcode::Ule;
-          std::swap(a, b);
-          break;
-        }
-        values[cmp.getResult()] = emit(opcode, {a, b}, /*isBool=*/true);
-        return success();
-      })
-      .Case([&](SelectOp s) -> LogicalResult {
-        values[s.getResult()] =
-            emit(Opcode::Select, {operand(0), operand(1), operand(2)}, isBool);
-        return success();
-      })
-      .Case([&](ExtUIOp) -> LogicalResult {
-        values[op.getResult(0)] = operand(0); // 0/1 already
-        return success();
-      })
-      .Case([&](ExtSIOp) -> LogicalResult {
-        values[op.getResult(0)] =
-            emit(Opcode::Sub, {constant(0), operand(0)}, /*isBool=*/false);
-        return success();
-      })
-      .Case([&](TruncIOp) -> LogicalResult {
-        values[op.getResult(0)] =
-            emit(Opcode::And, {operand(0), constant(1)}, /*isBool=*/false);
-        return success();
-      })
-      .Case([&](math::AbsIOp) -> LogicalResult {
-        // On i1, |true| = |-1| wraps to -1 = true: the identity.
-        values[op.getResult(0)] =
-            isBool ? operand(0) : emit(Opcode::Abs, {operand(0)}, false);
-        return success();
-      })
-      .Case([&](sp::DivOp) { return compileDivision(op, Opcode::FloorDiv); })
-      .Case([&](sp::ModOp) { return compileDivision(op, Opcode::FloorMod); })
-      .Case([&](FloorDivSIOp) {
-        return isBool ? unsupported(op)
-                      : compileDivision(op, Opcode::FloorDiv);
-      })
-      .Case([&](CeilDivSIOp) {
-        return isBool ? unsupported(op) : compileDivision(op, Opcode::CeilDiv);
-      })
-      .Case([&](DivSIOp) {
-        return isBool ? unsupported(op)
-                      : compileDivision(op, Opcode::TruncDiv);
-      })
-      .Case([&](RemSIOp) {
-        return isBool ? unsupported(op)
-                      : compileDivision(op, Opcode::TruncRem);
-      })
-      .Case([&](sp::ParamOp p) -> LogicalResult {
-        std::optional<int64_t> v = pattern.getParam(p.getName());
-        if (!v)
-          return p.emitError() << "'" << p.getName()
-                               << "' is not a parameter of pattern @"
-                               << pattern.getSymName();
-        values[p.getResult()] = constant(*v);
-        return success();
-      })
-      .Case([&](sp::SeqLenOp s) -> LogicalResult {
-        std::optional<int64_t> n = binding.seqLen;
-        if (!n)
-          n = pattern.getSeqLen();
-        if (!n)
-          return s.emitError() << "the mask uses the sequence length 'n'; "
-                                  "bind it (--seq-len)";
-        usedSeqLen = *n;
-        values[s.getResult()] = constant(*n);
-        return success();
-      })
-      .Default([&](Operation *) { return unsupported(op); });
-}
-
 FailureOr<MaskProgram> MaskCompiler::run() {
-  if (!pattern)
-    return mask.emitError() << "the mask is not inside an 'sp.pattern'";
-  Block &block = mask.getBodyBlock();
-  YieldOp yield = mask.getYield();
-  if (!yield)
-    return mask.emitError() << "the mask does not end with 'sp.yield'";
-
-  for (unsigned k = 0; k < 3; ++k) {
-    Node arg;
-    arg.isArg = true;
-    arg.dependsOnKey = k == kKeyNode;
-    nodes.push_back(arg);
-    if (k < block.getNumArguments())
-      values[block.getArgument(k)] = node(k);
-  }
-  for (Operation &op : block.without_terminator())
-    if (failed(compileOp(op)))
-      return failure();
-  // The mask is the union of the yielded components; a program may also be
-  // compiled for one component alone.
-  OperandRange yielded = yield.getValues();
-  Val result;
-  if (component) {
-    if (*component >= yielded.size())
-      return mask.emitError() << "the mask has " << yielded.size()
-                              << " components; there is no component #"
-                              << *component;
-    result = values.lookup(yielded[*component]);
-  } else {
-    result = values.lookup(yielded.front());
-    for (Value v : yielded.drop_front())
-      result = emit(Opcode::Or, {result, values.lookup(v), constant(0)},
-                    /*isBool=*/true);
-  }
-
-  // Dead-code elimination: mark what the result reaches. Operands precede
-  // their users, so one backward sweep suffices.
-  std::vector<bool> live(nodes.size(), false);
-  if (!result.isConst)
-    live[result.value] = true;
-  for (size_t n = nodes.size(); n-- > 0;)
-    if (live[n] && !nodes[n].isArg)
-      for (unsigned k = 0, e = numOperands(nodes[n].op); k < e; ++k)
-        if (!nodes[n].operands[k].isConst)
-          live[nodes[n].operands[k].value] = true;
+  FailureOr<MaskDag> built = MaskDag::build(mask, binding, component);
+  if (failed(built))
+    return failure();
+  const std::vector<Node> &nodes = built->nodes;
+  const Val &result = built->result;
+  PatternOp pattern = mask->getParentOfType<PatternOp>();
 
   MaskProgram prog;
   prog.causal = pattern.getCausal();
   prog.perHead = mask.isPerHead();
   prog.layer = mask.getLayer();
-  prog.seqLen = usedSeqLen;
+  prog.seqLen = built->seqLen;
 
   // Scalar registers: i, j, h, the constant pool, then one per live node.
   prog.scalarInit.assign(3, 0);
@@ -901,8 +445,6 @@ FailureOr<MaskProgram> MaskCompiler::run() {
   };
   std::vector<size_t> order; // live non-argument nodes in program order
   for (size_t n = 3; n < nodes.size(); ++n) {
-    if (!live[n])
-      continue;
     order.push_back(n);
     for (unsigned k = 0, e = numOperands(nodes[n].op); k < e; ++k)
       if (nodes[n].operands[k].isConst)
@@ -935,7 +477,7 @@ FailureOr<MaskProgram> MaskCompiler::run() {
     }
     return prog.numVectorRegs++;
   };
-  if (live[kKeyNode]) {
+  if (built->argUsed[kKeyNode]) {
     vectorReg[kKeyNode] = allocate();
     prog.keyVectorReg = vectorReg[kKeyNode];
   }
@@ -945,7 +487,8 @@ FailureOr<MaskProgram> MaskCompiler::run() {
     const Node &nd = nodes[n];
     MaskInstr in;
     in.op = nd.op;
-    in.div = nd.div;
+    if (numOperands(nd.op) == 1 && nd.op != Opcode::Abs)
+      in.div = makeDivisor(nd.divisor);
     unsigned arity = numOperands(nd.op);
     std::array<unsigned, 3> sregs = {0, 0, 0};
     for (unsigned k = 0; k < arity; ++k)
@@ -955,7 +498,7 @@ FailureOr<MaskProgram> MaskCompiler::run() {
     in.b = sregs[1];
     in.c = sregs[2];
     prog.scalarCode.push_back(in);
-    if (!nd.dependsOnKey) {
+    if (!nd.dependsOnKey()) {
       prog.uniformCode.push_back(in);
       continue;
     }
@@ -964,7 +507,7 @@ FailureOr<MaskProgram> MaskCompiler::run() {
     std::array<unsigned *, 3> slots = {&vin.a, &vin.b, &vin.c};
     for (unsigned k = 0; k < arity; ++k) {
       const Val &v = nd.operands[k];
-      if (!v.isConst && nodes[v.value].dependsOnKey) {
+      if (!v.isConst && nodes[v.value].dependsOnKey()) {
         *slots[k] = vectorReg[v.value];
         vin.vectorOperands |= 1u << k;
       }
@@ -973,7 +516,8 @@ FailureOr<MaskProgram> MaskCompiler::run() {
     // result may reuse one of their registers (the kernels are elementwise).
     for (unsigned k = 0; k < arity; ++k) {
       const Val &v = nd.operands[k];
-      if (v.isConst || !nodes[v.value].dependsOnKey || lastUse[v.value] != pos)
+      if (v.isConst || !nodes[v.value].dependsOnKey() ||
+          lastUse[v.value] != pos)
         continue;
       bool seen = false;
       for (unsigned q = 0; q < k; ++q)
@@ -986,7 +530,7 @@ FailureOr<MaskProgram> MaskCompiler::run() {
     vin.kernel = pickKernel(vin);
     prog.varyingCode.push_back(vin);
   }
-  if (!result.isConst && nodes[result.value].dependsOnKey)
+  if (!result.isConst && nodes[result.value].dependsOnKey())
     prog.resultVectorReg = vectorReg[result.value];
   return prog;
 }

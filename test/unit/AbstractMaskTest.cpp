@@ -16,6 +16,8 @@
 #include "sparsetx/Analysis/MaskEvaluator.h"
 #include "sparsetx/Dialect/SP/IR/SP.h"
 
+#include "TestUtil.h"
+
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
@@ -84,31 +86,8 @@ PositionBox identityBox(int64_t begin, int64_t size) {
 // Fixture
 //===----------------------------------------------------------------------===//
 
-class AbstractMaskTest : public ::testing::Test {
+class AbstractMaskTest : public test::PatternTest {
 protected:
-  AbstractMaskTest() {
-    context
-        .loadDialect<sp::SPDialect, arith::ArithDialect, math::MathDialect>();
-    handler = std::make_unique<ScopedDiagnosticHandler>(
-        &context, [this](Diagnostic &diag) {
-          diags.push_back(diag.str());
-          return success();
-        });
-  }
-
-  sp::PatternOp parse(const std::string &text) {
-    modules.push_back(parseSourceString<ModuleOp>(text, &context, "test.mlir"));
-    if (!modules.back()) {
-      ADD_FAILURE() << "failed to parse:\n"
-                    << text << "\n"
-                    << (diags.empty() ? "" : diags.back());
-      return {};
-    }
-    auto patterns = modules.back()->getOps<sp::PatternOp>();
-    EXPECT_FALSE(patterns.empty());
-    return patterns.empty() ? sp::PatternOp() : *patterns.begin();
-  }
-
   /// The abstract and the concrete program of one component.
   struct Compiled {
     AbstractMask abs;
@@ -129,10 +108,6 @@ protected:
     return c;
   }
 
-  MLIRContext context;
-  std::unique_ptr<ScopedDiagnosticHandler> handler;
-  std::vector<std::string> diags;
-  std::vector<OwningOpRef<ModuleOp>> modules;
 };
 
 //===----------------------------------------------------------------------===//

@@ -18,6 +18,8 @@
 #include "sparsetx/Analysis/MaskEvaluator.h"
 #include "sparsetx/Dialect/SP/IR/SP.h"
 
+#include "TestUtil.h"
+
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
@@ -44,36 +46,7 @@ namespace {
 // Fixture
 //===----------------------------------------------------------------------===//
 
-class BlockLayoutTest : public ::testing::Test {
-protected:
-  BlockLayoutTest() {
-    context.loadDialect<sp::SPDialect, arith::ArithDialect,
-                        math::MathDialect>();
-    handler = std::make_unique<ScopedDiagnosticHandler>(
-        &context, [this](Diagnostic &diag) {
-          diags.push_back(diag.str());
-          return success();
-        });
-  }
-
-  sp::PatternOp parse(const std::string &text) {
-    modules.push_back(parseSourceString<ModuleOp>(text, &context, "test.mlir"));
-    if (!modules.back()) {
-      ADD_FAILURE() << "failed to parse:\n"
-                    << text << "\n"
-                    << (diags.empty() ? "" : diags.back());
-      return {};
-    }
-    auto patterns = modules.back()->getOps<sp::PatternOp>();
-    EXPECT_FALSE(patterns.empty());
-    return patterns.empty() ? sp::PatternOp() : *patterns.begin();
-  }
-
-  MLIRContext context;
-  std::unique_ptr<ScopedDiagnosticHandler> handler;
-  std::vector<std::string> diags;
-  std::vector<OwningOpRef<ModuleOp>> modules;
-};
+class BlockLayoutTest : public test::PatternTest {};
 
 /// A component compiled both ways.
 struct Compiled {

@@ -13,6 +13,8 @@
 #include "sparsetx/Analysis/MaskEvaluator.h"
 #include "sparsetx/Dialect/SP/IR/SP.h"
 
+#include "TestUtil.h"
+
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
@@ -31,36 +33,10 @@ using namespace sparsetx;
 
 namespace {
 
-class ConnectivityTest : public ::testing::Test {
-protected:
-  ConnectivityTest() {
-    context.loadDialect<sp::SPDialect, arith::ArithDialect,
-                        math::MathDialect>();
-    handler = std::make_unique<ScopedDiagnosticHandler>(
-        &context, [this](Diagnostic &diag) {
-          diags.push_back(diag.str());
-          return success();
-        });
-  }
+class ConnectivityTest : public test::PatternTest {};
 
-  sp::PatternOp parse(const std::string &text) {
-    modules.push_back(parseSourceString<ModuleOp>(text, &context, "test.mlir"));
-    if (!modules.back()) {
-      ADD_FAILURE() << "failed to parse:\n"
-                    << text << "\n"
-                    << (diags.empty() ? "" : diags.back());
-      return {};
-    }
-    auto patterns = modules.back()->getOps<sp::PatternOp>();
-    EXPECT_FALSE(patterns.empty());
-    return patterns.empty() ? sp::PatternOp() : *patterns.begin();
-  }
-
-  MLIRContext context;
-  std::unique_ptr<ScopedDiagnosticHandler> handler;
-  std::vector<std::string> diags;
-  std::vector<OwningOpRef<ModuleOp>> modules;
-};
+using test::fixedHeads;
+using test::stridedInterleaved;
 
 //===----------------------------------------------------------------------===//
 // Patterns
@@ -101,57 +77,6 @@ sp.pattern @fixed(l = )mlir" +
     %5 = arith.cmpi sge, %3, %4 : i64
     %6 = arith.ori %2, %5 : i1
     sp.yield %6
-  }
-}
-)mlir";
-}
-
-/// fixed_heads(l, c) of DESIGN.md: each head reads its own summary sub-block.
-std::string fixedHeads(int64_t l, int64_t c) {
-  return R"mlir(
-sp.pattern @fixed_heads(l = )mlir" +
-         std::to_string(l) + ", c = " + std::to_string(c) + R"mlir() causal {
-  sp.mask (%i, %j, %h) {
-    %l = sp.param "l"
-    %c = sp.param "c"
-    %0 = sp.div %i, %l
-    %1 = sp.div %j, %l
-    %2 = arith.cmpi eq, %0, %1 : i64
-    %3 = sp.mod %j, %l
-    %one = arith.constant 1 : i64
-    %4 = arith.addi %h, %one : i64
-    %5 = arith.muli %c, %4 : i64
-    %6 = arith.subi %l, %5 : i64
-    %7 = arith.cmpi sge, %3, %6 : i64
-    %8 = arith.muli %c, %h : i64
-    %9 = arith.subi %l, %8 : i64
-    %10 = arith.cmpi slt, %3, %9 : i64
-    %11 = arith.andi %7, %10 : i1
-    %12 = arith.ori %2, %11 : i1
-    sp.yield %12
-  }
-}
-)mlir";
-}
-
-/// strided_interleaved(l): layer 0 the row, layer 1 the column (eq. 2).
-std::string stridedInterleaved(int64_t l) {
-  return R"mlir(
-sp.pattern @strided_interleaved(l = )mlir" +
-         std::to_string(l) + R"mlir() causal {
-  sp.mask layer 0 (%i, %j) {
-    %l = sp.param "l"
-    %0 = arith.subi %i, %j : i64
-    %1 = arith.cmpi slt, %0, %l : i64
-    sp.yield %1
-  }
-  sp.mask layer 1 (%i, %j) {
-    %l = sp.param "l"
-    %0 = arith.subi %i, %j : i64
-    %1 = sp.mod %0, %l
-    %c0 = arith.constant 0 : i64
-    %2 = arith.cmpi eq, %1, %c0 : i64
-    sp.yield %2
   }
 }
 )mlir";

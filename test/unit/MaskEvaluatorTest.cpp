@@ -13,6 +13,8 @@
 #include "sparsetx/Dialect/SP/IR/SP.h"
 #include "sparsetx/Support/IntMath.h"
 
+#include "TestUtil.h"
+
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
@@ -115,48 +117,9 @@ sp.pattern @fixed(l = 128, c = 32) causal {
 }
 )mlir";
 
-const char *const kFixedHeads = R"mlir(
-sp.pattern @fixed_heads(l = 128, c = 16) causal {
-  sp.mask (%i, %j, %h) {
-    %l = sp.param "l"
-    %c = sp.param "c"
-    %0 = sp.div %i, %l
-    %1 = sp.div %j, %l
-    %2 = arith.cmpi eq, %0, %1 : i64
-    %3 = sp.mod %j, %l
-    %one = arith.constant 1 : i64
-    %4 = arith.addi %h, %one : i64
-    %5 = arith.muli %c, %4 : i64
-    %6 = arith.subi %l, %5 : i64
-    %7 = arith.cmpi sge, %3, %6 : i64
-    %8 = arith.muli %c, %h : i64
-    %9 = arith.subi %l, %8 : i64
-    %10 = arith.cmpi slt, %3, %9 : i64
-    %11 = arith.andi %7, %10 : i1
-    %12 = arith.ori %2, %11 : i1
-    sp.yield %12
-  }
-}
-)mlir";
+const std::string kFixedHeads = test::fixedHeads(128, 16);
 
-const char *const kStridedInterleaved = R"mlir(
-sp.pattern @strided_interleaved(l = 128) causal {
-  sp.mask layer 0 (%i, %j) {
-    %l = sp.param "l"
-    %0 = arith.subi %i, %j : i64
-    %1 = arith.cmpi slt, %0, %l : i64
-    sp.yield %1
-  }
-  sp.mask layer 1 (%i, %j) {
-    %l = sp.param "l"
-    %0 = arith.subi %i, %j : i64
-    %1 = sp.mod %0, %l
-    %c0 = arith.constant 0 : i64
-    %2 = arith.cmpi eq, %1, %c0 : i64
-    sp.yield %2
-  }
-}
-)mlir";
+const std::string kStridedInterleaved = test::stridedInterleaved(128);
 
 using Oracle = std::function<bool(int64_t i, int64_t j, int64_t h)>;
 
@@ -1093,8 +1056,8 @@ sp.pattern @mirror() {
 }
 
 TEST_F(MaskEvaluatorTest, NoEmptyRowsInPaperPatterns) {
-  for (const char *text :
-       {kStrided, kFixed, kFixedHeads, kStridedInterleaved}) {
+  for (const char *text : {kStrided, kFixed, kFixedHeads.c_str(),
+                           kStridedInterleaved.c_str()}) {
     sp::PatternOp p = parse(text);
     ASSERT_TRUE(p);
     EXPECT_TRUE(succeeded(verifyNoEmptyRows(p, 4096, 8))) << text;

@@ -13,6 +13,8 @@
 #include "sparsetx/Analysis/Picture.h"
 #include "sparsetx/Dialect/SP/IR/SP.h"
 
+#include "TestUtil.h"
+
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
@@ -39,31 +41,8 @@ using namespace sparsetx;
 
 namespace {
 
-class PictureTest : public ::testing::Test {
+class PictureTest : public test::PatternTest {
 protected:
-  PictureTest() {
-    context.loadDialect<sp::SPDialect, arith::ArithDialect,
-                        math::MathDialect>();
-    handler = std::make_unique<ScopedDiagnosticHandler>(
-        &context, [this](Diagnostic &diag) {
-          diags.push_back(diag.str());
-          return success();
-        });
-  }
-
-  sp::PatternOp parse(const std::string &text) {
-    modules.push_back(parseSourceString<ModuleOp>(text, &context, "test.mlir"));
-    if (!modules.back()) {
-      ADD_FAILURE() << "failed to parse:\n"
-                    << text << "\n"
-                    << (diags.empty() ? "" : diags.back());
-      return {};
-    }
-    auto patterns = modules.back()->getOps<sp::PatternOp>();
-    EXPECT_FALSE(patterns.empty());
-    return patterns.empty() ? sp::PatternOp() : *patterns.begin();
-  }
-
   /// The mask of `layer` of the first pattern in `text`, compiled.
   MaskProgram compile(const std::string &text, unsigned layer = 0) {
     sp::PatternOp p = parse(text);
@@ -85,10 +64,6 @@ protected:
     return std::string(buf.data());
   }
 
-  MLIRContext context;
-  std::unique_ptr<ScopedDiagnosticHandler> handler;
-  std::vector<std::string> diags;
-  std::vector<OwningOpRef<ModuleOp>> modules;
 };
 
 /// Both factors of strided(l) as two layers, so each can get its own color.

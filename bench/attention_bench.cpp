@@ -77,7 +77,7 @@ llvm::Error fillRandom(cuda::DeviceBuffer &buffer, size_t count,
 
 struct Result {
   Case c;
-  double fwdMs = 0, tflops = 0;
+  double fwdMs = 0, tflops = 0, fwdBwdMs = 0, fwdBwdTflops = 0;
   int64_t pairs = 0;
   double efficiency = 0;
   std::string error;
@@ -111,11 +111,13 @@ llvm::Expected<Result> runCase(const Case &c, std::mt19937_64 &rng) {
   size_t elems = size_t(bh * c.n * c.headDim);
   auto alloc = [&](size_t bytes) { return cuda::DeviceBuffer::allocate(bytes); };
   auto q = alloc(elems * 2), k = alloc(elems * 2), v = alloc(elems * 2),
-       o = alloc(elems * 2), lse = alloc(size_t(bh * c.n) * 4);
-  for (auto *b : {&q, &k, &v, &o, &lse})
+       o = alloc(elems * 2), lse = alloc(size_t(bh * c.n) * 4),
+       dO = alloc(elems * 2), dQ = alloc(elems * 2), dK = alloc(elems * 2),
+       dV = alloc(elems * 2);
+  for (auto *b : {&q, &k, &v, &o, &lse, &dO, &dQ, &dK, &dV})
     if (!*b)
       return b->takeError();
-  for (auto *b : {&*q, &*k, &*v})
+  for (auto *b : {&*q, &*k, &*v, &*dO})
     if (llvm::Error e = fillRandom(*b, elems, rng))
       return std::move(e);
   auto body = [&]() -> llvm::Error {
@@ -127,6 +129,19 @@ llvm::Expected<Result> runCase(const Case &c, std::mt19937_64 &rng) {
     return times.takeError();
   std::sort(times->begin(), times->end());
   r.fwdMs = (*times)[times->size() / 2];
+  // Forward and backward, as a training step runs them.
+  auto step = [&]() -> llvm::Error {
+    if (llvm::Error e = body())
+      return e;
+    return plan->backward(0, bh, q->get(), k->get(), v->get(), o->get(),
+                          lse->get(), dO->get(), dQ->get(), dK->get(),
+                          dV->get());
+  };
+  auto stepTimes = cuda::timeRuns(step, quick ? 3 : 10, quick ? 10 : 50);
+  if (!stepTimes)
+    return stepTimes.takeError();
+  std::sort(stepTimes->begin(), stepTimes->end());
+  r.fwdBwdMs = (*stepTimes)[stepTimes->size() / 2];
   int64_t useful = 0, computed = 0;
   for (const MaskLayout &m : (*compiled)->layout.masks)
     for (const ComponentLayout &comp : m.components) {
@@ -136,6 +151,10 @@ llvm::Expected<Result> runCase(const Case &c, std::mt19937_64 &rng) {
   r.pairs = useful * heads;
   r.efficiency = computed ? double(useful) / double(computed) : 1.0;
   r.tflops = 4.0 * double(r.pairs) * double(c.headDim) / (r.fwdMs * 1e9);
+  // Backward: 2.5x the forward's matrix work (recomputing S, then dV, dP, dS,
+  // dQ, dK), so a step is 3.5x, as peers.py counts it.
+  r.fwdBwdTflops =
+      3.5 * 4.0 * double(r.pairs) * double(c.headDim) / (r.fwdBwdMs * 1e9);
   return r;
 }
 
@@ -171,18 +190,19 @@ int main(int argc, char **argv) {
   }
 
   llvm::outs() << "device: " << context->getDeviceName() << "\n";
-  llvm::outs() << llvm::format("%-8s %6s %4s %10s %10s %11s\n", "pattern", "n",
-                               "D", "fwd ms", "fwd TF/s", "efficiency");
+  llvm::outs() << llvm::format("%-8s %6s %4s %10s %10s %12s %10s %11s\n",
+                               "pattern", "n", "D", "fwd ms", "fwd TF/s",
+                               "fwd+bwd ms", "f+b TF/s", "efficiency");
   for (const Result &r : results) {
     if (!r.error.empty()) {
       llvm::outs() << llvm::format("%-8s %6lld %4lld  failed\n", r.c.name.c_str(),
                                    (long long)r.c.n, (long long)r.c.headDim);
       continue;
     }
-    llvm::outs() << llvm::format("%-8s %6lld %4lld %10.3f %10.1f %11.3f\n",
-                                 r.c.name.c_str(), (long long)r.c.n,
-                                 (long long)r.c.headDim, r.fwdMs, r.tflops,
-                                 r.efficiency);
+    llvm::outs() << llvm::format(
+        "%-8s %6lld %4lld %10.3f %10.1f %12.3f %10.1f %11.3f\n",
+        r.c.name.c_str(), (long long)r.c.n, (long long)r.c.headDim, r.fwdMs,
+        r.tflops, r.fwdBwdMs, r.fwdBwdTflops, r.efficiency);
   }
 
   std::error_code ec;
@@ -209,6 +229,8 @@ int main(int argc, char **argv) {
           }
           j.attribute("fwd_ms", r.fwdMs);
           j.attribute("fwd_tflops", r.tflops);
+          j.attribute("fwd_bwd_ms", r.fwdBwdMs);
+          j.attribute("fwd_bwd_tflops", r.fwdBwdTflops);
           j.attribute("attended_pairs", r.pairs);
           j.attribute("work_efficiency", r.efficiency);
         });

@@ -15,7 +15,8 @@ def main():
     flex = {key(r): r for r in peers if r["peer"] == "flex"}
     sdpa = {key(r): r for r in peers if r["peer"] == "sdpa-flash"}
     print(f"{'pattern':<8} {'n':>6} {'D':>4} {'sparsetx ms':>12} {'flex ms':>9} "
-          f"{'vs flex':>8} {'sdpa ms':>8} {'vs sdpa':>8} {'TF/s':>7}")
+          f"{'vs flex':>8} {'sdpa ms':>8} {'vs sdpa':>8} {'TF/s':>7} | fwd+bwd: "
+          f"{'sparsetx':>9} {'flex':>8} {'vs flex':>8} {'sdpa':>7} {'vs sdpa':>8}")
     for r in ours:
         if "error" in r:
             print(f"{r['pattern']:<8} {r['n']:>6} {r['head_dim']:>4}  failed: {r['error']}")
@@ -24,9 +25,16 @@ def main():
         s = sdpa.get(key(r))
         fx = f"{f['fwd_ms'] / r['fwd_ms']:.2f}x" if f else "-"
         sx = f"{s['fwd_ms'] / r['fwd_ms']:.2f}" if s else "-"
-        print(f"{r['pattern']:<8} {r['n']:>6} {r['head_dim']:>4} {r['fwd_ms']:>12.3f} "
-              f"{f['fwd_ms'] if f else float('nan'):>9.3f} {fx:>8} "
-              f"{s['fwd_ms'] if s else float('nan'):>8.3f} {sx:>8} {r['fwd_tflops']:>7.1f}")
+        line = (f"{r['pattern']:<8} {r['n']:>6} {r['head_dim']:>4} {r['fwd_ms']:>12.3f} "
+                f"{f['fwd_ms'] if f else float('nan'):>9.3f} {fx:>8} "
+                f"{s['fwd_ms'] if s else float('nan'):>8.3f} {sx:>8} {r['fwd_tflops']:>7.1f}")
+        if "fwd_bwd_ms" in r:
+            fb = r["fwd_bwd_ms"]
+            fbx = f"{f['fwd_bwd_ms'] / fb:.2f}x" if f else "-"
+            sbx = f"{s['fwd_bwd_ms'] / fb:.2f}" if s else "-"
+            line += (f" | {'':9}{fb:>9.3f} {f['fwd_bwd_ms'] if f else float('nan'):>8.3f} "
+                     f"{fbx:>8} {s['fwd_bwd_ms'] if s else float('nan'):>7.3f} {sbx:>8}")
+        print(line)
 
 
 if __name__ == "__main__":

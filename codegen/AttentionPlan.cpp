@@ -142,6 +142,30 @@ AttentionPlan::load(codegen::GeneratedAttention generated, llvm::StringRef ptx) 
         return std::move(err);
       fns.kernels.push_back(*fn);
     }
+    for (const codegen::ForwardKernelInfo &kernel : mask.kernels) {
+      if (kernel.backwardDqName.empty())
+        continue;
+      auto get = [&](const std::string &name) -> llvm::Expected<cuda::Function> {
+        llvm::Expected<cuda::Function> fn = plan.module.getFunction(name);
+        if (!fn)
+          return fn.takeError();
+        if (llvm::Error err = cuda::setMaxDynamicSharedMemory(
+                *fn, int(plan.gen.backwardSharedBytes)))
+          return std::move(err);
+        return *fn;
+      };
+      llvm::Expected<cuda::Function> dq = get(kernel.backwardDqName);
+      if (!dq)
+        return dq.takeError();
+      fns.dq.push_back(*dq);
+      fns.dkdv.emplace_back();
+      for (const codegen::SegmentInfo &seg : kernel.segments) {
+        llvm::Expected<cuda::Function> fn = get(seg.backwardDkDvName);
+        if (!fn)
+          return fn.takeError();
+        fns.dkdv.back().push_back(*fn);
+      }
+    }
     if (!mask.mergeName.empty()) {
       llvm::Expected<cuda::Function> fn = plan.module.getFunction(mask.mergeName);
       if (!fn)
@@ -149,6 +173,18 @@ AttentionPlan::load(codegen::GeneratedAttention generated, llvm::StringRef ptx) 
       fns.merge = *fn;
     }
     plan.functions.push_back(fns);
+  }
+  if (plan.gen.hasBackward()) {
+    llvm::Expected<cuda::Function> prepare =
+        plan.module.getFunction(plan.gen.backwardPrepareName);
+    if (!prepare)
+      return prepare.takeError();
+    plan.backwardPrepare = *prepare;
+    llvm::Expected<cuda::Function> convert =
+        plan.module.getFunction(plan.gen.backwardConvertName);
+    if (!convert)
+      return convert.takeError();
+    plan.backwardConvert = *convert;
   }
   // Never a null pointer, even for a pattern without tables.
   size_t bytes = std::max<size_t>(4, plan.gen.tables.size() * sizeof(int32_t));
@@ -248,6 +284,96 @@ llvm::Error AttentionPlan::forwardMask(size_t maskIndex, int64_t batchHeads,
                     gridY, 1};
     cuda::Dim3 block{codegen::kMergeThreads, 1, 1};
     if (llvm::Error err = cuda::launch(fns.merge, grid, block, 0, stream, args))
+      return err;
+  }
+  return llvm::Error::success();
+}
+
+llvm::Error AttentionPlan::reserveBackwardWorkspace(int64_t batchHeads) {
+  if (batchHeads <= backwardBatchHeads)
+    return llvm::Error::success();
+  size_t rows = size_t(batchHeads) * size_t(gen.seqLen);
+  llvm::Expected<cuda::DeviceBuffer> buffer = cuda::DeviceBuffer::allocate(
+      rows * size_t(3 * gen.headDim + 1) * sizeof(float));
+  if (!buffer)
+    return buffer.takeError();
+  backwardWorkspace = std::move(*buffer);
+  backwardBatchHeads = batchHeads;
+  return llvm::Error::success();
+}
+
+llvm::Error AttentionPlan::backward(int64_t layer, int64_t batchHeads,
+                                    cuda::DevicePtr q, cuda::DevicePtr k,
+                                    cuda::DevicePtr v, cuda::DevicePtr o,
+                                    cuda::DevicePtr lse, cuda::DevicePtr dO,
+                                    cuda::DevicePtr dQ, cuda::DevicePtr dK,
+                                    cuda::DevicePtr dV, double scale,
+                                    cuda::Stream stream) {
+  if (!gen.hasBackward())
+    return makeError("the plan of '" + gen.pattern +
+                     "' was generated without backward kernels");
+  std::vector<size_t> masks = masksOfLayer(layer);
+  for (size_t maskIndex : masks) {
+    int64_t headsPerLaunch = gen.masks[maskIndex].head ? gen.numHeads : 1;
+    if (batchHeads <= 0 || batchHeads % headsPerLaunch != 0)
+      return makeError("batchHeads = " + llvm::Twine(batchHeads) +
+                       " is not a positive multiple of the pattern's " +
+                       llvm::Twine(headsPerLaunch) + " heads");
+  }
+  if (llvm::Error err = reserveBackwardWorkspace(batchHeads))
+    return err;
+  float scaleArg = float(scale > 0 ? scale : 1.0 / std::sqrt(double(gen.headDim)));
+  long long rows = (long long)batchHeads * gen.seqLen;
+  long long elems = rows * gen.headDim;
+  cuda::DevicePtr acc = backwardWorkspace.get();
+  cuda::DevicePtr dqAcc = acc;
+  cuda::DevicePtr dkAcc = dqAcc + size_t(elems) * sizeof(float);
+  cuda::DevicePtr dvAcc = dkAcc + size_t(elems) * sizeof(float);
+  cuda::DevicePtr delta = dvAcc + size_t(elems) * sizeof(float);
+  cuda::DevicePtr tablePtr = tables.get();
+  cuda::Dim3 block{codegen::kBackwardThreads, 1, 1};
+
+  {
+    void *args[] = {&o, &dO, &delta, &dqAcc, &dkAcc, &dvAcc, &rows};
+    cuda::Dim3 grid{unsigned((rows + codegen::kBackwardPrepareRows - 1) /
+                             codegen::kBackwardPrepareRows),
+                    1, 1};
+    if (llvm::Error err = cuda::launch(backwardPrepare, grid, block, 0, stream, args))
+      return err;
+  }
+  for (size_t maskIndex : masks) {
+    const codegen::MaskKernels &mask = gen.masks[maskIndex];
+    const MaskFunctions &fns = functions[maskIndex];
+    int64_t headsPerLaunch = mask.head ? gen.numHeads : 1;
+    unsigned gridY = unsigned(batchHeads / headsPerLaunch);
+    for (size_t kIdx = 0; kIdx < mask.kernels.size(); ++kIdx) {
+      const codegen::ForwardKernelInfo &kernel = mask.kernels[kIdx];
+      {
+        void *args[] = {&q, &k, &v, &dO, &lse, &delta, &dqAcc, &tablePtr, &scaleArg};
+        cuda::Dim3 grid{unsigned(kernel.numQueryBlocks), gridY, 1};
+        if (llvm::Error err = cuda::launch(fns.dq[kIdx], grid, block,
+                                           gen.backwardSharedBytes, stream, args))
+          return err;
+      }
+      for (size_t s = 0; s < kernel.segments.size(); ++s) {
+        if (kernel.segments[s].numKeyBlocks == 0)
+          continue;
+        void *args[] = {&q,     &k,     &v,        &dO,      &lse,
+                        &delta, &dkAcc, &dvAcc,    &tablePtr, &scaleArg};
+        cuda::Dim3 grid{unsigned(kernel.segments[s].numKeyBlocks), gridY, 1};
+        if (llvm::Error err = cuda::launch(fns.dkdv[kIdx][s], grid, block,
+                                           gen.backwardSharedBytes, stream, args))
+          return err;
+      }
+    }
+  }
+  {
+    void *args[] = {&acc, &dQ, &dK, &dV, &elems};
+    cuda::Dim3 grid{unsigned((elems / 2 + codegen::kBackwardConvertThreads - 1) /
+                             codegen::kBackwardConvertThreads),
+                    3, 1};
+    cuda::Dim3 cblock{codegen::kBackwardConvertThreads, 1, 1};
+    if (llvm::Error err = cuda::launch(backwardConvert, grid, cblock, 0, stream, args))
       return err;
   }
   return llvm::Error::success();

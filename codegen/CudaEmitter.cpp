@@ -408,7 +408,10 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
      << ", head dim " << options.headDim << ", " << getElementTypeName(options.dtype)
      << ", " << options.arch << ". Do not edit.\n";
   os << "#include \"sparsetx/attention_forward.cuh\"\n";
-  os << "#include \"sparsetx/attention_merge.cuh\"\n\n";
+  os << "#include \"sparsetx/attention_merge.cuh\"\n";
+  if (options.backward)
+    os << "#include \"sparsetx/attention_backward.cuh\"\n";
+  os << "\n";
   os << "namespace sparsetx_gen {\nusing namespace sparsetx;\n\n";
 
   std::string entries;
@@ -485,6 +488,32 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
           os << "  using Schedule = TableSchedule<" << *fo << ", " << *fi << ", "
              << *po << ", " << *pi << ">;\n";
         }
+        if (options.backward) {
+          // The transposed tables (by key block) for the dK/dV kernel.
+          seg.numKeyBlocks = (seg.numKeys + 63) / 64;
+          if (comp.numKeyBlocks != seg.numKeyBlocks ||
+              comp.fullByKey.offsets.size() != size_t(seg.numKeyBlocks + 1) ||
+              comp.partialByKey.offsets.size() != size_t(seg.numKeyBlocks + 1))
+            return maskOp.emitError()
+                   << "codegen: component " << c
+                   << " has no transposed tables for its " << seg.numKeyBlocks
+                   << " key blocks";
+          for (const BlockTable *t : {&comp.fullByKey, &comp.partialByKey}) {
+            FailureOr<int64_t> to = appendTable(gen.tables, t->offsets, maskOp);
+            if (failed(to))
+              return failure();
+            FailureOr<int64_t> ti = appendTable(gen.tables, t->indices, maskOp);
+            if (failed(ti))
+              return failure();
+            seg.byKeyOffsets.push_back(*to);
+            seg.byKeyOffsets.push_back(*ti);
+          }
+          os << "  using ByKey = TableSchedule<" << seg.byKeyOffsets[0] << ", "
+             << seg.byKeyOffsets[1] << ", " << seg.byKeyOffsets[2] << ", "
+             << seg.byKeyOffsets[3] << ">;\n";
+          seg.backwardDkDvName = llvm::formatv("sparsetx_bwd_dkdv_{0}_m{1}_k{2}_s{3}",
+                                               gen.pattern, m, k, s);
+        }
         os << "  __device__ __forceinline__ static int64_t keyPosition(int64_t t) {\n";
         emitPositionBody(comp.keyMap, n, os);
         os << "  }\n";
@@ -524,6 +553,28 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
              "    float scale) {\n"
           << "  sparsetx::attentionForward<sparsetx_gen::" << prefix
           << ">(q, k, v, o, lse, tables, scale);\n}\n\n";
+      if (options.backward) {
+        kernel.backwardDqName =
+            llvm::formatv("sparsetx_bwd_dq_{0}_m{1}_k{2}", gen.pattern, m, k);
+        eos << "extern \"C\" __global__ void __launch_bounds__("
+            << kBackwardThreads << ", 1) " << kernel.backwardDqName
+            << "(const unsigned short *q, const unsigned short *k,\n"
+               "    const unsigned short *v, const unsigned short *dO,\n"
+               "    const float *lse, const float *delta, float *dqAcc,\n"
+               "    const int *tables, float scale) {\n"
+            << "  sparsetx::attentionBackwardDq<sparsetx_gen::" << prefix
+            << ">(q, k, v, dO, lse, delta, dqAcc, tables, scale);\n}\n\n";
+        for (auto [s, seg] : llvm::enumerate(kernel.segments))
+          eos << "extern \"C\" __global__ void __launch_bounds__("
+              << kBackwardThreads << ", 1) " << seg.backwardDkDvName
+              << "(const unsigned short *q, const unsigned short *k,\n"
+                 "    const unsigned short *v, const unsigned short *dO,\n"
+                 "    const float *lse, const float *delta, float *dkAcc,\n"
+                 "    float *dvAcc, const int *tables, float scale) {\n"
+              << "  sparsetx::attentionBackwardDkDv<sparsetx_gen::" << prefix
+              << ", sparsetx_gen::" << segmentNames[s]
+              << ">(q, k, v, dO, lse, delta, dkAcc, dvAcc, tables, scale);\n}\n\n";
+      }
       info.kernels.push_back(std::move(kernel));
     }
 
@@ -551,6 +602,25 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
           << ">(oParts, lseParts, o, lse);\n}\n\n";
     }
     gen.masks.push_back(std::move(info));
+  }
+  if (options.backward) {
+    gen.backwardPrepareName = "sparsetx_bwd_prepare_" + gen.pattern;
+    gen.backwardConvertName = "sparsetx_bwd_convert_" + gen.pattern;
+    gen.backwardSharedBytes =
+        unsigned(4 * 64 * (options.headDim + 8) * 2 + 2 * 64 * 4);
+    eos << "extern \"C\" __global__ void __launch_bounds__(" << kBackwardThreads
+        << ") " << gen.backwardPrepareName
+        << "(const unsigned short *o, const unsigned short *dO,\n"
+           "    float *delta, float *dqAcc, float *dkAcc, float *dvAcc,\n"
+           "    long long rows) {\n"
+        << "  sparsetx::attentionBackwardPrepare<sparsetx::" << elem << ", "
+        << options.headDim << ">(o, dO, delta, dqAcc, dkAcc, dvAcc, rows);\n}\n\n";
+    eos << "extern \"C\" __global__ void __launch_bounds__("
+        << kBackwardConvertThreads << ") " << gen.backwardConvertName
+        << "(const float *acc, unsigned short *dq,\n"
+           "    unsigned short *dk, unsigned short *dv, long long elems) {\n"
+        << "  sparsetx::attentionBackwardConvert<sparsetx::" << elem
+        << ">(acc, dq, dk, dv, elems);\n}\n\n";
   }
   os << "} // namespace sparsetx_gen\n\n" << entries;
   gen.source = std::move(body);
@@ -604,6 +674,39 @@ void printManifestJSON(const GeneratedAttention &gen, llvm::StringRef ptxFile,
     j.attributeObject("merge_args", [&] {
       j.attribute("signature", "(o_parts, lse_parts, o, lse)");
     });
+    if (gen.hasBackward()) {
+      j.attributeObject("backward", [&] {
+        j.attribute("order",
+                    "prepare; per mask of the layer: per kernel backward_dq, "
+                    "then backward_dkdv of each component, one launch after "
+                    "another; convert");
+        j.attribute("workspace",
+                    "fp32 acc = dq_acc, dk_acc, dv_acc [batch_heads][seq_len]"
+                    "[head_dim] back to back, delta [batch_heads][seq_len]");
+        j.attributeObject("prepare", [&] {
+          j.attribute("name", gen.backwardPrepareName);
+          j.attribute("signature",
+                      "(o, d_o, delta, dq_acc, dk_acc, dv_acc, long long rows); "
+                      "rows = batch_heads * seq_len");
+          j.attribute("grid_x", "ceil(rows / " +
+                                    std::to_string(kBackwardPrepareRows) + ")");
+          block(kBackwardThreads);
+        });
+        j.attribute("dq_signature",
+                    "(q, k, v, d_o, lse, delta, dq_acc, tables, float scale)");
+        j.attribute("dkdv_signature", "(q, k, v, d_o, lse, delta, dk_acc, "
+                                      "dv_acc, tables, float scale)");
+        j.attributeObject("convert", [&] {
+          j.attribute("name", gen.backwardConvertName);
+          j.attribute("signature", "(acc, dq, dk, dv, long long elems); elems = "
+                                   "batch_heads * seq_len * head_dim");
+          j.attribute("grid", "(ceil(elems / " +
+                                  std::to_string(2 * kBackwardConvertThreads) +
+                                  "), 3)");
+          block(kBackwardConvertThreads);
+        });
+      });
+    }
     j.attribute("max_kernels_per_mask", int64_t(gen.maxKernelsPerMask()));
     j.attributeArray("masks", [&] {
       for (auto [m, mask] : llvm::enumerate(gen.masks)) {
@@ -628,6 +731,13 @@ void printManifestJSON(const GeneratedAttention &gen, llvm::StringRef ptxFile,
                 grid(k.numQueryBlocks, gridY);
                 block(kForwardThreads);
                 j.attribute("shared_bytes", int64_t(gen.forwardSharedBytes));
+                if (!k.backwardDqName.empty())
+                  j.attributeObject("backward_dq", [&] {
+                    j.attribute("name", k.backwardDqName);
+                    grid(k.numQueryBlocks, gridY);
+                    block(kBackwardThreads);
+                    j.attribute("shared_bytes", int64_t(gen.backwardSharedBytes));
+                  });
                 j.attributeArray("components", [&] {
                   for (const SegmentInfo &s : k.segments) {
                     j.object([&] {
@@ -639,6 +749,19 @@ void printManifestJSON(const GeneratedAttention &gen, llvm::StringRef ptxFile,
                         for (int64_t o : s.offsets)
                           j.value(o);
                       });
+                      if (!s.backwardDkDvName.empty()) {
+                        j.attributeArray("by_key_table_offsets", [&] {
+                          for (int64_t o : s.byKeyOffsets)
+                            j.value(o);
+                        });
+                        j.attributeObject("backward_dkdv", [&] {
+                          j.attribute("name", s.backwardDkDvName);
+                          grid(s.numKeyBlocks, gridY);
+                          block(kBackwardThreads);
+                          j.attribute("shared_bytes",
+                                      int64_t(gen.backwardSharedBytes));
+                        });
+                      }
                     });
                   }
                 });

@@ -89,12 +89,28 @@ public:
                           cuda::DevicePtr lse, double scale = 0,
                           cuda::Stream stream = nullptr);
 
+  /// Gradients of residual layer `layer`'s attention: given q, k, v, the
+  /// forward's o and lse (the final, merged ones) and dO, writes dQ, dK, dV
+  /// (all [batchHeads, n, D] of the plan's dtype). P is recomputed from the
+  /// saved LSE. Positions no mask of the layer attends get zero gradients.
+  /// Deterministic (no atomics). Uses an fp32 workspace of (3 D + 1) floats
+  /// per row, reserved on demand. Enqueues on `stream`; does not synchronize.
+  llvm::Error backward(int64_t layer, int64_t batchHeads, cuda::DevicePtr q,
+                       cuda::DevicePtr k, cuda::DevicePtr v, cuda::DevicePtr o,
+                       cuda::DevicePtr lse, cuda::DevicePtr dO,
+                       cuda::DevicePtr dQ, cuda::DevicePtr dK, cuda::DevicePtr dV,
+                       double scale = 0, cuda::Stream stream = nullptr);
+
 private:
   struct MaskFunctions {
     std::vector<cuda::Function> kernels;
     cuda::Function merge = nullptr;
+    /// Backward: per kernel the dQ kernel and per segment the dK/dV kernel.
+    std::vector<cuda::Function> dq;
+    std::vector<std::vector<cuda::Function>> dkdv;
   };
   llvm::Error reserveWorkspace(int64_t batchHeads);
+  llvm::Error reserveBackwardWorkspace(int64_t batchHeads);
 
   codegen::GeneratedAttention gen;
   cuda::Module module;
@@ -104,6 +120,10 @@ private:
   /// O parts [kernels][bh][n][D], then LSE parts [kernels][bh][n].
   cuda::DeviceBuffer workspace;
   int64_t workspaceBatchHeads = 0;
+  cuda::Function backwardPrepare = nullptr, backwardConvert = nullptr;
+  /// Backward: dQacc, dKacc, dVacc [bh][n][D] fp32, then Delta [bh][n].
+  cuda::DeviceBuffer backwardWorkspace;
+  int64_t backwardBatchHeads = 0;
 };
 
 } // namespace sparsetx

@@ -6,7 +6,7 @@
 // and kernel a `Variant` struct (index maps as closed-form device functions,
 // each component's schedule and mask predicate) and `extern "C"` entry points,
 // plus the int32 table data those kernels read and a manifest describing how
-// to launch them. Only the forward pass and its merge for now.
+// to launch them: the forward pass, its merge, and the backward pass.
 //
 //===----------------------------------------------------------------------===//
 
@@ -36,12 +36,18 @@ struct CodegenOptions {
   int64_t headDim = 64;          // 32, 64 or 128
   ElementType dtype = ElementType::BF16;
   std::string arch = "sm_90a";   // recorded in the manifest; NVRTC's target
+  /// Also emit the backward kernels (dQ, dK, dV).
+  bool backward = true;
 };
 
 /// Threads per CTA and rows per merge CTA of the kernel templates.
 constexpr unsigned kForwardThreads = 128;
 constexpr unsigned kMergeThreads = 128;
 constexpr unsigned kMergeRowsPerBlock = 4;
+/// The backward kernels (attention_backward.cuh).
+constexpr unsigned kBackwardThreads = 128;
+constexpr unsigned kBackwardPrepareRows = 4;
+constexpr unsigned kBackwardConvertThreads = 256;
 
 /// Where one component's schedule lives in the table data (int32 offsets).
 struct SegmentInfo {
@@ -53,6 +59,12 @@ struct SegmentInfo {
   /// numQueryBlocks long). Table: full offsets, full indices, partial
   /// offsets, partial indices.
   std::vector<int64_t> offsets;
+  /// Backward: key blocks (grid.x of the dK/dV kernel), the transposed
+  /// tables (full offsets, full indices, partial offsets, partial indices,
+  /// by key block) and the dK/dV entry point of this segment.
+  int64_t numKeyBlocks = 0;
+  std::vector<int64_t> byKeyOffsets;
+  std::string backwardDkDvName; // sparsetx_bwd_dkdv_<pattern>_m<m>_k<k>_s<s>
 };
 
 struct ForwardKernelInfo {
@@ -64,6 +76,7 @@ struct ForwardKernelInfo {
   /// (several kernels), else the final O (element type) and LSE.
   bool partialOutput = false;
   std::vector<SegmentInfo> segments;
+  std::string backwardDqName; // sparsetx_bwd_dq_<pattern>_m<mask>_k<kernel>
 };
 
 struct MaskKernels {
@@ -87,6 +100,12 @@ struct GeneratedAttention {
   bool perHead = false, layered = false;
   int64_t blockQ = 64, blockK = 64;
   unsigned forwardSharedBytes = 0;
+  /// Backward kernels (empty names when not generated): Delta and zeroed
+  /// accumulators, fp32 -> element conversion; dynamic shared memory of the
+  /// dQ and dK/dV kernels.
+  std::string backwardPrepareName, backwardConvertName;
+  unsigned backwardSharedBytes = 0;
+  bool hasBackward() const { return !backwardPrepareName.empty(); }
   std::vector<int32_t> tables;
   std::vector<MaskKernels> masks;
   std::string source;       // the CUDA C++ (includes the embedded headers)

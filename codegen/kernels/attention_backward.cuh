@@ -1,0 +1,529 @@
+//===- attention_backward.cuh - block-sparse attention backward -*- CUDA -*-===//
+//
+// FlashAttention-2 style backward pass over the blocks a pattern's layout
+// names. Nothing of the attention matrix is stored: P is recomputed from Q,
+// K and the final (merged) log-sum-exp the forward pass saved,
+//   P = exp(scale * Q K^T - LSE),  dV = P^T dO,  dP = dO V^T,
+//   dS = P * (dP - Delta),  Delta_i = rowsum(dO_i * O_i),
+//   dQ = scale * dS K,  dK = scale * dS^T Q.
+// Kernels, launched in this order on one stream:
+//  - attentionBackwardPrepare: Delta (fp32) and zeroed fp32 accumulators
+//    dQacc, dKacc, dVacc [batchHeads, n, D] (one warp per row);
+//  - attentionBackwardDkDv<V, S>: one CTA per (block of 64 *mapped* keys of
+//    segment S, batch-head), 4 warps x 16 keys; walks the query blocks that
+//    reach its key block (the transposed tables fullByKey / partialByKey) and
+//    adds dK, dV into the accumulators at the positions its key map covers;
+//  - attentionBackwardDq<V>: one CTA per (block of 64 mapped queries,
+//    batch-head), 4 warps x 16 queries; walks the forward schedule of every
+//    segment and adds dQ into dQacc;
+//  - attentionBackwardConvert: the accumulators to the element type.
+// No atomics: within a launch every CTA owns distinct rows (index maps are
+// injective), and the launches of a mask (one dK/dV launch per segment, one
+// dQ launch per kernel) run one after another, each adding into the fp32
+// accumulators with plain read-modify-write, so results are deterministic.
+//
+// Full blocks skip the mask; partial blocks apply mask(i, j) && causal.
+// Masked or out-of-range pairs get P = 0 directly (never exp of -inf - -inf).
+// All four products run on tensor cores (mma.sync m16n8k16, fp32
+// accumulate); Q, K, V, dO stay in shared memory and are read with ldmatrix
+// (plain for the "col" operand, .trans for the k-major one), which keeps the
+// accumulators within the register budget: the score tile is kSub = 64
+// columns wide for D <= 64 and 32 for D = 128 (a 64-block is processed as two
+// halves).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SPARSETX_KERNELS_ATTENTION_BACKWARD_CUH
+#define SPARSETX_KERNELS_ATTENTION_BACKWARD_CUH
+
+#include "sparsetx/attention_forward.cuh"
+
+namespace sparsetx {
+
+constexpr int kBwdThreads = 128;
+constexpr int kBwdPrepareRows = 4; // one warp per row
+constexpr int kBwdConvertThreads = 256;
+
+/// Width of the score tile a warp holds at once.
+template <int D>
+constexpr int backwardSubTile() {
+  return D == 128 ? 16 : D == 64 ? 32 : 64;
+}
+
+/// Shared memory of the dK/dV and dQ kernels: four 64-row tiles (Q, dO, K,
+/// V) plus 64 LSE and 64 Delta values.
+template <int D>
+constexpr int backwardSharedBytes() {
+  return 4 * 64 * (D + kPad) * 2 + 2 * 64 * 4;
+}
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+/// Delta = rowsum(dO * O) and zeroed accumulators. Grid: ceil(rows /
+/// kBwdPrepareRows); block: 128; rows = batchHeads * n.
+template <typename Elem, int D>
+__device__ __forceinline__ void
+attentionBackwardPrepare(const uint16_t *__restrict__ o,
+                         const uint16_t *__restrict__ dO,
+                         float *__restrict__ delta, float *__restrict__ dqAcc,
+                         float *__restrict__ dkAcc, float *__restrict__ dvAcc,
+                         int64_t rows) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t row = (int64_t)blockIdx.x * kBwdPrepareRows + warp;
+  if (row >= rows)
+    return;
+  float acc = 0.0f;
+#pragma unroll
+  for (int d = lane; d < D; d += 32) {
+    const int64_t x = row * D + d;
+    acc += toFloat<Elem>(o[x]) * toFloat<Elem>(dO[x]);
+    dqAcc[x] = 0.0f;
+    dkAcc[x] = 0.0f;
+    dvAcc[x] = 0.0f;
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2)
+    acc += __shfl_xor_sync(0xffffffffu, acc, off);
+  if (lane == 0)
+    delta[row] = acc;
+}
+
+/// fp32 accumulators to the element type. Grid: (ceil(elems / 2 /
+/// kBwdConvertThreads), 3); block: kBwdConvertThreads; blockIdx.y picks dQ,
+/// dK, dV. `acc` is dQacc, dKacc, dVacc back to back (each `elems` long).
+template <typename Elem>
+__device__ __forceinline__ void
+attentionBackwardConvert(const float *__restrict__ acc, uint16_t *__restrict__ dq,
+                         uint16_t *__restrict__ dk, uint16_t *__restrict__ dv,
+                         int64_t elems) {
+  const int64_t pair = (int64_t)blockIdx.x * kBwdConvertThreads + threadIdx.x;
+  if (2 * pair >= elems)
+    return;
+  const int which = blockIdx.y;
+  uint16_t *out = which == 0 ? dq : which == 1 ? dk : dv;
+  float2 val = *reinterpret_cast<const float2 *>(acc + which * elems + 2 * pair);
+  *reinterpret_cast<uint32_t *>(out + 2 * pair) = packPair<Elem>(val.x, val.y);
+}
+
+/// 16 x 16 A fragment (rows `row0`.., k columns `col0`..) from a row-major
+/// shared tile.
+template <int kStride>
+__device__ __forceinline__ void loadA(uint32_t (&a)[4], const uint16_t *tile,
+                                     int row0, int col0) {
+  const int lane = threadIdx.x % 32;
+  ldmatrixX4(a, smemAddress(tile + (row0 + lane % 16) * kStride + col0 +
+                            (lane / 16) * 8));
+}
+
+/// acc[kN/8] += A(16 x D, rows of `a` tile from row aRow0) * B^T where B is
+/// the kN x D row-major tile `b` from row bRow0 (the "col" operand: Q K^T).
+template <typename Elem, int D, int kN>
+__device__ __forceinline__ void mmaABt(float (&acc)[kN / 8][4],
+                                       const uint16_t *a, int aRow0,
+                                       const uint16_t *b, int bRow0) {
+  constexpr int kStride = D + kPad;
+  const int lane = threadIdx.x % 32;
+  const int mat = lane / 8, r8 = lane % 8;
+  // Only two k steps in flight: the fragments of a fully unrolled loop would
+  // all be live at once (acc indices do not depend on kk).
+#pragma unroll 2
+  for (int kk = 0; kk < D / 16; ++kk) {
+    uint32_t af[4];
+    loadA<kStride>(af, a, aRow0, kk * 16);
+#pragma unroll
+    for (int np = 0; np < kN / 16; ++np) {
+      uint32_t bf[4];
+      const int row = bRow0 + (2 * np + mat / 2) * 8 + r8;
+      const int d = kk * 16 + (mat % 2) * 8;
+      ldmatrixX4(bf, smemAddress(b + row * kStride + d));
+      mma16816<Elem>(acc[2 * np], af, bf[0], bf[1]);
+      mma16816<Elem>(acc[2 * np + 1], af, bf[2], bf[3]);
+    }
+  }
+}
+
+/// out[D/8] += P(16 x kK, C fragments `p`) * B where B is the kK x D
+/// row-major tile `b` from row bRow0 (read transposed: P V, P^T dO, ...).
+template <typename Elem, int D, int kK>
+__device__ __forceinline__ void mmaPB(float (&out)[D / 8][4],
+                                      const float (&p)[kK / 8][4],
+                                      const uint16_t *b, int bRow0) {
+  constexpr int kStride = D + kPad;
+  const int lane = threadIdx.x % 32;
+  const int mat = lane / 8, r8 = lane % 8;
+#pragma unroll
+  for (int kk = 0; kk < kK / 16; ++kk) {
+    uint32_t a[4];
+    a[0] = packPair<Elem>(p[2 * kk][0], p[2 * kk][1]);
+    a[1] = packPair<Elem>(p[2 * kk][2], p[2 * kk][3]);
+    a[2] = packPair<Elem>(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+    a[3] = packPair<Elem>(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+#pragma unroll
+    for (int dp = 0; dp < D / 16; ++dp) {
+      uint32_t bf[4];
+      const int row = bRow0 + kk * 16 + (mat % 2) * 8 + r8;
+      const int d = (2 * dp + mat / 2) * 8;
+      ldmatrixX4Trans(bf, smemAddress(b + row * kStride + d));
+      mma16816<Elem>(out[2 * dp], a, bf[0], bf[1]);
+      mma16816<Elem>(out[2 * dp + 1], a, bf[2], bf[3]);
+    }
+  }
+}
+
+/// Adds the C fragments `acc` (scaled) into rows of a fp32 [*, D] buffer:
+/// rows g and g + 8 of the warp's 16 at `rowOffset[r]` (< 0: skip).
+template <int D>
+__device__ __forceinline__ void addRows(float *__restrict__ dst,
+                                        const float (&acc)[D / 8][4],
+                                        const int64_t (&rowOffset)[2],
+                                        float scale) {
+  const int t4 = threadIdx.x % 4;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if (rowOffset[r] < 0)
+      continue;
+    float *out = dst + rowOffset[r];
+#pragma unroll
+    for (int dt = 0; dt < D / 8; ++dt) {
+      float2 *ptr = reinterpret_cast<float2 *>(out + dt * 8 + t4 * 2);
+      float2 cur = *ptr;
+      cur.x += acc[dt][2 * r] * scale;
+      cur.y += acc[dt][2 * r + 1] * scale;
+      *ptr = cur;
+    }
+  }
+}
+
+/// dK, dV of one segment S of kernel V. Grid: (key blocks of S, batch-heads /
+/// kNumHeads); block: kBwdThreads; dynamic shared memory:
+/// backwardSharedBytes<D>().
+template <typename V, typename S>
+__device__ __forceinline__ void
+attentionBackwardDkDv(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
+                      const uint16_t *__restrict__ v, const uint16_t *__restrict__ dO,
+                      const float *__restrict__ lse, const float *__restrict__ delta,
+                      float *__restrict__ dkAcc, float *__restrict__ dvAcc,
+                      const int32_t *__restrict__ tables, float scale) {
+  using Elem = typename V::Elem;
+  constexpr int D = V::kHeadDim;
+  static_assert(D == 32 || D == 64 || D == 128, "head dim must be 32, 64, 128");
+  constexpr int kStride = D + kPad;
+  constexpr int kTile = 64 * kStride;
+  constexpr int kSub = backwardSubTile<D>();
+  extern __shared__ __align__(128) uint16_t smem[];
+  uint16_t *sk = smem;
+  uint16_t *sv = sk + kTile;
+  uint16_t *sq = sv + kTile;
+  uint16_t *sdo = sq + kTile;
+  float *slse = reinterpret_cast<float *>(sdo + kTile);
+  float *sdelta = slse + 64;
+
+  const int kb = blockIdx.x;
+  const int64_t bh = (int64_t)blockIdx.y * V::kNumHeads + V::kHead;
+  const int64_t headOffset = bh * V::kSeqLen * D;
+  q += headOffset;
+  k += headOffset;
+  v += headOffset;
+  dO += headOffset;
+  lse += bh * V::kSeqLen;
+  delta += bh * V::kSeqLen;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t4 = lane % 4;
+  const float scaleLog2 = scale * kLog2e;
+
+  loadKeyBlock<V, S>(sk, sv, k, v, kb);
+  cpAsyncCommit();
+
+  int64_t keyPos[2], rowOffset[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int64_t t = (int64_t)kb * 64 + warp * 16 + g + 8 * r;
+    keyPos[r] = S::keyPosition(t < S::kNumKeys ? t : S::kNumKeys - 1);
+    rowOffset[r] = t < S::kNumKeys ? (bh * V::kSeqLen + keyPos[r]) * D : -1;
+  }
+  float dk[D / 8][4], dv[D / 8][4];
+#pragma unroll
+  for (int dt = 0; dt < D / 8; ++dt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      dk[dt][e] = 0.0f;
+      dv[dt][e] = 0.0f;
+    }
+
+  typename S::ByKey schedule(tables, kb);
+  const int count = schedule.count();
+  auto queryPosition = [](int64_t t) { return V::queryPosition(t); };
+  for (int idx = 0; idx < count; ++idx) {
+    bool full;
+    const int qb = schedule.block(idx, full);
+    const int64_t firstQuery = (int64_t)qb * 64;
+    // The previous block's readers are done with sq, sdo, slse, sdelta.
+    __syncthreads();
+    loadRows<D>(sq, q, firstQuery, V::kNumQueries, queryPosition);
+    loadRows<D>(sdo, dO, firstQuery, V::kNumQueries, queryPosition);
+    cpAsyncCommit();
+    if (threadIdx.x < 64) {
+      const int64_t t = firstQuery + threadIdx.x;
+      const bool valid = t < V::kNumQueries;
+      const int64_t p = valid ? V::queryPosition(t) : 0;
+      slse[threadIdx.x] = valid ? lse[p] * kLog2e : 0.0f;
+      sdelta[threadIdx.x] = valid ? delta[p] : 0.0f;
+    }
+    cpAsyncWait<0>();
+    __syncthreads();
+
+    const bool pastEnd = firstQuery + 64 > V::kNumQueries;
+#pragma unroll 1
+    for (int sub = 0; sub < 64 / kSub; ++sub) {
+      // Which pairs are attended, as bits (nt, r, c) -> nt * 4 + r * 2 + c:
+      // evaluated before the products so that the predicate's 64-bit
+      // temporaries are dead while the accumulators are live.
+      uint32_t okBits = 0;
+#pragma unroll
+      for (int nt = 0; nt < kSub / 8; ++nt) {
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const int64_t t = firstQuery + sub * kSub + nt * 8 + t4 * 2 + c;
+          const bool inRange = t < V::kNumQueries;
+          int64_t i = 0;
+          if (!full && inRange)
+            i = V::queryPosition(t);
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            bool ok = inRange || !pastEnd;
+            if (!full && ok) {
+              const int64_t j = keyPos[r];
+              ok = S::mask(i, j) && (!V::kCausal || j <= i);
+            }
+            okBits |= (ok ? 1u : 0u) << (nt * 4 + r * 2 + c);
+          }
+        }
+      }
+
+      // S^T = K Q^T: this warp's 16 keys x kSub queries.
+      float p[kSub / 8][4];
+#pragma unroll
+      for (int nt = 0; nt < kSub / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          p[nt][e] = 0.0f;
+      mmaABt<Elem, D, kSub>(p, sk, warp * 16, sq, sub * kSub);
+
+      // P^T = exp(S^T * scale - LSE) on attended pairs, else 0.
+#pragma unroll
+      for (int nt = 0; nt < kSub / 8; ++nt)
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const float lse2 = slse[sub * kSub + nt * 8 + t4 * 2 + c];
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            float &x = p[nt][2 * r + c];
+            x = (okBits >> (nt * 4 + r * 2 + c)) & 1u
+                    ? fastExp2(x * scaleLog2 - lse2)
+                    : 0.0f;
+          }
+        }
+
+      // dV += P^T dO.
+      mmaPB<Elem, D, kSub>(dv, p, sdo, sub * kSub);
+
+      // dP^T = V dO^T, then dS^T = P^T * (dP^T - Delta).
+      float ds[kSub / 8][4];
+#pragma unroll
+      for (int nt = 0; nt < kSub / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          ds[nt][e] = 0.0f;
+      mmaABt<Elem, D, kSub>(ds, sv, warp * 16, sdo, sub * kSub);
+#pragma unroll
+      for (int nt = 0; nt < kSub / 8; ++nt)
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const float dl = sdelta[sub * kSub + nt * 8 + t4 * 2 + c];
+#pragma unroll
+          for (int r = 0; r < 2; ++r)
+            ds[nt][2 * r + c] = p[nt][2 * r + c] * (ds[nt][2 * r + c] - dl);
+        }
+
+      // dK += dS^T Q (scaled at the end).
+      mmaPB<Elem, D, kSub>(dk, ds, sq, sub * kSub);
+    }
+  }
+  cpAsyncWait<0>(); // no schedule: the K, V loads are still owed
+  addRows<D>(dkAcc, dk, rowOffset, scale);
+  addRows<D>(dvAcc, dv, rowOffset, 1.0f);
+}
+
+/// dQ of the query blocks of segment S (one segment of the dQ kernel).
+template <typename V, typename S>
+__device__ __forceinline__ void
+backwardDqSegment(float (&dq)[V::kHeadDim / 8][4], const uint16_t *sq,
+                  const uint16_t *sdo, uint16_t *sk, uint16_t *sv,
+                  const uint16_t *k, const uint16_t *v, const int32_t *tables,
+                  int qb, const int64_t (&position)[2], const float (&lse2)[2],
+                  const float (&dl)[2], float scaleLog2) {
+  using Elem = typename V::Elem;
+  constexpr int D = V::kHeadDim;
+  constexpr int kSub = backwardSubTile<D>();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int t4 = lane % 4;
+  typename S::Schedule schedule(tables, qb);
+  const int count = schedule.count();
+  for (int idx = 0; idx < count; ++idx) {
+    bool full;
+    const int kb = schedule.block(idx, full);
+    const int64_t firstKey = (int64_t)kb * kBlockN;
+    __syncthreads();
+    loadKeyBlock<V, S>(sk, sv, k, v, kb);
+    cpAsyncCommit();
+    cpAsyncWait<0>();
+    __syncthreads();
+    const bool pastEnd = firstKey + kBlockN > S::kNumKeys;
+#pragma unroll 1
+    for (int sub = 0; sub < 64 / kSub; ++sub) {
+      uint32_t okBits = 0;
+#pragma unroll
+      for (int nt = 0; nt < kSub / 8; ++nt) {
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const int64_t t = firstKey + sub * kSub + nt * 8 + t4 * 2 + c;
+          const bool inRange = t < S::kNumKeys;
+          int64_t j = 0;
+          if (!full && inRange)
+            j = S::keyPosition(t);
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            bool ok = inRange || !pastEnd;
+            if (!full && ok) {
+              const int64_t i = position[r];
+              ok = S::mask(i, j) && (!V::kCausal || j <= i);
+            }
+            okBits |= (ok ? 1u : 0u) << (nt * 4 + r * 2 + c);
+          }
+        }
+      }
+      float p[kSub / 8][4];
+#pragma unroll
+      for (int nt = 0; nt < kSub / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          p[nt][e] = 0.0f;
+      mmaABt<Elem, D, kSub>(p, sq, warp * 16, sk, sub * kSub);
+#pragma unroll
+      for (int nt = 0; nt < kSub / 8; ++nt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            float &x = p[nt][2 * r + c];
+            x = (okBits >> (nt * 4 + r * 2 + c)) & 1u
+                    ? fastExp2(x * scaleLog2 - lse2[r])
+                    : 0.0f;
+          }
+      // dP = dO V^T, dS = P * (dP - Delta).
+      float ds[kSub / 8][4];
+#pragma unroll
+      for (int nt = 0; nt < kSub / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          ds[nt][e] = 0.0f;
+      mmaABt<Elem, D, kSub>(ds, sdo, warp * 16, sv, sub * kSub);
+#pragma unroll
+      for (int nt = 0; nt < kSub / 8; ++nt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+#pragma unroll
+          for (int c = 0; c < 2; ++c)
+            ds[nt][2 * r + c] = p[nt][2 * r + c] * (ds[nt][2 * r + c] - dl[r]);
+      // dQ += dS K.
+      mmaPB<Elem, D, kSub>(dq, ds, sk, sub * kSub);
+    }
+  }
+}
+
+template <typename V, typename List>
+struct DqSegmentLoop;
+template <typename V>
+struct DqSegmentLoop<V, SegmentList<>> {
+  template <typename... Args>
+  __device__ __forceinline__ static void run(Args &&...) {}
+};
+template <typename V, typename S, typename... Rest>
+struct DqSegmentLoop<V, SegmentList<S, Rest...>> {
+  __device__ __forceinline__ static void
+  run(float (&dq)[V::kHeadDim / 8][4], const uint16_t *sq, const uint16_t *sdo,
+      uint16_t *sk, uint16_t *sv, const uint16_t *k, const uint16_t *v,
+      const int32_t *tables, int qb, const int64_t (&position)[2],
+      const float (&lse2)[2], const float (&dl)[2], float scaleLog2) {
+    backwardDqSegment<V, S>(dq, sq, sdo, sk, sv, k, v, tables, qb, position,
+                            lse2, dl, scaleLog2);
+    DqSegmentLoop<V, SegmentList<Rest...>>::run(dq, sq, sdo, sk, sv, k, v,
+                                                tables, qb, position, lse2, dl,
+                                                scaleLog2);
+  }
+};
+
+/// dQ of one kernel of a mask. Grid: (query blocks, batch-heads /
+/// kNumHeads); block: kBwdThreads; dynamic shared memory:
+/// backwardSharedBytes<D>().
+template <typename V>
+__device__ __forceinline__ void
+attentionBackwardDq(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
+                    const uint16_t *__restrict__ v, const uint16_t *__restrict__ dO,
+                    const float *__restrict__ lse, const float *__restrict__ delta,
+                    float *__restrict__ dqAcc, const int32_t *__restrict__ tables,
+                    float scale) {
+  constexpr int D = V::kHeadDim;
+  static_assert(D == 32 || D == 64 || D == 128, "head dim must be 32, 64, 128");
+  constexpr int kTile = 64 * (D + kPad);
+  extern __shared__ __align__(128) uint16_t smem[];
+  uint16_t *sk = smem;
+  uint16_t *sv = sk + kTile;
+  uint16_t *sq = sv + kTile;
+  uint16_t *sdo = sq + kTile;
+
+  const int qb = blockIdx.x;
+  const int64_t bh = (int64_t)blockIdx.y * V::kNumHeads + V::kHead;
+  const int64_t headOffset = bh * V::kSeqLen * D;
+  q += headOffset;
+  k += headOffset;
+  v += headOffset;
+  dO += headOffset;
+  lse += bh * V::kSeqLen;
+  delta += bh * V::kSeqLen;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4;
+
+  auto queryPosition = [](int64_t t) { return V::queryPosition(t); };
+  loadRows<D>(sq, q, (int64_t)qb * kBlockM, V::kNumQueries, queryPosition);
+  loadRows<D>(sdo, dO, (int64_t)qb * kBlockM, V::kNumQueries, queryPosition);
+  cpAsyncCommit();
+
+  int64_t position[2], rowOffset[2];
+  float lse2[2], dl[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int64_t t = (int64_t)qb * kBlockM + warp * 16 + g + 8 * r;
+    const bool valid = t < V::kNumQueries;
+    position[r] = V::queryPosition(valid ? t : V::kNumQueries - 1);
+    rowOffset[r] = valid ? (bh * V::kSeqLen + position[r]) * D : -1;
+    lse2[r] = lse[position[r]] * kLog2e;
+    dl[r] = delta[position[r]];
+  }
+  float dq[D / 8][4];
+#pragma unroll
+  for (int dt = 0; dt < D / 8; ++dt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      dq[dt][e] = 0.0f;
+
+  DqSegmentLoop<V, typename V::Segments>::run(dq, sq, sdo, sk, sv, k, v, tables,
+                                              qb, position, lse2, dl,
+                                              scale * kLog2e);
+  cpAsyncWait<0>();
+  addRows<D>(dqAcc, dq, rowOffset, scale);
+}
+
+} // namespace sparsetx
+
+#endif // SPARSETX_KERNELS_ATTENTION_BACKWARD_CUH

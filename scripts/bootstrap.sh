@@ -10,7 +10,7 @@ packages=(
   cmake ninja-build g++ python3
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools
   libzstd-dev libz3-dev libedit-dev
-  libfmt-dev libgtest-dev libpng-dev zlib1g-dev
+  libfmt-dev libgtest-dev libpng-dev zlib1g-dev libopenblas-dev
 )
 missing=()
 for p in "${packages[@]}"; do

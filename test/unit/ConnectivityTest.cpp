@@ -35,52 +35,14 @@ namespace {
 
 class ConnectivityTest : public test::PatternTest {};
 
+using test::fixed;
 using test::fixedHeads;
+using test::strided;
 using test::stridedInterleaved;
 
 //===----------------------------------------------------------------------===//
 // Patterns
 //===----------------------------------------------------------------------===//
-
-/// strided(l): i - j < l || (i - j) % l == 0 (Figure 3b).
-std::string strided(int64_t l) {
-  return R"mlir(
-sp.pattern @strided(l = )mlir" +
-         std::to_string(l) + R"mlir() causal {
-  sp.mask (%i, %j) {
-    %l = sp.param "l"
-    %0 = arith.subi %i, %j : i64
-    %1 = arith.cmpi slt, %0, %l : i64
-    %2 = sp.mod %0, %l
-    %c0 = arith.constant 0 : i64
-    %3 = arith.cmpi eq, %2, %c0 : i64
-    %4 = arith.ori %1, %3 : i1
-    sp.yield %4
-  }
-}
-)mlir";
-}
-
-/// fixed(l, c): i / l == j / l || j % l >= l - c (Figure 3c).
-std::string fixed(int64_t l, int64_t c) {
-  return R"mlir(
-sp.pattern @fixed(l = )mlir" +
-         std::to_string(l) + ", c = " + std::to_string(c) + R"mlir() causal {
-  sp.mask (%i, %j) {
-    %l = sp.param "l"
-    %c = sp.param "c"
-    %0 = sp.div %i, %l
-    %1 = sp.div %j, %l
-    %2 = arith.cmpi eq, %0, %1 : i64
-    %3 = sp.mod %j, %l
-    %4 = arith.subi %l, %c : i64
-    %5 = arith.cmpi sge, %3, %4 : i64
-    %6 = arith.ori %2, %5 : i1
-    sp.yield %6
-  }
-}
-)mlir";
-}
 
 /// A causal local window i - j < w: one factor.
 std::string local(int64_t w) {

@@ -85,38 +85,8 @@ protected:
 // The paper's patterns
 //===----------------------------------------------------------------------===//
 
-const char *const kStrided = R"mlir(
-sp.pattern @strided(l = 128) causal {
-  sp.mask (%i, %j) {
-    %l = sp.param "l"
-    %0 = arith.subi %i, %j : i64
-    %1 = arith.cmpi slt, %0, %l : i64
-    %2 = sp.mod %0, %l
-    %c0 = arith.constant 0 : i64
-    %3 = arith.cmpi eq, %2, %c0 : i64
-    %4 = arith.ori %1, %3 : i1
-    sp.yield %4
-  }
-}
-)mlir";
-
-const char *const kFixed = R"mlir(
-sp.pattern @fixed(l = 128, c = 32) causal {
-  sp.mask (%i, %j) {
-    %l = sp.param "l"
-    %c = sp.param "c"
-    %0 = sp.div %i, %l
-    %1 = sp.div %j, %l
-    %2 = arith.cmpi eq, %0, %1 : i64
-    %3 = sp.mod %j, %l
-    %4 = arith.subi %l, %c : i64
-    %5 = arith.cmpi sge, %3, %4 : i64
-    %6 = arith.ori %2, %5 : i1
-    sp.yield %6
-  }
-}
-)mlir";
-
+const std::string kStrided = test::strided(128);
+const std::string kFixed = test::fixed(128, 32);
 const std::string kFixedHeads = test::fixedHeads(128, 16);
 
 const std::string kStridedInterleaved = test::stridedInterleaved(128);
@@ -1056,7 +1026,7 @@ sp.pattern @mirror() {
 }
 
 TEST_F(MaskEvaluatorTest, NoEmptyRowsInPaperPatterns) {
-  for (const char *text : {kStrided, kFixed, kFixedHeads.c_str(),
+  for (const char *text : {kStrided.c_str(), kFixed.c_str(), kFixedHeads.c_str(),
                            kStridedInterleaved.c_str()}) {
     sp::PatternOp p = parse(text);
     ASSERT_TRUE(p);
@@ -1147,7 +1117,7 @@ TEST_F(MaskEvaluatorTest, Speed) {
   }
 
   // The empty-row check at a long sequence: O(n) for these patterns.
-  for (const char *text : {kStrided, kFixed}) {
+  for (const std::string &text : {kStrided, kFixed}) {
     sp::PatternOp p = parse(text);
     ASSERT_TRUE(p);
     constexpr int64_t kN = 1 << 20;

@@ -67,27 +67,7 @@ protected:
 };
 
 /// Both factors of strided(l) as two layers, so each can get its own color.
-std::string stridedFactors(int64_t l) {
-  return R"mlir(
-sp.pattern @strided(l = )mlir" +
-         std::to_string(l) + R"mlir() causal {
-  sp.mask layer 0 (%i, %j) {
-    %l = sp.param "l"
-    %0 = arith.subi %i, %j : i64
-    %1 = arith.cmpi slt, %0, %l : i64
-    sp.yield %1
-  }
-  sp.mask layer 1 (%i, %j) {
-    %l = sp.param "l"
-    %0 = arith.subi %i, %j : i64
-    %1 = sp.mod %0, %l
-    %c0 = arith.constant 0 : i64
-    %2 = arith.cmpi eq, %1, %c0 : i64
-    sp.yield %2
-  }
-}
-)mlir";
-}
+std::string stridedFactors(int64_t l) { return test::stridedInterleaved(l); }
 
 /// Both factors of fixed(l, c) as two layers.
 std::string fixedFactors(int64_t l, int64_t c) {

@@ -122,7 +122,6 @@ cl::opt<bool> splitInputFile(
     cl::desc("Compile each chunk between '// -----' lines on its own"),
     cl::init(false), cl::cat(category));
 
-constexpr int64_t kDefaultHeads = 8;
 
 llvm::StringRef emitName() {
   switch (emitKind) {
@@ -362,7 +361,7 @@ LogicalResult processBuffer(std::unique_ptr<llvm::MemoryBuffer> buffer,
       for (auto pattern : ir->getBody()->getOps<sp::PatternOp>())
         if (seqLen > 0 &&
             failed(verifyNoEmptyRows(pattern, seqLen,
-                                     numHeads > 0 ? numHeads : kDefaultHeads)))
+                                     numHeads > 0 ? numHeads : sp::kDefaultNumHeads)))
           return failure();
       ir->print(os);
       os << '\n';

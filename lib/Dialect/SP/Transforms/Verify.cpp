@@ -21,7 +21,6 @@ using namespace sparsetx;
 using namespace sparsetx::sp;
 
 namespace {
-constexpr int64_t kDefaultHeads = 8;
 
 struct VerifyPass : sparsetx::sp::impl::SPVerifyBase<VerifyPass> {
   using Base::Base;
@@ -35,7 +34,7 @@ struct VerifyPass : sparsetx::sp::impl::SPVerifyBase<VerifyPass> {
         ok = false;
         continue;
       }
-      int64_t heads = pattern.getNumHeads().value_or(kDefaultHeads);
+      int64_t heads = pattern.getNumHeads().value_or(kDefaultNumHeads);
       if (failed(verifyNoEmptyRows(pattern, *n, heads))) {
         ok = false;
         continue;

@@ -21,6 +21,10 @@
 #include "sparsetx/Dialect/SP/IR/SPOpsDialect.h.inc"
 
 namespace sparsetx::sp {
+/// The head count of a per-head pattern when neither the command line nor
+/// the pattern gives one (the paper's models use 8 heads).
+inline constexpr int64_t kDefaultNumHeads = 8;
+
 class MaskOp;
 class YieldOp;
 } // namespace sparsetx::sp

@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "sparsetx/Analysis/Picture.h"
+#include "sparsetx/Support/AtomicFile.h"
 #include "sparsetx/Analysis/BlockLayout.h"
 #include "sparsetx/Analysis/MaskEvaluator.h"
 
@@ -446,21 +447,6 @@ namespace {
 
 std::string quoted(StringRef path) { return ("'" + path + "'").str(); }
 
-/// Writes all of `data` to `fd`, retrying short writes and EINTR.
-bool writeAll(int fd, const uint8_t *data, size_t size) {
-  while (size > 0) {
-    ssize_t done = ::write(fd, data, size);
-    if (done < 0) {
-      if (errno == EINTR)
-        continue;
-      return false;
-    }
-    data += done;
-    size -= static_cast<size_t>(done);
-  }
-  return true;
-}
-
 } // namespace
 
 LogicalResult sparsetx::writePng(const Image &image, StringRef path,
@@ -502,53 +488,9 @@ LogicalResult sparsetx::writePng(const Image &image, StringRef path,
     return encodeError();
   bytes.resize(size);
 
-  // A new file beside the target (same file system, so rename is atomic),
-  // created exclusively so two writers never share one.
-  std::string tmp;
-  int fd = -1;
-  static unsigned counter = 0;
-  for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
-    tmp = (path + ".tmp." + llvm::Twine(::getpid()) + "." +
-           llvm::Twine(__atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED)))
-              .str();
-    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0 && errno != EEXIST)
-      break;
-  }
-  if (fd < 0) {
-    error = "cannot create a temporary file for " + quoted(path) + ": " +
-            std::strerror(errno);
+  if (llvm::Error err = writeFileAtomically(path, bytes)) {
+    error = llvm::toString(std::move(err));
     return failure();
-  }
-  auto abandon = [&](const std::string &message) {
-    int saved = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    error = message + ": " + std::strerror(saved);
-    return failure();
-  };
-  if (!writeAll(fd, bytes.data(), bytes.size()) || ::fsync(fd) != 0)
-    return abandon("cannot write " + quoted(path));
-  if (::close(fd) != 0) {
-    int saved = errno;
-    ::unlink(tmp.c_str());
-    error = "cannot write " + quoted(path) + ": " + std::strerror(saved);
-    return failure();
-  }
-  if (::rename(tmp.c_str(), path.str().c_str()) != 0) {
-    int saved = errno;
-    ::unlink(tmp.c_str());
-    error = "cannot replace " + quoted(path) + ": " + std::strerror(saved);
-    return failure();
-  }
-  // Make the rename itself durable; a failure here leaves a good file.
-  StringRef dir = path.contains('/') ? path.substr(0, path.rfind('/')) : ".";
-  if (dir.empty())
-    dir = "/";
-  int dirFd = ::open(dir.str().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dirFd >= 0) {
-    ::fsync(dirFd);
-    ::close(dirFd);
   }
   return success();
 }

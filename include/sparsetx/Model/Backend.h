@@ -1,0 +1,171 @@
+//===- Backend.h - the ops the Sparse Transformer runs on -------*- C++ -*-===//
+//
+// One model code path over a backend interface: the model (Transformer.h)
+// never touches numbers itself, it allocates buffers and calls these ops. The
+// CPU backend (fp32, threads, OpenBLAS) is the reference and the backend of a
+// machine with no GPU; a CUDA backend implements the same interface with
+// device pointers (the pointers below are then device addresses, which the
+// model only offsets and passes back).
+//
+// Conventions: row-major matrices; `rows x c` activations; forward ops write
+// their outputs; backward ops ACCUMULATE (+=) into gradient buffers, so that
+// a tensor used twice sums its gradients (as model/cpu Ops.h).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SPARSETX_MODEL_BACKEND_H
+#define SPARSETX_MODEL_BACKEND_H
+
+#include "sparsetx/Model/Pattern.h"
+
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <memory>
+
+namespace sparsetx::model {
+
+class Backend;
+
+/// Memory owned by a backend (host or device), zero-filled at allocation.
+/// Move-only; released by its backend.
+class Buffer {
+public:
+  Buffer() = default;
+  Buffer(Backend *owner, void *ptr, int64_t bytes)
+      : owner(owner), ptr(ptr), size(bytes) {}
+  Buffer(Buffer &&other) noexcept { *this = std::move(other); }
+  Buffer &operator=(Buffer &&other) noexcept;
+  Buffer(const Buffer &) = delete;
+  Buffer &operator=(const Buffer &) = delete;
+  ~Buffer() { reset(); }
+
+  void reset();
+  float *f32() const { return static_cast<float *>(ptr); }
+  int32_t *i32() const { return static_cast<int32_t *>(ptr); }
+  void *data() const { return ptr; }
+  int64_t bytes() const { return size; }
+
+private:
+  Backend *owner = nullptr;
+  void *ptr = nullptr;
+  int64_t size = 0;
+};
+
+/// The shapes of one attention call: q and k are [batch, n, heads, qkDim],
+/// v and o [batch, n, heads, vDim] (the projections' token-major layout), lse
+/// [batch, heads, n] (natural log of each row's softmax denominator).
+struct AttentionDims {
+  int64_t batch = 1, heads = 1, seqLen = 0, qkDim = 0, vDim = 0;
+};
+
+/// A pattern's attention prepared for one backend and shape.
+class AttentionOp {
+public:
+  virtual ~AttentionOp();
+  /// Residual block `layer` picks its mask (layered patterns) and each head's
+  /// (per-head patterns). Scale 1/sqrt(qkDim).
+  virtual void forward(int64_t layer, int64_t batch, const float *q,
+                       const float *k, const float *v, float *o,
+                       float *lse) = 0;
+  /// dQ, dK, dV are overwritten; P is recomputed from lse.
+  virtual void backward(int64_t layer, int64_t batch, const float *q,
+                        const float *k, const float *v, const float *lse,
+                        const float *dO, float *dQ, float *dK, float *dV) = 0;
+  /// One new row at `position` per batch entry: q and o are [batch, heads,
+  /// dim], the caches [batch, n, heads, dim] hold rows 0..position.
+  virtual void decode(int64_t layer, int64_t batch, int64_t position,
+                      const float *q, const float *kCache, const float *vCache,
+                      float *o) = 0;
+};
+
+class Backend {
+public:
+  virtual ~Backend();
+  virtual llvm::StringRef name() const = 0;
+
+  // Memory.
+  Buffer allocate(int64_t bytes) { return Buffer(this, allocateRaw(bytes), bytes); }
+  Buffer allocateFloats(int64_t count) { return allocate(count * 4); }
+  virtual void upload(void *dst, const void *src, int64_t bytes) = 0;
+  virtual void download(void *dst, const void *src, int64_t bytes) = 0;
+  virtual void copy(void *dst, const void *src, int64_t bytes) = 0;
+  virtual void fill(float *x, float value, int64_t n) = 0;
+  /// y += x.
+  virtual void accumulate(float *y, const float *x, int64_t n) = 0;
+  /// Waits for queued work (a no-op on the CPU).
+  virtual void synchronize() {}
+
+  // Dense ops; shapes as in model/cpu Ops.h.
+  /// c[m, n] (+)= a[m, k] b (b is [k, n], or [n, k] when transB).
+  virtual void matmul(float *c, const float *a, const float *b, int64_t m,
+                      int64_t n, int64_t k, bool transB, bool accumulate) = 0;
+  /// da (+)= dc b^T, db += a^T dc (or their transB forms); da may be null.
+  virtual void matmulBackward(float *da, bool accumulateDa, float *db,
+                              const float *dc, const float *a, const float *b,
+                              int64_t m, int64_t n, int64_t k, bool transB) = 0;
+  virtual void layerNormForward(float *out, float *mean, float *rstd,
+                                const float *inp, const float *weight,
+                                const float *bias, int64_t rows, int64_t c) = 0;
+  /// dinp += ..., dweight += ..., dbias += ...
+  virtual void layerNormBackward(float *dinp, float *dweight, float *dbias,
+                                 const float *dout, const float *inp,
+                                 const float *weight, const float *mean,
+                                 const float *rstd, int64_t rows, int64_t c) = 0;
+  virtual void geluForward(float *out, const float *inp, int64_t n) = 0;
+  /// dinp += gelu'(inp) * dout.
+  virtual void geluBackward(float *dinp, const float *inp, const float *dout,
+                            int64_t n) = 0;
+  /// x[r, :] += bias.
+  virtual void biasAddForward(float *x, const float *bias, int64_t rows,
+                              int64_t c) = 0;
+  /// dbias += column sums of dout.
+  virtual void biasAddBackward(float *dbias, const float *dout, int64_t rows,
+                               int64_t c) = 0;
+  /// out[r, :] (+)= table[ids[r], :] with ids < vocab (checked by the caller).
+  virtual void embeddingForward(float *out, const int32_t *ids,
+                                const float *table, int64_t rows, int64_t c,
+                                int64_t vocab, bool accumulate) = 0;
+  /// dtable[ids[r], :] += dout[r, :].
+  virtual void embeddingBackward(float *dtable, const int32_t *ids,
+                                 const float *dout, int64_t rows, int64_t c,
+                                 int64_t vocab) = 0;
+  /// Per-row losses (nats) into `losses` (may be null), the gradient of
+  /// dlossScale * sum(losses) into dlogits (may be null); returns the mean.
+  virtual double softmaxCrossEntropy(float *losses, float *dlogits,
+                                     const float *logits,
+                                     const int32_t *targets, int64_t rows,
+                                     int64_t vocab, float dlossScale) = 0;
+  /// out = inp with elements dropped with probability p (kept ones scaled by
+  /// 1/(1-p)); the decision is a hash of (seed, index).
+  virtual void dropoutForward(float *out, const float *inp, int64_t n, float p,
+                              uint64_t seed) = 0;
+  /// dinp += dout where kept, scaled.
+  virtual void dropoutBackward(float *dinp, const float *dout, int64_t n,
+                               float p, uint64_t seed) = 0;
+  /// One AdamW step over n parameters (step is 1-based).
+  virtual void adamw(float *params, const float *grads, float *m, float *v,
+                     int64_t n, int64_t step, float lr, float beta1,
+                     float beta2, float eps, float weightDecay) = 0;
+  /// The L2 norm of grads; scales them to maxNorm when it is larger (> 0).
+  virtual double clipGradNorm(float *grads, int64_t n, double maxNorm) = 0;
+
+  /// The pattern's attention for this backend.
+  virtual llvm::Expected<std::unique_ptr<AttentionOp>>
+  prepareAttention(const AttentionPattern &pattern,
+                   const AttentionDims &dims) = 0;
+
+protected:
+  friend class Buffer;
+  virtual void *allocateRaw(int64_t bytes) = 0;
+  virtual void release(void *ptr, int64_t bytes) = 0;
+};
+
+/// fp32 on the host: threads (llvm::parallelFor), OpenBLAS GEMMs, the
+/// project's CPU sparse attention over the pattern's per-row key lists.
+std::unique_ptr<Backend> createCpuBackend();
+
+} // namespace sparsetx::model
+
+#endif // SPARSETX_MODEL_BACKEND_H

@@ -1,0 +1,112 @@
+//===- Trainer.h - training, evaluation and sampling of a model -*- C++ -*-===//
+//
+// The loop around a Transformer: batches drawn from a Dataset by a counter-
+// based generator of (seed, step), AdamW with the warmup-cosine schedule and
+// gradient clipping, evaluation in bits per byte / per dim, checkpoints that
+// resume exactly, and autoregressive sampling with the KV cache.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SPARSETX_MODEL_TRAINER_H
+#define SPARSETX_MODEL_TRAINER_H
+
+#include "sparsetx/Model/Checkpoint.h"
+#include "sparsetx/Model/Transformer.h"
+
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <vector>
+
+namespace sparsetx::model {
+
+/// Inputs and targets of the sequences `examples` of `split`: input t is
+/// the byte before target t (the start token at t = 0).
+llvm::Error makeBatch(const data::Dataset &data, data::Split split,
+                      llvm::ArrayRef<int64_t> examples, int64_t seqLen,
+                      std::vector<int32_t> &inputs,
+                      std::vector<int32_t> &targets);
+
+/// The training example of batch entry `b` at 1-based step `step`.
+int64_t trainingExample(uint64_t seed, int64_t step, int64_t b,
+                        int64_t numExamples);
+
+struct StepResult {
+  double loss = 0;     ///< mean over the batch, nats per token
+  double gradNorm = 0; ///< before clipping
+  double lr = 0;
+};
+
+struct EvalResult {
+  /// Mean over the evaluated tokens, in bits (per byte for text and audio,
+  /// per dim for images).
+  double bits = 0;
+  int64_t tokens = 0;
+};
+
+class Trainer {
+public:
+  Trainer(Transformer &model, const TrainConfig &config,
+          const data::Dataset &data);
+
+  int64_t getStep() const { return step; }
+  const TrainConfig &getConfig() const { return config; }
+
+  /// One optimizer step on the next batch.
+  llvm::Expected<StepResult> trainStep();
+
+  /// Bits per byte/dim over `split`: consecutive windows of n bytes from the
+  /// start (text, audio) or whole images, up to `maxTokens` tokens (0: all).
+  llvm::Expected<EvalResult> evaluate(data::Split split, int64_t maxTokens);
+
+  /// The state to save, and restoring it (configurations must match).
+  Checkpoint snapshot(const PatternSource &pattern, const DataSpec &data) const;
+  llvm::Error restore(const Checkpoint &checkpoint, llvm::StringRef path);
+
+private:
+  Transformer &model;
+  TrainConfig config;
+  const data::Dataset &data;
+  int64_t step = 0;
+  Buffer adamM, adamV;
+  std::vector<int32_t> inputs, targets;
+};
+
+struct SampleOptions {
+  int64_t count = 4;
+  /// Softmax temperature; 0 picks the most likely byte.
+  double temperature = 1.0;
+  /// Sample among the k most likely bytes (0: all 256).
+  int64_t topK = 0;
+  uint64_t seed = 1;
+  /// Bytes every sample starts with (text); they are fed, not sampled.
+  std::vector<uint8_t> prompt;
+  /// Total length of each sample including the prompt (<= n; 0: n).
+  int64_t length = 0;
+};
+
+/// Samples `count` sequences autoregressively (in batches of at most the
+/// model's batch). Deterministic in the seed.
+llvm::Expected<std::vector<std::vector<uint8_t>>>
+sample(Transformer &model, const SampleOptions &options);
+
+/// Writes samples as what they are: text (one file, samples separated by
+/// rules), images (one PNG grid), audio (one 16-bit WAV per sample). Returns
+/// the files written.
+llvm::Expected<std::vector<std::string>>
+writeSamples(const std::vector<std::vector<uint8_t>> &samples,
+             const DataSpec &data, llvm::StringRef outDir);
+
+/// A loss-curve picture: training loss (and validation, when given) in bits
+/// against the step, with labelled axes. Written atomically.
+struct CurvePoint {
+  int64_t step;
+  double value;
+};
+llvm::Error writeLossCurve(llvm::StringRef path, llvm::StringRef title,
+                           llvm::ArrayRef<CurvePoint> train,
+                           llvm::ArrayRef<CurvePoint> valid);
+
+} // namespace sparsetx::model
+
+#endif // SPARSETX_MODEL_TRAINER_H

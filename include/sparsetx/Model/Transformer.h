@@ -1,0 +1,137 @@
+//===- Transformer.h - the Sparse Transformer over a backend ----*- C++ -*-===//
+//
+// The model of the paper's section 5, written once over the Backend
+// interface:
+//   x_0     = token embedding + positional embeddings (data embeddings for
+//             images, attention embeddings for text and audio)
+//   h       = x_l + dropout(attention(norm(x_l)))          (pre-activation
+//   x_{l+1} = h   + dropout(ff(norm(h)))                     residual blocks)
+//   logits  = norm(x_L) W_out + b_out
+// with the attention of block l given by the pattern (merged, per-head, or
+// interleaved by layer), FF = W2 gelu(W1 x) with gelu(x) = x sigmoid(1.702 x),
+// the paper's initialization (section 6), dropout only at the end of the
+// residual additions, and optional recomputation (only each block's input is
+// kept; attention and FF are recomputed in backward).
+//
+// Parameters live in one flat buffer (gradients in another of the same
+// layout) so that the optimizer and gradient clipping are single calls: the
+// weight matrices first (decayed), then embeddings, biases and gains.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SPARSETX_MODEL_TRANSFORMER_H
+#define SPARSETX_MODEL_TRANSFORMER_H
+
+#include "sparsetx/Model/Backend.h"
+#include "sparsetx/Model/Config.h"
+#include "sparsetx/Model/Pattern.h"
+
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/Support/Error.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace sparsetx::model {
+
+/// One named parameter tensor inside the flat buffer.
+struct ParamInfo {
+  std::string name;
+  int64_t offset = 0;
+  int64_t rows = 0, cols = 0;
+  /// Initialization standard deviation (0: zeros, or ones for gains).
+  double initStd = 0;
+  bool isGain = false;
+  int64_t count() const { return rows * cols; }
+};
+
+class Transformer {
+public:
+  /// A model for batches of up to `maxBatch` sequences of config.seqLen.
+  /// `pattern` must be compiled for config.seqLen and config.numHeads and
+  /// outlive the model.
+  static llvm::Expected<std::unique_ptr<Transformer>>
+  create(Backend &backend, const ModelConfig &config,
+         const AttentionPattern &pattern, int64_t maxBatch);
+  ~Transformer();
+
+  const ModelConfig &getConfig() const { return config; }
+  Backend &getBackend() const { return backend; }
+  int64_t getMaxBatch() const { return maxBatch; }
+
+  int64_t numParams() const { return totalParams; }
+  /// Parameters [0, numDecayed()) are the weight matrices (weight decay).
+  int64_t numDecayed() const { return decayedParams; }
+  const std::vector<ParamInfo> &getParamInfo() const { return paramInfo; }
+  /// The flat parameter and gradient buffers (backend memory).
+  float *params() const { return paramBuf.f32(); }
+  float *grads() const { return gradBuf.f32(); }
+
+  /// The paper's initialization: weights N(0, 0.125 / sqrt(fan_in)), the
+  /// attention output and second FF matrices further scaled by
+  /// 1 / sqrt(2 * layers), embeddings N(0, 0.125 / sqrt(d)), the output
+  /// logits' matrix, biases zero, gains one. Deterministic in `seed`.
+  void initialize(uint64_t seed);
+
+  /// Runs `batch` sequences: inputs[b * n + t] is the token at position t
+  /// (kStartToken or a byte), targets[b * n + t] the byte to predict there.
+  /// With `train`, also backward: grads() is overwritten with the gradient of
+  /// the mean loss. Dropout (train only) is a function of `dropoutSeed`.
+  /// Returns the mean loss in nats; per-token losses into `tokenLosses` if
+  /// given. An out-of-range token is an error naming its batch and position.
+  llvm::Expected<double> run(llvm::ArrayRef<int32_t> inputs,
+                             llvm::ArrayRef<int32_t> targets, int64_t batch,
+                             bool train, uint64_t dropoutSeed = 0,
+                             std::vector<float> *tokenLosses = nullptr);
+
+  /// Incremental decoding with a KV cache: beginDecode(batch) resets the
+  /// caches; decode(tokens, t) feeds tokens[b] at position t (t = 0, 1, ...
+  /// in order) and returns the logits [batch, 256] of the byte at t.
+  llvm::Error beginDecode(int64_t batch);
+  llvm::Error decode(llvm::ArrayRef<int32_t> tokens, int64_t position,
+                     std::vector<float> &logits);
+
+private:
+  struct Layer;
+  struct Acts;
+  Transformer(Backend &backend, const ModelConfig &config,
+              const AttentionPattern &pattern, int64_t maxBatch);
+  void layout();
+  llvm::Error allocate();
+  Layer layerParams(float *base, int64_t l) const;
+  void embedPositions();
+  void layerForward(int64_t l, int64_t batch, Acts &a, uint64_t seed);
+  void layerBackward(int64_t l, int64_t batch, Acts &a, uint64_t seed);
+
+  Backend &backend;
+  ModelConfig config;
+  const AttentionPattern &pattern;
+  int64_t maxBatch;
+  std::unique_ptr<AttentionOp> attention;
+
+  std::vector<ParamInfo> paramInfo;
+  int64_t totalParams = 0, decayedParams = 0;
+  /// Offsets of the tensors, per layer and global.
+  std::vector<std::vector<int64_t>> layerOffsets;
+  int64_t offTok = 0, offRow = 0, offCol = 0, offChan = 0, offWout = 0,
+          offBout = 0, offLnfW = 0, offLnfB = 0;
+  int64_t rowTableSize = 0, colTableSize = 0, chanTableSize = 0;
+
+  Buffer paramBuf, gradBuf;
+  Buffer ids, targetIds, rowIds, colIds, chanIds;
+  std::vector<Buffer> xs;
+  std::vector<std::unique_ptr<Acts>> acts;
+  Buffer posSum, dPos, lnf, meanf, rstdf, logits, dlogits, losses;
+  Buffer tmp, dx, dtmp, dln, dO, dq, dk, dv, dG, dF1;
+
+  // Decoding.
+  int64_t decodeBatch = 0, decodeNext = 0;
+  std::vector<Buffer> kCache, vCache;
+  std::unique_ptr<Acts> decodeActs;
+  Buffer decodeX, decodeIds;
+};
+
+} // namespace sparsetx::model
+
+#endif // SPARSETX_MODEL_TRANSFORMER_H

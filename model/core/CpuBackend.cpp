@@ -1,0 +1,246 @@
+//===- CpuBackend.cpp - the model's ops on the host, fp32 -----------------===//
+//
+// Thin: the dense ops are model/cpu (Ops.h, finite-difference tested), the
+// attention is the project's CPU sparse attention (SparseAttention.h) over the
+// pattern's per-row key lists.
+//
+//===----------------------------------------------------------------------===//
+
+#include "sparsetx/Model/Backend.h"
+#include "sparsetx/Model/Cpu/Ops.h"
+
+#include "llvm/Support/ErrorHandling.h"
+#include "llvm/Support/Parallel.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+using namespace sparsetx;
+using namespace sparsetx::model;
+
+Buffer &Buffer::operator=(Buffer &&other) noexcept {
+  if (this != &other) {
+    reset();
+    owner = other.owner;
+    ptr = other.ptr;
+    size = other.size;
+    other.owner = nullptr;
+    other.ptr = nullptr;
+    other.size = 0;
+  }
+  return *this;
+}
+
+void Buffer::reset() {
+  if (owner && ptr)
+    owner->release(ptr, size);
+  owner = nullptr;
+  ptr = nullptr;
+  size = 0;
+}
+
+AttentionOp::~AttentionOp() = default;
+Backend::~Backend() = default;
+
+namespace {
+
+class CpuAttention final : public AttentionOp {
+public:
+  CpuAttention(const AttentionPattern &pattern, const AttentionDims &dims)
+      : pattern(pattern), dims(dims) {}
+
+  SparseAttentionShape shape(int64_t batch) const {
+    SparseAttentionShape s;
+    s.batch = batch;
+    s.heads = dims.heads;
+    s.seqLen = dims.seqLen;
+    s.qkDim = dims.qkDim;
+    s.vDim = dims.vDim;
+    s.scale = 1.0 / std::sqrt(static_cast<double>(dims.qkDim));
+    return s;
+  }
+  template <typename T> HeadView<T> qk(T *x) const {
+    return HeadView<T>::tokenMajor(x, dims.seqLen, dims.heads, dims.qkDim);
+  }
+  template <typename T> HeadView<T> vo(T *x) const {
+    return HeadView<T>::tokenMajor(x, dims.seqLen, dims.heads, dims.vDim);
+  }
+
+  void forward(int64_t layer, int64_t batch, const float *q, const float *k,
+               const float *v, float *o, float *lse) override {
+    sparseAttentionForward<float>(shape(batch), pattern.layerMasks(layer),
+                                  qk(q), qk(k), vo(v), vo(o), lse);
+  }
+
+  void backward(int64_t layer, int64_t batch, const float *q, const float *k,
+                const float *v, const float *lse, const float *dO, float *dQ,
+                float *dK, float *dV) override {
+    sparseAttentionBackward<float>(shape(batch), pattern.layerMasks(layer),
+                                   qk(q), qk(k), vo(v), lse, vo(dO), qk(dQ),
+                                   qk(dK), vo(dV));
+  }
+
+  void decode(int64_t layer, int64_t batch, int64_t position, const float *q,
+              const float *kCache, const float *vCache, float *o) override {
+    // q and o hold one row per (batch, head): [batch, 1, heads, dim].
+    auto row = [&](auto *x, int64_t dim) {
+      using T = std::remove_pointer_t<decltype(x)>;
+      return HeadView<T>{x, dims.heads * dim, dim, 0};
+    };
+    sparseAttentionDecode<float>(shape(batch), pattern.layerMasks(layer),
+                                 position, row(q, dims.qkDim), qk(kCache),
+                                 vo(vCache), row(o, dims.vDim));
+  }
+
+private:
+  const AttentionPattern &pattern;
+  AttentionDims dims;
+};
+
+class CpuBackend final : public Backend {
+public:
+  llvm::StringRef name() const override { return "cpu"; }
+
+  void upload(void *dst, const void *src, int64_t bytes) override {
+    std::memcpy(dst, src, bytes);
+  }
+  void download(void *dst, const void *src, int64_t bytes) override {
+    std::memcpy(dst, src, bytes);
+  }
+  void copy(void *dst, const void *src, int64_t bytes) override {
+    std::memmove(dst, src, bytes);
+  }
+  void fill(float *x, float value, int64_t n) override {
+    std::fill(x, x + n, value);
+  }
+  void accumulate(float *y, const float *x, int64_t n) override {
+    cpu::residualForward(y, y, x, n);
+  }
+
+  void matmul(float *c, const float *a, const float *b, int64_t m, int64_t n,
+              int64_t k, bool transB, bool accumulate) override {
+    cpu::matmulForward(c, a, b, m, n, k, transB, accumulate);
+  }
+  void matmulBackward(float *da, bool accumulateDa, float *db, const float *dc,
+                      const float *a, const float *b, int64_t m, int64_t n,
+                      int64_t k, bool transB) override {
+    // da = dc b^T ([m, n] x [n, k]) or dc b when b is [n, k].
+    if (da)
+      cpu::sgemm(false, !transB, m, k, n, 1.0f, dc, n, b, transB ? k : n,
+                 accumulateDa ? 1.0f : 0.0f, da, k);
+    // db += a^T dc ([k, m] x [m, n]), or dc^T a for the [n, k] form.
+    if (db) {
+      if (transB)
+        cpu::sgemm(true, false, n, k, m, 1.0f, dc, n, a, k, 1.0f, db, k);
+      else
+        cpu::sgemm(true, false, k, n, m, 1.0f, a, k, dc, n, 1.0f, db, n);
+    }
+  }
+  void layerNormForward(float *out, float *mean, float *rstd, const float *inp,
+                        const float *weight, const float *bias, int64_t rows,
+                        int64_t c) override {
+    cpu::layerNormForward(out, mean, rstd, inp, weight, bias, rows, c);
+  }
+  void layerNormBackward(float *dinp, float *dweight, float *dbias,
+                         const float *dout, const float *inp,
+                         const float *weight, const float *mean,
+                         const float *rstd, int64_t rows, int64_t c) override {
+    cpu::layerNormBackward(dinp, dweight, dbias, dout, inp, weight, mean, rstd,
+                           rows, c);
+  }
+  void geluForward(float *out, const float *inp, int64_t n) override {
+    cpu::geluForward(out, inp, n);
+  }
+  void geluBackward(float *dinp, const float *inp, const float *dout,
+                    int64_t n) override {
+    cpu::geluBackward(dinp, inp, dout, n);
+  }
+  void biasAddForward(float *x, const float *bias, int64_t rows,
+                      int64_t c) override {
+    cpu::biasAddForward(x, bias, rows, c);
+  }
+  void biasAddBackward(float *dbias, const float *dout, int64_t rows,
+                       int64_t c) override {
+    cpu::biasAddBackward(dbias, dout, rows, c);
+  }
+  void embeddingForward(float *out, const int32_t *ids, const float *table,
+                        int64_t rows, int64_t c, int64_t vocab,
+                        bool accumulate) override {
+    if (!accumulate) {
+      cpu::embeddingForward(out, ids, table, rows, c, vocab);
+      return;
+    }
+    llvm::parallelFor(0, static_cast<size_t>(rows), [&](size_t r) {
+      const float *src = table + static_cast<int64_t>(ids[r]) * c;
+      float *dst = out + r * c;
+      for (int64_t t = 0; t < c; ++t)
+        dst[t] += src[t];
+    });
+  }
+  void embeddingBackward(float *dtable, const int32_t *ids, const float *dout,
+                         int64_t rows, int64_t c, int64_t vocab) override {
+    cpu::embeddingBackward(dtable, ids, dout, rows, c, vocab);
+  }
+  double softmaxCrossEntropy(float *losses, float *dlogits, const float *logits,
+                             const int32_t *targets, int64_t rows,
+                             int64_t vocab, float dlossScale) override {
+    return cpu::softmaxCrossEntropy(losses, dlogits, logits, targets, rows,
+                                    vocab, dlossScale);
+  }
+  void dropoutForward(float *out, const float *inp, int64_t n, float p,
+                      uint64_t seed) override {
+    cpu::dropoutForward(out, inp, n, p, seed);
+  }
+  void dropoutBackward(float *dinp, const float *dout, int64_t n, float p,
+                       uint64_t seed) override {
+    cpu::dropoutBackward(dinp, dout, n, p, seed);
+  }
+  void adamw(float *params, const float *grads, float *m, float *v, int64_t n,
+             int64_t step, float lr, float beta1, float beta2, float eps,
+             float weightDecay) override {
+    cpu::AdamWConfig config;
+    config.lr = lr;
+    config.beta1 = beta1;
+    config.beta2 = beta2;
+    config.eps = eps;
+    config.weightDecay = weightDecay;
+    cpu::adamwStep(params, grads, m, v, n, step, config);
+  }
+  double clipGradNorm(float *grads, int64_t n, double maxNorm) override {
+    return cpu::clipGradNorm(grads, n, maxNorm);
+  }
+
+  llvm::Expected<std::unique_ptr<AttentionOp>>
+  prepareAttention(const AttentionPattern &pattern,
+                   const AttentionDims &dims) override {
+    if (dims.seqLen != pattern.getSeqLen() || dims.heads != pattern.getNumHeads())
+      return llvm::createStringError(
+          llvm::inconvertibleErrorCode(),
+          "attention of n = %lld, %lld heads from a pattern compiled for "
+          "n = %lld, %lld heads",
+          (long long)dims.seqLen, (long long)dims.heads,
+          (long long)pattern.getSeqLen(), (long long)pattern.getNumHeads());
+    return std::make_unique<CpuAttention>(pattern, dims);
+  }
+
+protected:
+  void *allocateRaw(int64_t bytes) override {
+    if (bytes <= 0)
+      return nullptr;
+    // 64-byte aligned for vector loads; zero-filled.
+    size_t rounded = (static_cast<size_t>(bytes) + 63) / 64 * 64;
+    void *p = std::aligned_alloc(64, rounded);
+    if (!p)
+      llvm::report_bad_alloc_error("sparsetx: out of host memory");
+    std::memset(p, 0, rounded);
+    return p;
+  }
+  void release(void *ptr, int64_t) override { std::free(ptr); }
+};
+
+} // namespace
+
+std::unique_ptr<Backend> sparsetx::model::createCpuBackend() {
+  return std::make_unique<CpuBackend>();
+}

@@ -1,0 +1,559 @@
+//===- Transformer.cpp - the Sparse Transformer over a backend ------------===//
+
+#include "sparsetx/Model/Transformer.h"
+
+#include "llvm/Support/FormatVariadic.h"
+
+#include <cmath>
+
+using namespace sparsetx;
+using namespace sparsetx::model;
+
+namespace {
+
+enum LayerTensor {
+  Wq, Wk, Wv, Wo, W1, W2, // decayed
+  Ln1W, Ln1B, Bq, Bk, Bv, Bo, Ln2W, Ln2B, B1, B2,
+  NumLayerTensors
+};
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+/// Dropout seed of residual block `layer`, site 0 (attention) or 1 (FF).
+uint64_t siteSeed(uint64_t seed, int64_t layer, int site) {
+  return splitmix64(seed ^ splitmix64(static_cast<uint64_t>(layer * 2 + site + 1)));
+}
+
+llvm::Error modelError(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+
+} // namespace
+
+struct Transformer::Layer {
+  float *t[NumLayerTensors];
+};
+
+struct Transformer::Acts {
+  Buffer ln1, mean1, rstd1, q, k, v, o, lse, h, ln2, mean2, rstd2, f1, g;
+};
+
+Transformer::Transformer(Backend &backend, const ModelConfig &config,
+                         const AttentionPattern &pattern, int64_t maxBatch)
+    : backend(backend), config(config), pattern(pattern), maxBatch(maxBatch) {}
+
+Transformer::~Transformer() = default;
+
+llvm::Expected<std::unique_ptr<Transformer>>
+Transformer::create(Backend &backend, const ModelConfig &config,
+                    const AttentionPattern &pattern, int64_t maxBatch) {
+  if (llvm::Error e = config.validate())
+    return std::move(e);
+  if (maxBatch <= 0)
+    return modelError("batch must be positive");
+  if (pattern.getSeqLen() != config.seqLen ||
+      pattern.getNumHeads() != config.numHeads)
+    return modelError(llvm::formatv(
+        "pattern compiled for n = {0}, {1} heads, model has n = {2}, {3} heads",
+        pattern.getSeqLen(), pattern.getNumHeads(), config.seqLen,
+        config.numHeads));
+  std::unique_ptr<Transformer> model(
+      new Transformer(backend, config, pattern, maxBatch));
+  model->layout();
+  if (llvm::Error e = model->allocate())
+    return std::move(e);
+  return std::move(model);
+}
+
+void Transformer::layout() {
+  const int64_t d = config.dModel, dqk = config.qkDim(), ff = config.ffDim(),
+                L = config.numLayers;
+  auto add = [&](std::string name, int64_t rows, int64_t cols, double std,
+                 bool gain = false) {
+    ParamInfo p;
+    p.name = std::move(name);
+    p.offset = totalParams;
+    p.rows = rows;
+    p.cols = cols;
+    p.initStd = std;
+    p.isGain = gain;
+    totalParams += p.count();
+    paramInfo.push_back(p);
+    return p.offset;
+  };
+  auto fanIn = [](int64_t in) { return 0.125 / std::sqrt(double(in)); };
+  const double residualScale = 1.0 / std::sqrt(2.0 * double(L));
+
+  layerOffsets.assign(L, std::vector<int64_t>(NumLayerTensors));
+  for (int64_t l = 0; l < L; ++l) {
+    auto name = [&](const char *t) { return llvm::formatv("layer{0}.{1}", l, t).str(); };
+    std::vector<int64_t> &o = layerOffsets[l];
+    o[Wq] = add(name("wq"), d, dqk, fanIn(d));
+    o[Wk] = add(name("wk"), d, dqk, fanIn(d));
+    o[Wv] = add(name("wv"), d, d, fanIn(d));
+    o[Wo] = add(name("wo"), d, d, fanIn(d) * residualScale);
+    o[W1] = add(name("w1"), d, ff, fanIn(d));
+    o[W2] = add(name("w2"), ff, d, fanIn(ff) * residualScale);
+  }
+  offWout = add("out.w", d, kVocab, 0.0);
+  decayedParams = totalParams;
+
+  const int64_t n = config.seqLen;
+  if (config.kind == data::DataKind::Image) {
+    rowTableSize = config.imageHeight;
+    colTableSize = config.imageWidth;
+    chanTableSize = config.imageChannels;
+  } else {
+    rowTableSize = (n + config.embedStride - 1) / config.embedStride;
+    colTableSize = std::min(config.embedStride, n);
+    chanTableSize = 0;
+  }
+  const double embStd = fanIn(d);
+  offTok = add("embed.token", kInputVocab, d, embStd);
+  offRow = add("embed.row", rowTableSize, d, embStd);
+  offCol = add("embed.column", colTableSize, d, embStd);
+  if (chanTableSize)
+    offChan = add("embed.channel", chanTableSize, d, embStd);
+  for (int64_t l = 0; l < L; ++l) {
+    auto name = [&](const char *t) { return llvm::formatv("layer{0}.{1}", l, t).str(); };
+    std::vector<int64_t> &o = layerOffsets[l];
+    o[Ln1W] = add(name("ln1.gain"), 1, d, 0, true);
+    o[Ln1B] = add(name("ln1.bias"), 1, d, 0);
+    o[Bq] = add(name("bq"), 1, dqk, 0);
+    o[Bk] = add(name("bk"), 1, dqk, 0);
+    o[Bv] = add(name("bv"), 1, d, 0);
+    o[Bo] = add(name("bo"), 1, d, 0);
+    o[Ln2W] = add(name("ln2.gain"), 1, d, 0, true);
+    o[Ln2B] = add(name("ln2.bias"), 1, d, 0);
+    o[B1] = add(name("b1"), 1, ff, 0);
+    o[B2] = add(name("b2"), 1, d, 0);
+  }
+  offLnfW = add("out.ln.gain", 1, d, 0, true);
+  offLnfB = add("out.ln.bias", 1, d, 0);
+  offBout = add("out.b", 1, kVocab, 0);
+}
+
+llvm::Error Transformer::allocate() {
+  const int64_t n = config.seqLen, d = config.dModel, dqk = config.qkDim(),
+                ff = config.ffDim(), R = maxBatch * n, H = config.numHeads;
+  AttentionDims dims;
+  dims.batch = maxBatch;
+  dims.heads = H;
+  dims.seqLen = n;
+  dims.qkDim = config.headQKDim();
+  dims.vDim = config.headVDim();
+  llvm::Expected<std::unique_ptr<AttentionOp>> op =
+      backend.prepareAttention(pattern, dims);
+  if (!op)
+    return op.takeError();
+  attention = std::move(*op);
+
+  paramBuf = backend.allocateFloats(totalParams);
+  gradBuf = backend.allocateFloats(totalParams);
+  ids = backend.allocate(R * 4);
+  targetIds = backend.allocate(R * 4);
+
+  // Position ids of the positional embeddings.
+  std::vector<int32_t> row(n), col(n), chan(n);
+  for (int64_t t = 0; t < n; ++t) {
+    if (config.kind == data::DataKind::Image) {
+      int64_t pixel = t / config.imageChannels;
+      row[t] = static_cast<int32_t>(pixel / config.imageWidth);
+      col[t] = static_cast<int32_t>(pixel % config.imageWidth);
+      chan[t] = static_cast<int32_t>(t % config.imageChannels);
+    } else {
+      row[t] = static_cast<int32_t>(t / config.embedStride);
+      col[t] = static_cast<int32_t>(t % config.embedStride);
+    }
+  }
+  rowIds = backend.allocate(n * 4);
+  colIds = backend.allocate(n * 4);
+  backend.upload(rowIds.data(), row.data(), n * 4);
+  backend.upload(colIds.data(), col.data(), n * 4);
+  if (chanTableSize) {
+    chanIds = backend.allocate(n * 4);
+    backend.upload(chanIds.data(), chan.data(), n * 4);
+  }
+
+  xs.clear();
+  for (int64_t l = 0; l <= config.numLayers; ++l)
+    xs.push_back(backend.allocateFloats(R * d));
+  // Without recomputation every block keeps its activations for backward;
+  // with it, one set is reused (recomputed per block in backward).
+  int64_t sets = config.recompute ? 1 : config.numLayers;
+  acts.clear();
+  for (int64_t s = 0; s < sets; ++s) {
+    auto a = std::make_unique<Acts>();
+    a->ln1 = backend.allocateFloats(R * d);
+    a->mean1 = backend.allocateFloats(R);
+    a->rstd1 = backend.allocateFloats(R);
+    a->q = backend.allocateFloats(R * dqk);
+    a->k = backend.allocateFloats(R * dqk);
+    a->v = backend.allocateFloats(R * d);
+    a->o = backend.allocateFloats(R * d);
+    a->lse = backend.allocateFloats(R * H);
+    a->h = backend.allocateFloats(R * d);
+    a->ln2 = backend.allocateFloats(R * d);
+    a->mean2 = backend.allocateFloats(R);
+    a->rstd2 = backend.allocateFloats(R);
+    a->f1 = backend.allocateFloats(R * ff);
+    a->g = backend.allocateFloats(R * ff);
+    acts.push_back(std::move(a));
+  }
+  posSum = backend.allocateFloats(n * d);
+  dPos = backend.allocateFloats(n * d);
+  lnf = backend.allocateFloats(R * d);
+  meanf = backend.allocateFloats(R);
+  rstdf = backend.allocateFloats(R);
+  logits = backend.allocateFloats(R * kVocab);
+  dlogits = backend.allocateFloats(R * kVocab);
+  losses = backend.allocateFloats(R);
+  tmp = backend.allocateFloats(R * d);
+  dx = backend.allocateFloats(R * d);
+  dtmp = backend.allocateFloats(R * d);
+  dln = backend.allocateFloats(R * d);
+  dO = backend.allocateFloats(R * d);
+  dq = backend.allocateFloats(R * dqk);
+  dk = backend.allocateFloats(R * dqk);
+  dv = backend.allocateFloats(R * d);
+  dG = backend.allocateFloats(R * ff);
+  dF1 = backend.allocateFloats(R * ff);
+  return llvm::Error::success();
+}
+
+Transformer::Layer Transformer::layerParams(float *base, int64_t l) const {
+  Layer layer;
+  for (int t = 0; t < NumLayerTensors; ++t)
+    layer.t[t] = base + layerOffsets[l][t];
+  return layer;
+}
+
+void Transformer::initialize(uint64_t seed) {
+  std::vector<float> host(totalParams, 0.0f);
+  for (size_t p = 0; p < paramInfo.size(); ++p) {
+    const ParamInfo &info = paramInfo[p];
+    float *dst = host.data() + info.offset;
+    if (info.isGain) {
+      std::fill(dst, dst + info.count(), 1.0f);
+      continue;
+    }
+    if (info.initStd == 0)
+      continue;
+    // Box-Muller over a counter-based generator: tensor p, element e.
+    uint64_t stream = splitmix64(seed ^ splitmix64(p + 1));
+    for (int64_t e = 0; e < info.count(); e += 2) {
+      uint64_t a = splitmix64(stream + 2 * e), b = splitmix64(stream + 2 * e + 1);
+      double u1 = (static_cast<double>(a >> 11) + 1.0) * 0x1.0p-53;
+      double u2 = static_cast<double>(b >> 11) * 0x1.0p-53;
+      double r = std::sqrt(-2.0 * std::log(u1));
+      dst[e] = static_cast<float>(info.initStd * r * std::cos(2 * M_PI * u2));
+      if (e + 1 < info.count())
+        dst[e + 1] = static_cast<float>(info.initStd * r * std::sin(2 * M_PI * u2));
+    }
+  }
+  backend.upload(paramBuf.data(), host.data(), totalParams * 4);
+}
+
+void Transformer::embedPositions() {
+  const int64_t n = config.seqLen, d = config.dModel;
+  float *P = params();
+  backend.embeddingForward(posSum.f32(), rowIds.i32(), P + offRow, n, d,
+                           rowTableSize, false);
+  backend.embeddingForward(posSum.f32(), colIds.i32(), P + offCol, n, d,
+                           colTableSize, true);
+  if (chanTableSize)
+    backend.embeddingForward(posSum.f32(), chanIds.i32(), P + offChan, n, d,
+                             chanTableSize, true);
+}
+
+void Transformer::layerForward(int64_t l, int64_t batch, Acts &a,
+                               uint64_t seed) {
+  const int64_t d = config.dModel, dqk = config.qkDim(), ff = config.ffDim(),
+                R = batch * config.seqLen;
+  const float p = config.dropout;
+  Layer w = layerParams(params(), l);
+  const float *x = xs[l].f32();
+  float *xNext = xs[l + 1].f32();
+
+  // Attention: h = x + dropout(attention(norm(x)) W_o + b_o).
+  backend.layerNormForward(a.ln1.f32(), a.mean1.f32(), a.rstd1.f32(), x,
+                           w.t[Ln1W], w.t[Ln1B], R, d);
+  backend.matmul(a.q.f32(), a.ln1.f32(), w.t[Wq], R, dqk, d, false, false);
+  backend.biasAddForward(a.q.f32(), w.t[Bq], R, dqk);
+  backend.matmul(a.k.f32(), a.ln1.f32(), w.t[Wk], R, dqk, d, false, false);
+  backend.biasAddForward(a.k.f32(), w.t[Bk], R, dqk);
+  backend.matmul(a.v.f32(), a.ln1.f32(), w.t[Wv], R, d, d, false, false);
+  backend.biasAddForward(a.v.f32(), w.t[Bv], R, d);
+  attention->forward(l, batch, a.q.f32(), a.k.f32(), a.v.f32(), a.o.f32(),
+                     a.lse.f32());
+  backend.matmul(tmp.f32(), a.o.f32(), w.t[Wo], R, d, d, false, false);
+  backend.biasAddForward(tmp.f32(), w.t[Bo], R, d);
+  if (p > 0)
+    backend.dropoutForward(tmp.f32(), tmp.f32(), R * d, p, siteSeed(seed, l, 0));
+  backend.copy(a.h.f32(), x, R * d * 4);
+  backend.accumulate(a.h.f32(), tmp.f32(), R * d);
+
+  // Feed-forward: x' = h + dropout(W2 gelu(W1 norm(h) + b1) + b2).
+  backend.layerNormForward(a.ln2.f32(), a.mean2.f32(), a.rstd2.f32(),
+                           a.h.f32(), w.t[Ln2W], w.t[Ln2B], R, d);
+  backend.matmul(a.f1.f32(), a.ln2.f32(), w.t[W1], R, ff, d, false, false);
+  backend.biasAddForward(a.f1.f32(), w.t[B1], R, ff);
+  backend.geluForward(a.g.f32(), a.f1.f32(), R * ff);
+  backend.matmul(tmp.f32(), a.g.f32(), w.t[W2], R, d, ff, false, false);
+  backend.biasAddForward(tmp.f32(), w.t[B2], R, d);
+  if (p > 0)
+    backend.dropoutForward(tmp.f32(), tmp.f32(), R * d, p, siteSeed(seed, l, 1));
+  backend.copy(xNext, a.h.f32(), R * d * 4);
+  backend.accumulate(xNext, tmp.f32(), R * d);
+}
+
+// dx holds the gradient with respect to x_{l+1} on entry and with respect to
+// x_l on exit (the residual path passes it through; the branches add to it).
+void Transformer::layerBackward(int64_t l, int64_t batch, Acts &a,
+                                uint64_t seed) {
+  const int64_t d = config.dModel, dqk = config.qkDim(), ff = config.ffDim(),
+                R = batch * config.seqLen;
+  const float p = config.dropout;
+  Layer w = layerParams(params(), l);
+  Layer g = layerParams(grads(), l);
+
+  // Feed-forward branch.
+  const float *dBranch = dx.f32();
+  if (p > 0) {
+    backend.fill(dtmp.f32(), 0.0f, R * d);
+    backend.dropoutBackward(dtmp.f32(), dx.f32(), R * d, p, siteSeed(seed, l, 1));
+    dBranch = dtmp.f32();
+  }
+  backend.biasAddBackward(g.t[B2], dBranch, R, d);
+  backend.matmulBackward(dG.f32(), false, g.t[W2], dBranch, a.g.f32(),
+                         w.t[W2], R, d, ff, false);
+  backend.fill(dF1.f32(), 0.0f, R * ff);
+  backend.geluBackward(dF1.f32(), a.f1.f32(), dG.f32(), R * ff);
+  backend.biasAddBackward(g.t[B1], dF1.f32(), R, ff);
+  backend.matmulBackward(dln.f32(), false, g.t[W1], dF1.f32(), a.ln2.f32(),
+                         w.t[W1], R, ff, d, false);
+  backend.layerNormBackward(dx.f32(), g.t[Ln2W], g.t[Ln2B], dln.f32(),
+                            a.h.f32(), w.t[Ln2W], a.mean2.f32(), a.rstd2.f32(),
+                            R, d);
+
+  // Attention branch.
+  dBranch = dx.f32();
+  if (p > 0) {
+    backend.fill(dtmp.f32(), 0.0f, R * d);
+    backend.dropoutBackward(dtmp.f32(), dx.f32(), R * d, p, siteSeed(seed, l, 0));
+    dBranch = dtmp.f32();
+  }
+  backend.biasAddBackward(g.t[Bo], dBranch, R, d);
+  backend.matmulBackward(dO.f32(), false, g.t[Wo], dBranch, a.o.f32(), w.t[Wo],
+                         R, d, d, false);
+  attention->backward(l, batch, a.q.f32(), a.k.f32(), a.v.f32(), a.lse.f32(),
+                      dO.f32(), dq.f32(), dk.f32(), dv.f32());
+  backend.biasAddBackward(g.t[Bq], dq.f32(), R, dqk);
+  backend.biasAddBackward(g.t[Bk], dk.f32(), R, dqk);
+  backend.biasAddBackward(g.t[Bv], dv.f32(), R, d);
+  backend.matmulBackward(dln.f32(), false, g.t[Wq], dq.f32(), a.ln1.f32(),
+                         w.t[Wq], R, dqk, d, false);
+  backend.matmulBackward(dln.f32(), true, g.t[Wk], dk.f32(), a.ln1.f32(),
+                         w.t[Wk], R, dqk, d, false);
+  backend.matmulBackward(dln.f32(), true, g.t[Wv], dv.f32(), a.ln1.f32(),
+                         w.t[Wv], R, d, d, false);
+  backend.layerNormBackward(dx.f32(), g.t[Ln1W], g.t[Ln1B], dln.f32(),
+                            xs[l].f32(), w.t[Ln1W], a.mean1.f32(),
+                            a.rstd1.f32(), R, d);
+}
+
+llvm::Expected<double> Transformer::run(llvm::ArrayRef<int32_t> inputs,
+                                        llvm::ArrayRef<int32_t> targets,
+                                        int64_t batch, bool train,
+                                        uint64_t dropoutSeed,
+                                        std::vector<float> *tokenLosses) {
+  const int64_t n = config.seqLen, d = config.dModel, R = batch * n,
+                L = config.numLayers;
+  if (batch <= 0 || batch > maxBatch)
+    return modelError(llvm::formatv("batch {0} is outside 1..{1}", batch, maxBatch));
+  if (static_cast<int64_t>(inputs.size()) != R ||
+      static_cast<int64_t>(targets.size()) != R)
+    return modelError(llvm::formatv(
+        "expected {0} input and target tokens ({1} x {2}), got {3} and {4}", R,
+        batch, n, inputs.size(), targets.size()));
+  for (int64_t e = 0; e < R; ++e) {
+    if (inputs[e] < 0 || inputs[e] >= kInputVocab)
+      return modelError(llvm::formatv(
+          "input token {0} at batch {1} position {2} is outside 0..{3}",
+          inputs[e], e / n, e % n, kInputVocab - 1));
+    if (targets[e] < 0 || targets[e] >= kVocab)
+      return modelError(llvm::formatv(
+          "target token {0} at batch {1} position {2} is outside 0..{3}",
+          targets[e], e / n, e % n, kVocab - 1));
+  }
+  backend.upload(ids.data(), inputs.data(), R * 4);
+  backend.upload(targetIds.data(), targets.data(), R * 4);
+  float *P = params();
+
+  // Embeddings: x_0[b, t] = token[b, t] + positions[t].
+  backend.embeddingForward(xs[0].f32(), ids.i32(), P + offTok, R, d,
+                           kInputVocab, false);
+  embedPositions();
+  for (int64_t b = 0; b < batch; ++b)
+    backend.accumulate(xs[0].f32() + b * n * d, posSum.f32(), n * d);
+
+  auto actsOf = [&](int64_t l) -> Acts & {
+    return *acts[config.recompute || !train ? 0 : l];
+  };
+  for (int64_t l = 0; l < L; ++l)
+    layerForward(l, batch, actsOf(l), train ? dropoutSeed : 0);
+  // Dropout is only active in training.
+  backend.layerNormForward(lnf.f32(), meanf.f32(), rstdf.f32(), xs[L].f32(),
+                           P + offLnfW, P + offLnfB, R, d);
+  backend.matmul(logits.f32(), lnf.f32(), P + offWout, R, kVocab, d, false, false);
+  backend.biasAddForward(logits.f32(), P + offBout, R, kVocab);
+  double loss = backend.softmaxCrossEntropy(
+      losses.f32(), train ? dlogits.f32() : nullptr, logits.f32(),
+      targetIds.i32(), R, kVocab, 1.0f / static_cast<float>(R));
+  if (tokenLosses) {
+    tokenLosses->resize(R);
+    backend.download(tokenLosses->data(), losses.data(), R * 4);
+  }
+  if (!train)
+    return loss;
+
+  float *G = grads();
+  backend.fill(G, 0.0f, totalParams);
+  backend.biasAddBackward(G + offBout, dlogits.f32(), R, kVocab);
+  backend.matmulBackward(dln.f32(), false, G + offWout, dlogits.f32(),
+                         lnf.f32(), P + offWout, R, kVocab, d, false);
+  backend.fill(dx.f32(), 0.0f, R * d);
+  backend.layerNormBackward(dx.f32(), G + offLnfW, G + offLnfB, dln.f32(),
+                            xs[L].f32(), P + offLnfW, meanf.f32(), rstdf.f32(),
+                            R, d);
+  for (int64_t l = L - 1; l >= 0; --l) {
+    if (config.recompute)
+      layerForward(l, batch, actsOf(l), dropoutSeed);
+    layerBackward(l, batch, actsOf(l), dropoutSeed);
+  }
+  backend.embeddingBackward(G + offTok, ids.i32(), dx.f32(), R, d, kInputVocab);
+  backend.fill(dPos.f32(), 0.0f, n * d);
+  for (int64_t b = 0; b < batch; ++b)
+    backend.accumulate(dPos.f32(), dx.f32() + b * n * d, n * d);
+  backend.embeddingBackward(G + offRow, rowIds.i32(), dPos.f32(), n, d,
+                            rowTableSize);
+  backend.embeddingBackward(G + offCol, colIds.i32(), dPos.f32(), n, d,
+                            colTableSize);
+  if (chanTableSize)
+    backend.embeddingBackward(G + offChan, chanIds.i32(), dPos.f32(), n, d,
+                              chanTableSize);
+  return loss;
+}
+
+//===----------------------------------------------------------------------===//
+// Decoding
+//===----------------------------------------------------------------------===//
+
+llvm::Error Transformer::beginDecode(int64_t batch) {
+  const int64_t n = config.seqLen, d = config.dModel, dqk = config.qkDim(),
+                ff = config.ffDim();
+  if (batch <= 0)
+    return modelError("sample batch must be positive");
+  if (batch > maxBatch)
+    return modelError(llvm::formatv(
+        "sample batch {0} exceeds the model's batch {1}", batch, maxBatch));
+  if (batch != decodeBatch) {
+    kCache.clear();
+    vCache.clear();
+    for (int64_t l = 0; l < config.numLayers; ++l) {
+      kCache.push_back(backend.allocateFloats(batch * n * dqk));
+      vCache.push_back(backend.allocateFloats(batch * n * d));
+    }
+    decodeActs = std::make_unique<Acts>();
+    Acts &a = *decodeActs;
+    a.ln1 = backend.allocateFloats(batch * d);
+    a.mean1 = backend.allocateFloats(batch);
+    a.rstd1 = backend.allocateFloats(batch);
+    a.q = backend.allocateFloats(batch * dqk);
+    a.k = backend.allocateFloats(batch * dqk);
+    a.v = backend.allocateFloats(batch * d);
+    a.o = backend.allocateFloats(batch * d);
+    a.h = backend.allocateFloats(batch * d);
+    a.ln2 = backend.allocateFloats(batch * d);
+    a.f1 = backend.allocateFloats(batch * ff);
+    a.g = backend.allocateFloats(batch * ff);
+    decodeX = backend.allocateFloats(batch * d);
+    decodeIds = backend.allocate(batch * 4);
+    decodeBatch = batch;
+  }
+  embedPositions();
+  decodeNext = 0;
+  return llvm::Error::success();
+}
+
+llvm::Error Transformer::decode(llvm::ArrayRef<int32_t> tokens, int64_t position,
+                                std::vector<float> &out) {
+  const int64_t n = config.seqLen, d = config.dModel, dqk = config.qkDim(),
+                ff = config.ffDim(), S = decodeBatch;
+  if (!decodeActs)
+    return modelError("decode() before beginDecode()");
+  if (position != decodeNext || position >= n)
+    return modelError(llvm::formatv(
+        "decode position {0}: expected {1} (positions run 0..{2} in order)",
+        position, decodeNext, n - 1));
+  if (static_cast<int64_t>(tokens.size()) != S)
+    return modelError(llvm::formatv("decode expects {0} tokens, got {1}", S,
+                                    tokens.size()));
+  for (int64_t s = 0; s < S; ++s)
+    if (tokens[s] < 0 || tokens[s] >= kInputVocab)
+      return modelError(llvm::formatv(
+          "input token {0} of sample {1} is outside 0..{2}", tokens[s], s,
+          kInputVocab - 1));
+  ++decodeNext;
+  Acts &a = *decodeActs;
+  float *P = params(), *x = decodeX.f32();
+  backend.upload(decodeIds.data(), tokens.data(), S * 4);
+  backend.embeddingForward(x, decodeIds.i32(), P + offTok, S, d, kInputVocab,
+                           false);
+  for (int64_t s = 0; s < S; ++s)
+    backend.accumulate(x + s * d, posSum.f32() + position * d, d);
+
+  for (int64_t l = 0; l < config.numLayers; ++l) {
+    Layer w = layerParams(P, l);
+    backend.layerNormForward(a.ln1.f32(), a.mean1.f32(), a.rstd1.f32(), x,
+                             w.t[Ln1W], w.t[Ln1B], S, d);
+    backend.matmul(a.q.f32(), a.ln1.f32(), w.t[Wq], S, dqk, d, false, false);
+    backend.biasAddForward(a.q.f32(), w.t[Bq], S, dqk);
+    backend.matmul(a.k.f32(), a.ln1.f32(), w.t[Wk], S, dqk, d, false, false);
+    backend.biasAddForward(a.k.f32(), w.t[Bk], S, dqk);
+    backend.matmul(a.v.f32(), a.ln1.f32(), w.t[Wv], S, d, d, false, false);
+    backend.biasAddForward(a.v.f32(), w.t[Bv], S, d);
+    for (int64_t s = 0; s < S; ++s) {
+      backend.copy(kCache[l].f32() + (s * n + position) * dqk,
+                   a.k.f32() + s * dqk, dqk * 4);
+      backend.copy(vCache[l].f32() + (s * n + position) * d,
+                   a.v.f32() + s * d, d * 4);
+    }
+    attention->decode(l, S, position, a.q.f32(), kCache[l].f32(),
+                      vCache[l].f32(), a.o.f32());
+    backend.matmul(a.h.f32(), a.o.f32(), w.t[Wo], S, d, d, false, false);
+    backend.biasAddForward(a.h.f32(), w.t[Bo], S, d);
+    backend.accumulate(x, a.h.f32(), S * d);
+    backend.layerNormForward(a.ln2.f32(), a.mean1.f32(), a.rstd1.f32(), x,
+                             w.t[Ln2W], w.t[Ln2B], S, d);
+    backend.matmul(a.f1.f32(), a.ln2.f32(), w.t[W1], S, ff, d, false, false);
+    backend.biasAddForward(a.f1.f32(), w.t[B1], S, ff);
+    backend.geluForward(a.g.f32(), a.f1.f32(), S * ff);
+    backend.matmul(a.h.f32(), a.g.f32(), w.t[W2], S, d, ff, false, false);
+    backend.biasAddForward(a.h.f32(), w.t[B2], S, d);
+    backend.accumulate(x, a.h.f32(), S * d);
+  }
+  backend.layerNormForward(a.ln1.f32(), a.mean1.f32(), a.rstd1.f32(), x,
+                           P + offLnfW, P + offLnfB, S, d);
+  float *lg = logits.f32();
+  backend.matmul(lg, a.ln1.f32(), P + offWout, S, kVocab, d, false, false);
+  backend.biasAddForward(lg, P + offBout, S, kVocab);
+  out.resize(S * kVocab);
+  backend.download(out.data(), lg, S * kVocab * 4);
+  return llvm::Error::success();
+}

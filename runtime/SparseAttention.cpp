@@ -9,7 +9,7 @@
 
 #include "sparsetx/Runtime/SparseAttention.h"
 
-#include "llvm/Support/Parallel.h"
+#include "sparsetx/Support/Parallel.h"
 
 #include <algorithm>
 #include <cassert>
@@ -118,7 +118,7 @@ template <typename Fn>
 void forEachUnit(const SparseAttentionShape &shape, Fn fn) {
   const int64_t chunks = (shape.seqLen + kChunk - 1) / kChunk;
   const int64_t units = shape.batch * shape.heads * chunks;
-  llvm::parallelFor(0, static_cast<size_t>(units), [&](size_t unit) {
+  sparsetx::parallelFor(0, static_cast<size_t>(units), [&](size_t unit) {
     int64_t u = static_cast<int64_t>(unit);
     int64_t chunk = u % chunks, bh = u / chunks;
     int64_t b = bh / shape.heads, h = bh % shape.heads;
@@ -256,7 +256,7 @@ void sparsetx::sparseAttentionDecode(const SparseAttentionShape &shape,
   assert(position >= 0 && position < shape.seqLen && "position out of range");
   const T scale = static_cast<T>(shape.scale);
   const int64_t units = shape.batch * shape.heads;
-  llvm::parallelFor(0, static_cast<size_t>(units), [&](size_t unit) {
+  sparsetx::parallelFor(0, static_cast<size_t>(units), [&](size_t unit) {
     int64_t b = static_cast<int64_t>(unit) / shape.heads;
     int64_t h = static_cast<int64_t>(unit) % shape.heads;
     llvm::ArrayRef<int32_t> keys = maskOf(masks, h).keys(position);

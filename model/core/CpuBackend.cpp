@@ -10,7 +10,7 @@
 #include "sparsetx/Model/Cpu/Ops.h"
 
 #include "llvm/Support/ErrorHandling.h"
-#include "llvm/Support/Parallel.h"
+#include "sparsetx/Support/Parallel.h"
 
 #include <cmath>
 #include <cstdlib>
@@ -171,7 +171,7 @@ public:
       cpu::embeddingForward(out, ids, table, rows, c, vocab);
       return;
     }
-    llvm::parallelFor(0, static_cast<size_t>(rows), [&](size_t r) {
+    sparsetx::parallelForRows(0, static_cast<size_t>(rows), [&](size_t r) {
       const float *src = table + static_cast<int64_t>(ids[r]) * c;
       float *dst = out + r * c;
       for (int64_t t = 0; t < c; ++t)

@@ -13,7 +13,7 @@
 
 #include "sparsetx/Model/Cpu/Ops.h"
 
-#include "llvm/Support/Parallel.h"
+#include "sparsetx/Support/Parallel.h"
 
 #include <algorithm>
 #include <cassert>
@@ -29,7 +29,7 @@ void adamwStep(float *params, const float *grads, float *m, float *v,
       1.0 - std::pow(static_cast<double>(config.beta1), double(step)));
   float c2 = static_cast<float>(
       1.0 - std::pow(static_cast<double>(config.beta2), double(step)));
-  llvm::parallelFor(0, static_cast<size_t>(n), [&](size_t i) {
+  sparsetx::parallelForElements(0, static_cast<size_t>(n), [&](size_t i) {
     float g = grads[i];
     float mi = config.beta1 * m[i] + (1.0f - config.beta1) * g;
     float vi = config.beta2 * v[i] + (1.0f - config.beta2) * g * g;
@@ -46,7 +46,7 @@ double clipGradNorm(float *grads, int64_t n, double maxNorm) {
   constexpr int64_t kChunk = 1 << 14;
   int64_t chunks = (n + kChunk - 1) / kChunk;
   std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
-  llvm::parallelFor(0, static_cast<size_t>(chunks), [&](size_t c) {
+  sparsetx::parallelFor(0, static_cast<size_t>(chunks), [&](size_t c) {
     int64_t b = static_cast<int64_t>(c) * kChunk;
     int64_t e = std::min(n, b + kChunk);
     double acc = 0.0;
@@ -60,7 +60,7 @@ double clipGradNorm(float *grads, int64_t n, double maxNorm) {
   double norm = std::sqrt(sumSq);
   if (maxNorm > 0.0 && norm > maxNorm) {
     float scale = static_cast<float>(maxNorm / norm);
-    llvm::parallelFor(0, static_cast<size_t>(n),
+    sparsetx::parallelForElements(0, static_cast<size_t>(n),
                       [&](size_t i) { grads[i] *= scale; });
   }
   return norm;

@@ -9,12 +9,12 @@
 
 #include "sparsetx/Model/Cpu/Ops.h"
 
-#include "llvm/Support/Parallel.h"
+#include "sparsetx/Support/Parallel.h"
 
 namespace sparsetx::cpu {
 
 void biasAddForward(float *x, const float *bias, int64_t rows, int64_t c) {
-  llvm::parallelFor(0, static_cast<size_t>(rows), [&](size_t r) {
+  sparsetx::parallelForRows(0, static_cast<size_t>(rows), [&](size_t r) {
     float *row = x + r * c;
     for (int64_t j = 0; j < c; ++j)
       row[j] += bias[j];
@@ -23,7 +23,7 @@ void biasAddForward(float *x, const float *bias, int64_t rows, int64_t c) {
 
 void biasAddBackward(float *dbias, const float *dout, int64_t rows,
                      int64_t c) {
-  llvm::parallelFor(0, static_cast<size_t>(c), [&](size_t j) {
+  sparsetx::parallelForRows(0, static_cast<size_t>(c), [&](size_t j) {
     double acc = 0.0;
     for (int64_t r = 0; r < rows; ++r)
       acc += dout[r * c + j];

@@ -12,7 +12,7 @@
 
 #include "sparsetx/Model/Cpu/Ops.h"
 
-#include "llvm/Support/Parallel.h"
+#include "sparsetx/Support/Parallel.h"
 
 #include <cassert>
 #include <cmath>
@@ -24,7 +24,7 @@ double softmaxCrossEntropy(float *losses, float *dlogits, const float *logits,
                            const int32_t *targets, int64_t rows, int64_t vocab,
                            float dlossScale) {
   std::vector<double> rowLoss(static_cast<size_t>(rows));
-  llvm::parallelFor(0, static_cast<size_t>(rows), [&](size_t r) {
+  sparsetx::parallelForRows(0, static_cast<size_t>(rows), [&](size_t r) {
     const float *z = logits + r * vocab;
     int32_t t = targets[r];
     assert(t >= 0 && t < vocab && "target out of range");

@@ -10,7 +10,7 @@
 
 #include "sparsetx/Model/Cpu/Ops.h"
 
-#include "llvm/Support/Parallel.h"
+#include "sparsetx/Support/Parallel.h"
 
 #include <cassert>
 
@@ -33,7 +33,7 @@ void dropoutForward(float *out, const float *inp, int64_t n, float p,
                     uint64_t seed, uint64_t offset) {
   assert(p >= 0.0f && p < 1.0f && "dropout probability out of range");
   float scale = 1.0f / (1.0f - p);
-  llvm::parallelFor(0, static_cast<size_t>(n), [&](size_t i) {
+  sparsetx::parallelForElements(0, static_cast<size_t>(n), [&](size_t i) {
     out[i] = dropoutKeep(seed, offset + i, p) ? inp[i] * scale : 0.0f;
   });
 }
@@ -42,7 +42,7 @@ void dropoutBackward(float *dinp, const float *dout, int64_t n, float p,
                      uint64_t seed, uint64_t offset) {
   assert(p >= 0.0f && p < 1.0f && "dropout probability out of range");
   float scale = 1.0f / (1.0f - p);
-  llvm::parallelFor(0, static_cast<size_t>(n), [&](size_t i) {
+  sparsetx::parallelForElements(0, static_cast<size_t>(n), [&](size_t i) {
     if (dropoutKeep(seed, offset + i, p))
       dinp[i] += dout[i] * scale;
   });

@@ -10,7 +10,7 @@
 
 #include "sparsetx/Model/Cpu/Ops.h"
 
-#include "llvm/Support/Parallel.h"
+#include "sparsetx/Support/Parallel.h"
 
 #include <algorithm>
 #include <cassert>
@@ -21,7 +21,7 @@ namespace sparsetx::cpu {
 void embeddingForward(float *out, const int32_t *ids, const float *table,
                       int64_t n, int64_t c, int64_t vocab) {
   (void)vocab;
-  llvm::parallelFor(0, static_cast<size_t>(n), [&](size_t i) {
+  sparsetx::parallelForRows(0, static_cast<size_t>(n), [&](size_t i) {
     assert(ids[i] >= 0 && ids[i] < vocab && "token id out of range");
     std::memcpy(out + i * c, table + static_cast<int64_t>(ids[i]) * c,
                 sizeof(float) * c);
@@ -33,7 +33,7 @@ void embeddingBackward(float *dtable, const int32_t *ids, const float *dout,
   (void)vocab;
   constexpr int64_t kColumnSlice = 16;
   int64_t slices = (c + kColumnSlice - 1) / kColumnSlice;
-  llvm::parallelFor(0, static_cast<size_t>(slices), [&](size_t s) {
+  sparsetx::parallelFor(0, static_cast<size_t>(slices), [&](size_t s) {
     int64_t j0 = static_cast<int64_t>(s) * kColumnSlice;
     int64_t j1 = std::min(c, j0 + kColumnSlice);
     for (int64_t i = 0; i < n; ++i) {

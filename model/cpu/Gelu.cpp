@@ -10,7 +10,7 @@
 
 #include "sparsetx/Model/Cpu/Ops.h"
 
-#include "llvm/Support/Parallel.h"
+#include "sparsetx/Support/Parallel.h"
 
 #include <cmath>
 
@@ -19,7 +19,7 @@ namespace sparsetx::cpu {
 static inline float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
 
 void geluForward(float *out, const float *inp, int64_t n) {
-  llvm::parallelFor(0, static_cast<size_t>(n), [&](size_t i) {
+  sparsetx::parallelForElements(0, static_cast<size_t>(n), [&](size_t i) {
     float x = inp[i];
     out[i] = x * sigmoid(kGeluAlpha * x);
   });
@@ -27,7 +27,7 @@ void geluForward(float *out, const float *inp, int64_t n) {
 
 void geluBackward(float *dinp, const float *inp, const float *dout,
                   int64_t n) {
-  llvm::parallelFor(0, static_cast<size_t>(n), [&](size_t i) {
+  sparsetx::parallelForElements(0, static_cast<size_t>(n), [&](size_t i) {
     float x = inp[i];
     float s = sigmoid(kGeluAlpha * x);
     dinp[i] += dout[i] * (s + kGeluAlpha * x * s * (1.0f - s));

@@ -13,7 +13,7 @@
 
 #include "sparsetx/Model/Cpu/Ops.h"
 
-#include "llvm/Support/Parallel.h"
+#include "sparsetx/Support/Parallel.h"
 
 #include <cmath>
 
@@ -22,7 +22,7 @@ namespace sparsetx::cpu {
 void layerNormForward(float *out, float *mean, float *rstd, const float *inp,
                       const float *weight, const float *bias, int64_t rows,
                       int64_t c, float eps) {
-  llvm::parallelFor(0, static_cast<size_t>(rows), [&](size_t r) {
+  sparsetx::parallelForRows(0, static_cast<size_t>(rows), [&](size_t r) {
     const float *x = inp + r * c;
     double sum = 0.0;
     for (int64_t j = 0; j < c; ++j)
@@ -51,7 +51,7 @@ void layerNormBackward(float *dinp, float *dweight, float *dbias,
                        const float *weight, const float *mean,
                        const float *rstd, int64_t rows, int64_t c) {
   if (dinp) {
-    llvm::parallelFor(0, static_cast<size_t>(rows), [&](size_t r) {
+    sparsetx::parallelForRows(0, static_cast<size_t>(rows), [&](size_t r) {
       const float *x = inp + r * c;
       const float *dy = dout + r * c;
       float m = mean[r], s = rstd[r];
@@ -73,7 +73,7 @@ void layerNormBackward(float *dinp, float *dweight, float *dbias,
   }
   if (!dweight && !dbias)
     return;
-  llvm::parallelFor(0, static_cast<size_t>(c), [&](size_t j) {
+  sparsetx::parallelForRows(0, static_cast<size_t>(c), [&](size_t j) {
     double dw = 0.0, db = 0.0;
     for (int64_t r = 0; r < rows; ++r) {
       float dy = dout[r * c + j];

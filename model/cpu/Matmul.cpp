@@ -9,7 +9,7 @@
 
 #include "sparsetx/Model/Cpu/Ops.h"
 
-#include "llvm/Support/Parallel.h"
+#include "sparsetx/Support/Parallel.h"
 
 #include <cassert>
 
@@ -39,7 +39,7 @@ void sgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k,
               static_cast<int>(lda), b, static_cast<int>(ldb), beta, c,
               static_cast<int>(ldc));
 #else
-  llvm::parallelFor(0, static_cast<size_t>(m), [&](size_t i) {
+  sparsetx::parallelForRows(0, static_cast<size_t>(m), [&](size_t i) {
     float *crow = c + i * ldc;
     for (int64_t j = 0; j < n; ++j) {
       float acc = 0.0f;

@@ -8,17 +8,17 @@
 
 #include "sparsetx/Model/Cpu/Ops.h"
 
-#include "llvm/Support/Parallel.h"
+#include "sparsetx/Support/Parallel.h"
 
 namespace sparsetx::cpu {
 
 void residualForward(float *out, const float *a, const float *b, int64_t n) {
-  llvm::parallelFor(0, static_cast<size_t>(n),
+  sparsetx::parallelForElements(0, static_cast<size_t>(n),
                     [&](size_t i) { out[i] = a[i] + b[i]; });
 }
 
 void residualBackward(float *da, float *db, const float *dout, int64_t n) {
-  llvm::parallelFor(0, static_cast<size_t>(n), [&](size_t i) {
+  sparsetx::parallelForElements(0, static_cast<size_t>(n), [&](size_t i) {
     if (da)
       da[i] += dout[i];
     if (db)

@@ -15,12 +15,14 @@ config.test_exec_root = os.path.join(config.sparsetx_obj_root, "test")
 config.excludes = ["Inputs", "CMakeLists.txt", "lit.cfg.py", "unit"]
 
 config.environment["FILECHECK_OPTS"] = "--enable-var-scope --dump-input=fail"
+import sys
+config.substitutions.append(("%python", sys.executable))
 config.substitutions.append(("%patterns", os.path.join(config.sparsetx_src_root, "patterns")))
 
 llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 llvm_config.add_tool_substitutions(
-    [ToolSubst(t, unresolved="fatal") for t in ["sparsec", "sparse-opt"]],
+    [ToolSubst(t, unresolved="fatal") for t in ["sparsec", "sparse-opt", "sparsetx-run"]],
     [config.sparsetx_tools_dir])
 
 # ptxas validates the PTX that sparsec writes (CUDA_PATH, else /usr/local/cuda).

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what sparsetx needs on Debian 12 (apt-get; the CUDA Toolkit is
-# expected under /usr/local/cuda or $CUDAToolkit_ROOT) and builds it in build/.
+# expected under /usr/local/cuda or $CUDAToolkit_ROOT), with the default data
+# sets (dict-gcide: text, dataset-fashion-mnist: images), and builds it in
+# build/.
 # Safe to run again: packages already present are not fetched twice and the
 # build is incremental.
 set -euo pipefail
@@ -11,6 +13,7 @@ packages=(
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools
   libzstd-dev libz3-dev libedit-dev
   libfmt-dev libgtest-dev libpng-dev zlib1g-dev libopenblas-dev
+  dict-gcide dataset-fashion-mnist
 )
 missing=()
 for p in "${packages[@]}"; do

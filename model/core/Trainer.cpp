@@ -473,7 +473,11 @@ llvm::Error sparsetx::model::writeLossCurve(llvm::StringRef path,
   };
   const Rgb trainColor = colors::kDarkBlue, validColor{220, 110, 30};
   drawSeries(train, trainColor, 2);
-  drawSeries(valid, validColor, 4);
+  drawSeries(valid, validColor, 3);
+  for (const CurvePoint &p : valid)
+    if (std::isfinite(p.value))
+      image.fillRect(px(p.step) - 4, py(p.value) - 4, px(p.step) + 5,
+                     py(p.value) + 5, validColor);
   // Legend.
   int64_t lx = left + plotW - 260, ly = top + 10;
   image.fillRect(lx, ly + 6, lx + 24, ly + 9, trainColor);

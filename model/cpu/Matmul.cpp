@@ -19,6 +19,14 @@
 
 namespace sparsetx::cpu {
 
+void setGemmThreads(int threads) {
+#ifdef SPARSETX_HAVE_CBLAS
+  openblas_set_num_threads(threads);
+#else
+  (void)threads;
+#endif
+}
+
 bool haveBlas() {
 #ifdef SPARSETX_HAVE_CBLAS
   return true;

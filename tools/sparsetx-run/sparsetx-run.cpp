@@ -157,6 +157,12 @@ struct LoadedData {
 llvm::Expected<LoadedData> loadData(llvm::StringRef source, int64_t audioRate) {
   LoadedData result;
   result.spec.source = source.str();
+  // Paths are saved absolute, so that a run resumes from any directory.
+  if (source != "gcide" && source != "fashion-mnist") {
+    llvm::SmallString<256> absolute(source);
+    if (!llvm::sys::fs::make_absolute(absolute))
+      result.spec.source = std::string(absolute);
+  }
   llvm::Expected<data::Dataset> dataset = [&]() -> llvm::Expected<data::Dataset> {
     if (source == "gcide") {
       if (!llvm::sys::fs::exists(data::kDefaultGcidePath))
@@ -187,7 +193,7 @@ llvm::Expected<LoadedData> loadData(llvm::StringRef source, int64_t audioRate) {
       return llvm::createStringError(llvm::inconvertibleErrorCode(),
                                      "%s: no such file or directory",
                                      source.str().c_str());
-    if (source.ends_with_insensitive(".wav"))
+    if (llvm::StringRef(source).ends_with_insensitive(".wav"))
       return data::loadWav(source, audioRate);
     return data::loadRawBytes(source);
   }();
@@ -580,8 +586,9 @@ int runTrain() {
     metrics.add(row);
     double eta = (t.steps - step) * seconds / std::max<int64_t>(1, step - firstStep);
     std::string line = llvm::formatv(
-        "step {0}/{1} loss {2:f3} {3}{4} | {5:f0} tok/s | {6} elapsed, ETA {7}",
-        step, t.steps, row.lossBits, unit,
+        "step {0}/{1} loss {2:f3} ({3:f3} {4}){5} | {6:f0} tok/s | {7} elapsed, "
+        "ETA {8}",
+        step, t.steps, r.loss, row.lossBits, unit,
         row.validBits ? llvm::formatv(" (valid {0:f3})", *row.validBits).str()
                       : std::string(),
         row.tokensPerSecond, formatDuration(row.elapsed), formatDuration(eta));
@@ -752,6 +759,7 @@ int main(int argc, char **argv) {
     if (threads <= 0)
       die("--threads must be positive");
     llvm::parallel::strategy = llvm::hardware_concurrency(threads);
+    cpu::setGemmThreads(static_cast<int>(threads));
   }
   if (command == "train")
     return runTrain();

@@ -33,6 +33,9 @@ namespace sparsetx::cpu {
 /// Whether the GEMM is served by CBLAS (OpenBLAS) in this build.
 bool haveBlas();
 
+/// Threads of the BLAS library's own pool (no-op without BLAS).
+void setGemmThreads(int threads);
+
 /// General row-major GEMM: C = alpha * op(A) * op(B) + beta * C, where op(A)
 /// is m x k and op(B) is k x n. lda/ldb/ldc are row strides of the stored
 /// matrices (as in CBLAS row-major).

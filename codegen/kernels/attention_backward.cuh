@@ -9,27 +9,35 @@
 // Kernels, launched in this order on one stream:
 //  - attentionBackwardPrepare: Delta (fp32) and zeroed fp32 accumulators
 //    dQacc, dKacc, dVacc [batchHeads, n, D] (one warp per row);
-//  - attentionBackwardDkDv<V, S>: one CTA per (block of 64 *mapped* keys of
-//    segment S, batch-head), 4 warps x 16 keys; walks the query blocks that
-//    reach its key block (the transposed tables fullByKey / partialByKey) and
-//    adds dK, dV into the accumulators at the positions its key map covers;
-//  - attentionBackwardDq<V>: one CTA per (block of 64 mapped queries,
-//    batch-head), 4 warps x 16 queries; walks the forward schedule of every
-//    segment and adds dQ into dQacc;
+//  - per kernel of each mask, either
+//    - fast (default): attentionBackwardDkDv<V, S, true> for each segment S:
+//      one CTA per (block of 64 *mapped* keys of S, batch-head), 4 warps x
+//      16 keys; walks the query blocks that reach its key block (the
+//      transposed tables fullByKey / partialByKey), adds dK, dV into the
+//      accumulators at the positions its key map covers, and per query block
+//      puts dS^T in shared memory and adds dS K into dQacc with fp32
+//      reductions (red.global.add): 5 products per attended pair;
+//    - deterministic: attentionBackwardDq<V> (one CTA per block of 64 mapped
+//      queries, walking the forward schedule of every segment; recomputes S
+//      and dP, adds dQ into dQacc), then attentionBackwardDkDv<V, S, false>
+//      for each segment: 7 products per pair, no atomics anywhere;
 //  - attentionBackwardConvert: the accumulators to the element type.
-// No atomics: within a launch every CTA owns distinct rows (index maps are
-// injective), and the launches of a mask (one dK/dV launch per segment, one
-// dQ launch per kernel) run one after another, each adding into the fp32
-// accumulators with plain read-modify-write, so results are deterministic.
+// dK and dV are deterministic in both modes: within a launch every CTA owns
+// distinct key rows (index maps are injective), and the launches of a mask
+// run one after another, each adding into the fp32 accumulators with plain
+// read-modify-write. The fast mode's dQ sums the key blocks' contributions
+// in the order the reductions land, so its last bits can vary between runs.
 //
 // Full blocks skip the mask; partial blocks apply mask(i, j) && causal.
 // Masked or out-of-range pairs get P = 0 directly (never exp of -inf - -inf).
-// All four products run on tensor cores (mma.sync m16n8k16, fp32
-// accumulate); Q, K, V, dO stay in shared memory and are read with ldmatrix
-// (plain for the "col" operand, .trans for the k-major one), which keeps the
-// accumulators within the register budget: the score tile is kSub = 64
-// columns wide for D <= 64 and 32 for D = 128 (a 64-block is processed as two
-// halves).
+// All products run on tensor cores (mma.sync m16n8k16, fp32 accumulate);
+// operands in shared memory are read with ldmatrix (plain for the "col"
+// operand, .trans for the k-major one). The dK/dV kernel keeps its warp's K
+// and V rows in registers for D <= 64 and double-buffers Q, dO, LSE and Delta
+// (cp.async); at D = 128 the 128 dK/dV accumulator registers leave room for
+// neither, so K, V stay in shared memory and each query block is loaded just
+// before its use. Score tiles (kSub columns at once): 64 / 32 / 16 for D =
+// 32 / 64 / 128 in the dK/dV kernel, 64 / 32 / 16 in the dQ kernel.
 //
 //===----------------------------------------------------------------------===//
 

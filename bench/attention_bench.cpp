@@ -9,11 +9,19 @@
 // writes JSON; asserts nothing.
 //
 //   attention-bench [--out FILE] [--quick] [--patterns DIR]
+//                   [--case NAME/N/D ...] [--deterministic] [--compile-only]
+//
+// --case limits the run to the named cases (e.g. --case fixed/16384/64);
+// --compile-only needs no GPU: it generates and NVRTC-compiles the selected
+// cases, which fills the PTX cache ($SPARSETX_CACHE_DIR) a GPU run can reuse;
+// --deterministic times the bit-reproducible backward (separate dQ kernel)
+// instead of the default one (dQ fused into the dK/dV kernels).
 //
 //===----------------------------------------------------------------------===//
 
 #include "sparsetx/Codegen/AttentionPlan.h"
 #include "sparsetx/Runtime/Cuda.h"
+#include "sparsetx/Runtime/Nvrtc.h"
 
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
@@ -38,6 +46,14 @@ cl::opt<std::string> outFile("out", cl::desc("JSON output"),
 cl::opt<std::string> patternDir("patterns", cl::desc("Directory of .sp files"),
                                 cl::init("patterns"));
 cl::opt<bool> quick("quick", cl::desc("Fewer repetitions"), cl::init(false));
+cl::list<std::string> onlyCases("case",
+                                cl::desc("Run only NAME/N/D (repeatable)"));
+cl::opt<bool> compileOnly("compile-only",
+                          cl::desc("Only generate and compile (no GPU)"),
+                          cl::init(false));
+cl::opt<bool> deterministic("deterministic",
+                            cl::desc("Time the deterministic backward"),
+                            cl::init(false));
 
 struct Case {
   std::string name, file;
@@ -103,9 +119,20 @@ llvm::Expected<Result> runCase(const Case &c, std::mt19937_64 &rng) {
                                             (*compiled)->layout, cg);
   if (mlir::failed(generated))
     return llvm::createStringError("code generation failed for " + c.name);
+  if (compileOnly) {
+    nvrtc::CompileOptions nvrtcOptions;
+    nvrtcOptions.arch = generated->arch;
+    nvrtcOptions.flags = codegen::nvrtcFlags();
+    auto ptx = nvrtc::compileToPTX(generated->source, generated->pattern + ".cu",
+                                   nvrtcOptions, codegen::kernelHeaders());
+    if (!ptx)
+      return ptx.takeError();
+    return r;
+  }
   auto plan = AttentionPlan::compile(std::move(*generated));
   if (!plan)
     return plan.takeError();
+  plan->setDeterministicBackward(deterministic);
 
   const int64_t heads = 8, bh = heads;
   size_t elems = size_t(bh * c.n * c.headDim);
@@ -162,6 +189,24 @@ llvm::Expected<Result> runCase(const Case &c, std::mt19937_64 &rng) {
 
 int main(int argc, char **argv) {
   cl::ParseCommandLineOptions(argc, argv, "sparsetx attention benchmark\n");
+  if (compileOnly) {
+    std::mt19937_64 rng(0);
+    int failures = 0;
+    for (const Case &c : cases()) {
+      std::string key = c.name + "/" + std::to_string(c.n) + "/" +
+                        std::to_string(c.headDim);
+      if (!onlyCases.empty() &&
+          std::find(onlyCases.begin(), onlyCases.end(), key) == onlyCases.end())
+        continue;
+      if (auto r = runCase(c, rng); !r) {
+        llvm::errs() << key << ": " << llvm::toString(r.takeError()) << "\n";
+        ++failures;
+      } else {
+        llvm::outs() << key << ": compiled\n";
+      }
+    }
+    return failures ? 1 : 0;
+  }
   if (!cuda::isAvailable()) {
     llvm::WithColor::error(llvm::errs(), "attention-bench")
         << cuda::unavailableReason() << "\n";
@@ -176,6 +221,12 @@ int main(int argc, char **argv) {
   std::mt19937_64 rng(20261123);
   std::vector<Result> results;
   for (const Case &c : cases()) {
+    if (!onlyCases.empty()) {
+      std::string key = c.name + "/" + std::to_string(c.n) + "/" +
+                        std::to_string(c.headDim);
+      if (std::find(onlyCases.begin(), onlyCases.end(), key) == onlyCases.end())
+        continue;
+    }
     auto r = runCase(c, rng);
     if (!r) {
       Result failed;
@@ -215,6 +266,7 @@ int main(int argc, char **argv) {
   llvm::json::OStream j(os, 1);
   j.object([&] {
     j.attribute("device", context->getDeviceName());
+    j.attribute("deterministic_backward", bool(deterministic));
     j.attributeArray("results", [&] {
       for (const Result &r : results)
         j.object([&] {

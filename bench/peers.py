@@ -7,7 +7,10 @@ as the .sp pattern) for every pattern. Forward and forward+backward, bf16,
 median of many runs after warm-up, timed with CUDA events
 (triton.testing.do_bench). Prints a table and writes JSON.
 
-    python3 bench/peers.py --out peers.json [--quick]
+    python3 bench/peers.py --out peers.json [--quick] [--case NAME/N/D ...]
+
+--case limits the run to the named cases (e.g. --case fixed/16384/64), as
+attention-bench's --case does; the JSON is rewritten after every case.
 """
 import argparse
 import json
@@ -86,6 +89,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="peers.json")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--case", action="append", default=[],
+                    help="run only NAME/N/D (repeatable)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("peers.py: no CUDA device")
@@ -104,12 +109,14 @@ def main():
     # n = 3072 with the stride = one row of 32 pixels x 3 channels).
     cases.append(("fixed", mask_mods()["fixed"], 12288, 8, 64))
     cases.append(("strided", mask_mods(l=96)["strided"], 3072, 8, 64))
+    if args.case:
+        cases = [c for c in cases if f"{c[0]}/{c[2]}/{c[4]}" in args.case]
     results = []
     for case in cases:
         results += run_case(*case, quick=args.quick, flex=flex)
-    with open(args.out, "w") as f:
-        json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                   "results": results}, f, indent=1)
+        with open(args.out, "w") as f:
+            json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                       "results": results}, f, indent=1)
     print(f"{'peer':<11} {'pattern':<8} {'n':>6} {'D':>4} {'fwd ms':>8} {'fwd+bwd ms':>11} "
           f"{'fwd TF/s':>9} {'f+b TF/s':>9}")
     for r in results:

@@ -145,25 +145,34 @@ AttentionPlan::load(codegen::GeneratedAttention generated, llvm::StringRef ptx) 
     for (const codegen::ForwardKernelInfo &kernel : mask.kernels) {
       if (kernel.backwardDqName.empty())
         continue;
-      auto get = [&](const std::string &name) -> llvm::Expected<cuda::Function> {
+      auto get = [&](const std::string &name,
+                     unsigned sharedBytes) -> llvm::Expected<cuda::Function> {
         llvm::Expected<cuda::Function> fn = plan.module.getFunction(name);
         if (!fn)
           return fn.takeError();
-        if (llvm::Error err = cuda::setMaxDynamicSharedMemory(
-                *fn, int(plan.gen.backwardSharedBytes)))
+        if (llvm::Error err =
+                cuda::setMaxDynamicSharedMemory(*fn, int(sharedBytes)))
           return std::move(err);
         return *fn;
       };
-      llvm::Expected<cuda::Function> dq = get(kernel.backwardDqName);
+      llvm::Expected<cuda::Function> dq =
+          get(kernel.backwardDqName, plan.gen.backwardSharedBytes);
       if (!dq)
         return dq.takeError();
       fns.dq.push_back(*dq);
       fns.dkdv.emplace_back();
+      fns.dkdvdq.emplace_back();
       for (const codegen::SegmentInfo &seg : kernel.segments) {
-        llvm::Expected<cuda::Function> fn = get(seg.backwardDkDvName);
+        llvm::Expected<cuda::Function> fn =
+            get(seg.backwardDkDvName, plan.gen.backwardDkDvSharedBytes);
         if (!fn)
           return fn.takeError();
         fns.dkdv.back().push_back(*fn);
+        llvm::Expected<cuda::Function> fused =
+            get(seg.backwardDkDvDqName, plan.gen.backwardDkDvSharedBytes);
+        if (!fused)
+          return fused.takeError();
+        fns.dkdvdq.back().push_back(*fused);
       }
     }
     if (!mask.mergeName.empty()) {
@@ -348,7 +357,7 @@ llvm::Error AttentionPlan::backward(int64_t layer, int64_t batchHeads,
     unsigned gridY = unsigned(batchHeads / headsPerLaunch);
     for (size_t kIdx = 0; kIdx < mask.kernels.size(); ++kIdx) {
       const codegen::ForwardKernelInfo &kernel = mask.kernels[kIdx];
-      {
+      if (deterministicBackward) {
         void *args[] = {&q, &k, &v, &dO, &lse, &delta, &dqAcc, &tablePtr, &scaleArg};
         cuda::Dim3 grid{unsigned(kernel.numQueryBlocks), gridY, 1};
         if (llvm::Error err = cuda::launch(fns.dq[kIdx], grid, block,
@@ -358,12 +367,22 @@ llvm::Error AttentionPlan::backward(int64_t layer, int64_t batchHeads,
       for (size_t s = 0; s < kernel.segments.size(); ++s) {
         if (kernel.segments[s].numKeyBlocks == 0)
           continue;
-        void *args[] = {&q,     &k,     &v,        &dO,      &lse,
-                        &delta, &dkAcc, &dvAcc,    &tablePtr, &scaleArg};
         cuda::Dim3 grid{unsigned(kernel.segments[s].numKeyBlocks), gridY, 1};
-        if (llvm::Error err = cuda::launch(fns.dkdv[kIdx][s], grid, block,
-                                           gen.backwardSharedBytes, stream, args))
-          return err;
+        if (deterministicBackward) {
+          void *args[] = {&q,     &k,     &v,     &dO,       &lse,
+                          &delta, &dkAcc, &dvAcc, &tablePtr, &scaleArg};
+          if (llvm::Error err =
+                  cuda::launch(fns.dkdv[kIdx][s], grid, block,
+                               gen.backwardDkDvSharedBytes, stream, args))
+            return err;
+        } else {
+          void *args[] = {&q,     &k,     &v,     &dO,    &lse,      &delta,
+                          &dqAcc, &dkAcc, &dvAcc, &tablePtr, &scaleArg};
+          if (llvm::Error err =
+                  cuda::launch(fns.dkdvdq[kIdx][s], grid, block,
+                               gen.backwardDkDvSharedBytes, stream, args))
+            return err;
+        }
       }
     }
   }

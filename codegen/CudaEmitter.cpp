@@ -513,6 +513,8 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
              << seg.byKeyOffsets[3] << ">;\n";
           seg.backwardDkDvName = llvm::formatv("sparsetx_bwd_dkdv_{0}_m{1}_k{2}_s{3}",
                                                gen.pattern, m, k, s);
+          seg.backwardDkDvDqName = llvm::formatv(
+              "sparsetx_bwd_dkdvq_{0}_m{1}_k{2}_s{3}", gen.pattern, m, k, s);
         }
         os << "  __device__ __forceinline__ static int64_t keyPosition(int64_t t) {\n";
         emitPositionBody(comp.keyMap, n, os);
@@ -564,7 +566,7 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
                "    const int *tables, float scale) {\n"
             << "  sparsetx::attentionBackwardDq<sparsetx_gen::" << prefix
             << ">(q, k, v, dO, lse, delta, dqAcc, tables, scale);\n}\n\n";
-        for (auto [s, seg] : llvm::enumerate(kernel.segments))
+        for (auto [s, seg] : llvm::enumerate(kernel.segments)) {
           eos << "extern \"C\" __global__ void __launch_bounds__("
               << kBackwardThreads << ", 1) " << seg.backwardDkDvName
               << "(const unsigned short *q, const unsigned short *k,\n"
@@ -573,7 +575,20 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
                  "    float *dvAcc, const int *tables, float scale) {\n"
               << "  sparsetx::attentionBackwardDkDv<sparsetx_gen::" << prefix
               << ", sparsetx_gen::" << segmentNames[s]
-              << ">(q, k, v, dO, lse, delta, dkAcc, dvAcc, tables, scale);\n}\n\n";
+              << ", false>(q, k, v, dO, lse, delta, nullptr, dkAcc, dvAcc, "
+                 "tables, scale);\n}\n\n";
+          eos << "extern \"C\" __global__ void __launch_bounds__("
+              << kBackwardThreads << ", 1) " << seg.backwardDkDvDqName
+              << "(const unsigned short *q, const unsigned short *k,\n"
+                 "    const unsigned short *v, const unsigned short *dO,\n"
+                 "    const float *lse, const float *delta, float *dqAcc,\n"
+                 "    float *dkAcc, float *dvAcc, const int *tables,\n"
+                 "    float scale) {\n"
+              << "  sparsetx::attentionBackwardDkDv<sparsetx_gen::" << prefix
+              << ", sparsetx_gen::" << segmentNames[s]
+              << ", true>(q, k, v, dO, lse, delta, dqAcc, dkAcc, dvAcc, "
+                 "tables, scale);\n}\n\n";
+        }
       }
       info.kernels.push_back(std::move(kernel));
     }
@@ -606,8 +621,12 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
   if (options.backward) {
     gen.backwardPrepareName = "sparsetx_bwd_prepare_" + gen.pattern;
     gen.backwardConvertName = "sparsetx_bwd_convert_" + gen.pattern;
+    // backwardSharedBytes<D>() and backwardDkDvSharedBytes<D>() of
+    // attention_backward.cuh.
     gen.backwardSharedBytes =
         unsigned(4 * 64 * (options.headDim + 8) * 2 + 2 * 64 * 4);
+    gen.backwardDkDvSharedBytes = unsigned(
+        6 * 64 * (options.headDim + 8) * 2 + 64 * (64 + 8) * 2 + 2 * 2 * 64 * 4);
     eos << "extern \"C\" __global__ void __launch_bounds__(" << kBackwardThreads
         << ") " << gen.backwardPrepareName
         << "(const unsigned short *o, const unsigned short *dO,\n"
@@ -677,9 +696,11 @@ void printManifestJSON(const GeneratedAttention &gen, llvm::StringRef ptxFile,
     if (gen.hasBackward()) {
       j.attributeObject("backward", [&] {
         j.attribute("order",
-                    "prepare; per mask of the layer: per kernel backward_dq, "
-                    "then backward_dkdv of each component, one launch after "
-                    "another; convert");
+                    "prepare; per mask of the layer: per kernel, "
+                    "backward_dkdv_dq of each component (fast: dQ by fp32 "
+                    "reductions, not bit-reproducible), or backward_dq then "
+                    "backward_dkdv of each component (deterministic), one "
+                    "launch after another; convert");
         j.attribute("workspace",
                     "fp32 acc = dq_acc, dk_acc, dv_acc [batch_heads][seq_len]"
                     "[head_dim] back to back, delta [batch_heads][seq_len]");
@@ -696,6 +717,9 @@ void printManifestJSON(const GeneratedAttention &gen, llvm::StringRef ptxFile,
                     "(q, k, v, d_o, lse, delta, dq_acc, tables, float scale)");
         j.attribute("dkdv_signature", "(q, k, v, d_o, lse, delta, dk_acc, "
                                       "dv_acc, tables, float scale)");
+        j.attribute("dkdv_dq_signature",
+                    "(q, k, v, d_o, lse, delta, dq_acc, dk_acc, dv_acc, "
+                    "tables, float scale)");
         j.attributeObject("convert", [&] {
           j.attribute("name", gen.backwardConvertName);
           j.attribute("signature", "(acc, dq, dk, dv, long long elems); elems = "
@@ -759,7 +783,14 @@ void printManifestJSON(const GeneratedAttention &gen, llvm::StringRef ptxFile,
                           grid(s.numKeyBlocks, gridY);
                           block(kBackwardThreads);
                           j.attribute("shared_bytes",
-                                      int64_t(gen.backwardSharedBytes));
+                                      int64_t(gen.backwardDkDvSharedBytes));
+                        });
+                        j.attributeObject("backward_dkdv_dq", [&] {
+                          j.attribute("name", s.backwardDkDvDqName);
+                          grid(s.numKeyBlocks, gridY);
+                          block(kBackwardThreads);
+                          j.attribute("shared_bytes",
+                                      int64_t(gen.backwardDkDvSharedBytes));
                         });
                       }
                     });

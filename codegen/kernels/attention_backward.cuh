@@ -9,27 +9,35 @@
 // Kernels, launched in this order on one stream:
 //  - attentionBackwardPrepare: Delta (fp32) and zeroed fp32 accumulators
 //    dQacc, dKacc, dVacc [batchHeads, n, D] (one warp per row);
-//  - attentionBackwardDkDv<V, S>: one CTA per (block of 64 *mapped* keys of
-//    segment S, batch-head), 4 warps x 16 keys; walks the query blocks that
-//    reach its key block (the transposed tables fullByKey / partialByKey) and
-//    adds dK, dV into the accumulators at the positions its key map covers;
-//  - attentionBackwardDq<V>: one CTA per (block of 64 mapped queries,
-//    batch-head), 4 warps x 16 queries; walks the forward schedule of every
-//    segment and adds dQ into dQacc;
+//  - per kernel of each mask, either
+//    - fast (default): attentionBackwardDkDv<V, S, true> for each segment S:
+//      one CTA per (block of 64 *mapped* keys of S, batch-head), 4 warps x
+//      16 keys; walks the query blocks that reach its key block (the
+//      transposed tables fullByKey / partialByKey), adds dK, dV into the
+//      accumulators at the positions its key map covers, and per query block
+//      puts dS^T in shared memory and adds dS K into dQacc with fp32
+//      reductions (red.global.add): 5 products per attended pair;
+//    - deterministic: attentionBackwardDq<V> (one CTA per block of 64 mapped
+//      queries, walking the forward schedule of every segment; recomputes S
+//      and dP, adds dQ into dQacc), then attentionBackwardDkDv<V, S, false>
+//      for each segment: 7 products per pair, no atomics anywhere;
 //  - attentionBackwardConvert: the accumulators to the element type.
-// No atomics: within a launch every CTA owns distinct rows (index maps are
-// injective), and the launches of a mask (one dK/dV launch per segment, one
-// dQ launch per kernel) run one after another, each adding into the fp32
-// accumulators with plain read-modify-write, so results are deterministic.
+// dK and dV are deterministic in both modes: within a launch every CTA owns
+// distinct key rows (index maps are injective), and the launches of a mask
+// run one after another, each adding into the fp32 accumulators with plain
+// read-modify-write. The fast mode's dQ sums the key blocks' contributions
+// in the order the reductions land, so its last bits can vary between runs.
 //
 // Full blocks skip the mask; partial blocks apply mask(i, j) && causal.
 // Masked or out-of-range pairs get P = 0 directly (never exp of -inf - -inf).
-// All four products run on tensor cores (mma.sync m16n8k16, fp32
-// accumulate); Q, K, V, dO stay in shared memory and are read with ldmatrix
-// (plain for the "col" operand, .trans for the k-major one), which keeps the
-// accumulators within the register budget: the score tile is kSub = 64
-// columns wide for D <= 64 and 32 for D = 128 (a 64-block is processed as two
-// halves).
+// All products run on tensor cores (mma.sync m16n8k16, fp32 accumulate);
+// operands in shared memory are read with ldmatrix (plain for the "col"
+// operand, .trans for the k-major one). The dK/dV kernel keeps its warp's K
+// and V rows in registers for D <= 64 and double-buffers Q, dO, LSE and Delta
+// (cp.async); at D = 128 the 128 dK/dV accumulator registers leave room for
+// neither, so K, V stay in shared memory and each query block is loaded just
+// before its use. Score tiles (kSub columns at once): 64 / 32 / 16 for D =
+// 32 / 64 / 128 in the dK/dV kernel, 64 / 32 / 16 in the dQ kernel.
 //
 //===----------------------------------------------------------------------===//
 
@@ -44,17 +52,44 @@ constexpr int kBwdThreads = 128;
 constexpr int kBwdPrepareRows = 4; // one warp per row
 constexpr int kBwdConvertThreads = 256;
 
-/// Width of the score tile a warp holds at once.
+/// Width of the score tile a warp holds at once in the dK/dV kernel (64
+/// queries at once where K and V fit in registers, narrower at D = 128 to
+/// stay within the register budget with the dK and dV accumulators).
 template <int D>
 constexpr int backwardSubTile() {
   return D == 128 ? 16 : D == 64 ? 32 : 64;
 }
 
-/// Shared memory of the dK/dV and dQ kernels: four 64-row tiles (Q, dO, K,
-/// V) plus 64 LSE and 64 Delta values.
+/// Width of the score tile of the deterministic dQ kernel.
+template <int D>
+constexpr int backwardDqSubTile() {
+  return D == 128 ? 16 : D == 64 ? 32 : 64;
+}
+
+/// The dK/dV kernel keeps its warp's 16 rows of K and V as mma A fragments
+/// in registers (read from shared memory once) for D <= 64; at D = 128 the
+/// dK/dV accumulators alone take 128 registers and K, V stay in shared
+/// memory.
+template <int D>
+constexpr bool backwardKVInRegisters() {
+  return D <= 64;
+}
+
+/// Row stride (elements) of the dS tile the fused dK/dV/dQ kernel shares
+/// between its warps: 64 queries plus the 16-byte pad.
+constexpr int kDsStride = 64 + kPad;
+
+/// Shared memory of the dQ kernel: four 64-row tiles (Q, dO, K, V).
 template <int D>
 constexpr int backwardSharedBytes() {
   return 4 * 64 * (D + kPad) * 2 + 2 * 64 * 4;
+}
+
+/// Shared memory of the dK/dV kernels: K, V, two stages of Q and dO, the dS
+/// tile (used by the fused dQ variant), two stages of LSE and Delta.
+template <int D>
+constexpr int backwardDkDvSharedBytes() {
+  return 6 * 64 * (D + kPad) * 2 + 64 * kDsStride * 2 + 2 * 2 * 64 * 4;
 }
 
 constexpr float kLog2e = 1.4426950408889634f;
@@ -194,29 +229,131 @@ __device__ __forceinline__ void addRows(float *__restrict__ dst,
   }
 }
 
-/// dK, dV of one segment S of kernel V. Grid: (key blocks of S, batch-heads /
-/// kNumHeads); block: kBwdThreads; dynamic shared memory:
-/// backwardSharedBytes<D>().
-template <typename V, typename S>
+/// acc[kN/8] += A * B^T with A the warp's 16 x D rows held as A fragments
+/// `a` (registers) and B the kN x D row-major tile `b` from row bRow0.
+template <typename Elem, int D, int kN>
+__device__ __forceinline__ void mmaRegABt(float (&acc)[kN / 8][4],
+                                          const uint32_t (&a)[D / 16][4],
+                                          const uint16_t *b, int bRow0) {
+  constexpr int kStride = D + kPad;
+  const int lane = threadIdx.x % 32;
+  const int mat = lane / 8, r8 = lane % 8;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+    for (int np = 0; np < kN / 16; ++np) {
+      uint32_t bf[4];
+      const int row = bRow0 + (2 * np + mat / 2) * 8 + r8;
+      const int d = kk * 16 + (mat % 2) * 8;
+      ldmatrixX4(bf, smemAddress(b + row * kStride + d));
+      mma16816<Elem>(acc[2 * np], a[kk], bf[0], bf[1]);
+      mma16816<Elem>(acc[2 * np + 1], a[kk], bf[2], bf[3]);
+    }
+  }
+}
+
+/// Fused dQ of one query block: dQ(64 queries) += scale * dS K with dS^T
+/// (64 keys x 64 queries, Elem) in shared `sds` and K (64 keys x D) in `sk`.
+/// Warp w owns queries 16w..16w+15, sums over all 64 keys on the tensor
+/// cores, and adds its rows into dqAcc with fp32 reductions (several key
+/// blocks add into the same rows concurrently).
+template <typename V>
+__device__ __forceinline__ void backwardDqFromDs(float *__restrict__ dqAcc,
+                                                 const uint16_t *sds,
+                                                 const uint16_t *sk,
+                                                 int64_t firstQuery, int64_t bh,
+                                                 float scale) {
+  using Elem = typename V::Elem;
+  constexpr int D = V::kHeadDim;
+  constexpr int kStride = D + kPad;
+  // Output columns per pass: at most 32 fp32 accumulators per thread, 16
+  // at D = 128 where the dK/dV accumulators take 128 registers.
+  constexpr int kChunk = D == 128 ? 32 : D;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int mat = lane / 8, r8 = lane % 8;
+  const int g = lane / 4, t4 = lane % 4;
+  int64_t rowOffset[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int64_t t = firstQuery + warp * 16 + g + 8 * r;
+    rowOffset[r] =
+        t < V::kNumQueries ? (bh * V::kSeqLen + V::queryPosition(t)) * D : -1;
+  }
+#pragma unroll 1
+  for (int chunk = 0; chunk < D / kChunk; ++chunk) {
+    float acc[kChunk / 8][4];
+#pragma unroll
+    for (int dt = 0; dt < kChunk / 8; ++dt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        acc[dt][e] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      // A = dS (queries x keys) read transposed from dS^T (keys x queries).
+      uint32_t a[4];
+      ldmatrixX4Trans(a, smemAddress(sds + (kk * 16 + (mat / 2) * 8 + r8) * kDsStride +
+                                     warp * 16 + (mat % 2) * 8));
+#pragma unroll
+      for (int dp = 0; dp < kChunk / 16; ++dp) {
+        uint32_t bf[4];
+        const int row = kk * 16 + (mat % 2) * 8 + r8;
+        const int d = chunk * kChunk + (2 * dp + mat / 2) * 8;
+        ldmatrixX4Trans(bf, smemAddress(sk + row * kStride + d));
+        mma16816<Elem>(acc[2 * dp], a, bf[0], bf[1]);
+        mma16816<Elem>(acc[2 * dp + 1], a, bf[2], bf[3]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      if (rowOffset[r] < 0)
+        continue;
+      float *out = dqAcc + rowOffset[r] + chunk * kChunk + t4 * 2;
+#pragma unroll
+      for (int dt = 0; dt < kChunk / 8; ++dt)
+        redAddF32x2(out + dt * 8, acc[dt][2 * r] * scale,
+                    acc[dt][2 * r + 1] * scale);
+    }
+  }
+}
+
+/// dK, dV of one segment S of kernel V, and with kFuseDq also its dQ
+/// contribution. Grid: (key blocks of S, batch-heads / kNumHeads); block:
+/// kBwdThreads; dynamic shared memory: backwardDkDvSharedBytes<D>().
+///
+/// The query blocks that reach the key block are walked with their Q, dO,
+/// LSE and Delta double-buffered (cp.async: the next block loads while this
+/// one computes; one barrier per block). kFuseDq: each block's dS^T goes to
+/// shared memory and the CTA adds dS K into dqAcc with fp32 reductions, which
+/// saves the dQ kernel's recomputation of S and dP (5 products per pair
+/// instead of 7) but makes dQ's rounding depend on the order the key blocks
+/// land in (not bit-reproducible); without it dqAcc is untouched (the dQ
+/// kernel computes it deterministically).
+template <typename V, typename S, bool kFuseDq>
 __device__ __forceinline__ void
 attentionBackwardDkDv(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
                       const uint16_t *__restrict__ v, const uint16_t *__restrict__ dO,
                       const float *__restrict__ lse, const float *__restrict__ delta,
-                      float *__restrict__ dkAcc, float *__restrict__ dvAcc,
-                      const int32_t *__restrict__ tables, float scale) {
+                      float *__restrict__ dqAcc, float *__restrict__ dkAcc,
+                      float *__restrict__ dvAcc, const int32_t *__restrict__ tables,
+                      float scale) {
   using Elem = typename V::Elem;
   constexpr int D = V::kHeadDim;
   static_assert(D == 32 || D == 64 || D == 128, "head dim must be 32, 64, 128");
   constexpr int kStride = D + kPad;
   constexpr int kTile = 64 * kStride;
   constexpr int kSub = backwardSubTile<D>();
+  constexpr bool kRegKV = backwardKVInRegisters<D>();
+  // At D = 128 the prefetch's address arithmetic does not fit beside the
+  // 128 accumulator registers: load each block just before its use.
+  constexpr bool kDoubleBuffer = D <= 64;
   extern __shared__ __align__(128) uint16_t smem[];
   uint16_t *sk = smem;
   uint16_t *sv = sk + kTile;
-  uint16_t *sq = sv + kTile;
-  uint16_t *sdo = sq + kTile;
-  float *slse = reinterpret_cast<float *>(sdo + kTile);
-  float *sdelta = slse + 64;
+  uint16_t *sq = sv + kTile;       // two stages
+  uint16_t *sdo = sq + 2 * kTile;  // two stages
+  uint16_t *sds = sdo + 2 * kTile; // 64 keys x kDsStride
+  float *slse = reinterpret_cast<float *>(sds + 64 * kDsStride); // two stages
+  float *sdelta = slse + 2 * 64;                                 // two stages
 
   const int kb = blockIdx.x;
   const int64_t bh = (int64_t)blockIdx.y * V::kNumHeads + V::kHead;
@@ -230,16 +367,34 @@ attentionBackwardDkDv(const uint16_t *__restrict__ q, const uint16_t *__restrict
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t4 = lane % 4;
   const float scaleLog2 = scale * kLog2e;
+  auto queryPosition = [](int64_t t) { return V::queryPosition(t); };
+
+  // Q, dO, LSE and Delta of query block qb into stage `stage` (one group).
+  auto loadQueryBlock = [&](int qb, int stage) {
+    const int64_t firstQuery = (int64_t)qb * 64;
+    loadRows<D>(sq + stage * kTile, q, firstQuery, V::kNumQueries, queryPosition);
+    loadRows<D>(sdo + stage * kTile, dO, firstQuery, V::kNumQueries,
+                queryPosition);
+    const int row = threadIdx.x % 64;
+    const int64_t t = firstQuery + row;
+    const bool valid = t < V::kNumQueries;
+    const int64_t p = valid ? V::queryPosition(t) : 0;
+    // Threads 0-63 fetch LSE, 64-127 Delta; rows past the end read 0.
+    if (threadIdx.x < 64)
+      cpAsync4(smemAddress(slse + stage * 64 + row), lse + p, valid);
+    else
+      cpAsync4(smemAddress(sdelta + stage * 64 + row), delta + p, valid);
+    cpAsyncCommit();
+  };
 
   loadKeyBlock<V, S>(sk, sv, k, v, kb);
   cpAsyncCommit();
 
-  int64_t keyPos[2], rowOffset[2];
+  int64_t keyPos[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int64_t t = (int64_t)kb * 64 + warp * 16 + g + 8 * r;
     keyPos[r] = S::keyPosition(t < S::kNumKeys ? t : S::kNumKeys - 1);
-    rowOffset[r] = t < S::kNumKeys ? (bh * V::kSeqLen + keyPos[r]) * D : -1;
   }
   float dk[D / 8][4], dv[D / 8][4];
 #pragma unroll
@@ -252,25 +407,48 @@ attentionBackwardDkDv(const uint16_t *__restrict__ q, const uint16_t *__restrict
 
   typename S::ByKey schedule(tables, kb);
   const int count = schedule.count();
-  auto queryPosition = [](int64_t t) { return V::queryPosition(t); };
+  if (kDoubleBuffer && count > 0) {
+    bool full;
+    loadQueryBlock(schedule.block(0, full), 0);
+  }
+  constexpr int kKvFrags = kRegKV ? D / 16 : 1;
+  uint32_t kf[kKvFrags][4], vf[kKvFrags][4];
+  if (kRegKV) {
+    cpAsyncWait<0>();
+    __syncthreads();
+    const int row = warp * 16 + lane % 16;
+#pragma unroll
+    for (int kk = 0; kk < kKvFrags; ++kk) {
+      ldmatrixX4(kf[kk], smemAddress(sk + row * kStride + kk * 16 + (lane / 16) * 8));
+      ldmatrixX4(vf[kk], smemAddress(sv + row * kStride + kk * 16 + (lane / 16) * 8));
+    }
+  }
+
   for (int idx = 0; idx < count; ++idx) {
+    const int stage = idx & 1;
     bool full;
     const int qb = schedule.block(idx, full);
     const int64_t firstQuery = (int64_t)qb * 64;
-    // The previous block's readers are done with sq, sdo, slse, sdelta.
-    __syncthreads();
-    loadRows<D>(sq, q, firstQuery, V::kNumQueries, queryPosition);
-    loadRows<D>(sdo, dO, firstQuery, V::kNumQueries, queryPosition);
-    cpAsyncCommit();
-    if (threadIdx.x < 64) {
-      const int64_t t = firstQuery + threadIdx.x;
-      const bool valid = t < V::kNumQueries;
-      const int64_t p = valid ? V::queryPosition(t) : 0;
-      slse[threadIdx.x] = valid ? lse[p] * kLog2e : 0.0f;
-      sdelta[threadIdx.x] = valid ? delta[p] : 0.0f;
+    if constexpr (kDoubleBuffer) {
+      // This stage has landed, and every warp is done with the other stage
+      // (and with the dS tile) of the previous block: refill it.
+      cpAsyncWait<0>();
+      __syncthreads();
+      if (idx + 1 < count) {
+        bool nextFull;
+        loadQueryBlock(schedule.block(idx + 1, nextFull), stage ^ 1);
+      }
+    } else {
+      // Every warp is done with the previous block (and the dS tile).
+      __syncthreads();
+      loadQueryBlock(qb, stage);
+      cpAsyncWait<0>();
+      __syncthreads();
     }
-    cpAsyncWait<0>();
-    __syncthreads();
+    const uint16_t *cq = sq + stage * kTile;
+    const uint16_t *cdo = sdo + stage * kTile;
+    const float *clse = slse + stage * 64;
+    const float *cdelta = sdelta + stage * 64;
 
     const bool pastEnd = firstQuery + 64 > V::kNumQueries;
 #pragma unroll 1
@@ -307,14 +485,17 @@ attentionBackwardDkDv(const uint16_t *__restrict__ q, const uint16_t *__restrict
 #pragma unroll
         for (int e = 0; e < 4; ++e)
           p[nt][e] = 0.0f;
-      mmaABt<Elem, D, kSub>(p, sk, warp * 16, sq, sub * kSub);
+      if constexpr (kRegKV)
+        mmaRegABt<Elem, D, kSub>(p, kf, cq, sub * kSub);
+      else
+        mmaABt<Elem, D, kSub>(p, sk, warp * 16, cq, sub * kSub);
 
       // P^T = exp(S^T * scale - LSE) on attended pairs, else 0.
 #pragma unroll
       for (int nt = 0; nt < kSub / 8; ++nt)
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
-          const float lse2 = slse[sub * kSub + nt * 8 + t4 * 2 + c];
+          const float lse2 = clse[sub * kSub + nt * 8 + t4 * 2 + c] * kLog2e;
 #pragma unroll
           for (int r = 0; r < 2; ++r) {
             float &x = p[nt][2 * r + c];
@@ -325,7 +506,7 @@ attentionBackwardDkDv(const uint16_t *__restrict__ q, const uint16_t *__restrict
         }
 
       // dV += P^T dO.
-      mmaPB<Elem, D, kSub>(dv, p, sdo, sub * kSub);
+      mmaPB<Elem, D, kSub>(dv, p, cdo, sub * kSub);
 
       // dP^T = V dO^T, then dS^T = P^T * (dP^T - Delta).
       float ds[kSub / 8][4];
@@ -334,22 +515,47 @@ attentionBackwardDkDv(const uint16_t *__restrict__ q, const uint16_t *__restrict
 #pragma unroll
         for (int e = 0; e < 4; ++e)
           ds[nt][e] = 0.0f;
-      mmaABt<Elem, D, kSub>(ds, sv, warp * 16, sdo, sub * kSub);
+      if constexpr (kRegKV)
+        mmaRegABt<Elem, D, kSub>(ds, vf, cdo, sub * kSub);
+      else
+        mmaABt<Elem, D, kSub>(ds, sv, warp * 16, cdo, sub * kSub);
 #pragma unroll
       for (int nt = 0; nt < kSub / 8; ++nt)
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
-          const float dl = sdelta[sub * kSub + nt * 8 + t4 * 2 + c];
+          const float dl = cdelta[sub * kSub + nt * 8 + t4 * 2 + c];
 #pragma unroll
           for (int r = 0; r < 2; ++r)
             ds[nt][2 * r + c] = p[nt][2 * r + c] * (ds[nt][2 * r + c] - dl);
         }
 
+      if constexpr (kFuseDq) {
+        // dS^T rows (keys) of this warp into the shared tile, as elements.
+#pragma unroll
+        for (int nt = 0; nt < kSub / 8; ++nt)
+#pragma unroll
+          for (int r = 0; r < 2; ++r)
+            *reinterpret_cast<uint32_t *>(
+                sds + (warp * 16 + g + 8 * r) * kDsStride + sub * kSub +
+                nt * 8 + t4 * 2) = packPair<Elem>(ds[nt][2 * r], ds[nt][2 * r + 1]);
+      }
+
       // dK += dS^T Q (scaled at the end).
-      mmaPB<Elem, D, kSub>(dk, ds, sq, sub * kSub);
+      mmaPB<Elem, D, kSub>(dk, ds, cq, sub * kSub);
+    }
+
+    if constexpr (kFuseDq) {
+      __syncthreads(); // the dS tile is complete
+      backwardDqFromDs<V>(dqAcc, sds, sk, firstQuery, bh, scale);
     }
   }
   cpAsyncWait<0>(); // no schedule: the K, V loads are still owed
+  int64_t rowOffset[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int64_t t = (int64_t)kb * 64 + warp * 16 + g + 8 * r;
+    rowOffset[r] = t < S::kNumKeys ? (bh * V::kSeqLen + keyPos[r]) * D : -1;
+  }
   addRows<D>(dkAcc, dk, rowOffset, scale);
   addRows<D>(dvAcc, dv, rowOffset, 1.0f);
 }
@@ -364,7 +570,7 @@ backwardDqSegment(float (&dq)[V::kHeadDim / 8][4], const uint16_t *sq,
                   const float (&dl)[2], float scaleLog2) {
   using Elem = typename V::Elem;
   constexpr int D = V::kHeadDim;
-  constexpr int kSub = backwardSubTile<D>();
+  constexpr int kSub = backwardDqSubTile<D>();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int t4 = lane % 4;
   typename S::Schedule schedule(tables, qb);

@@ -155,12 +155,35 @@ __device__ __forceinline__ void cpAsync16(uint32_t dst, const void *src,
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst),
                "l"(src), "r"(bytes));
 }
+/// 4 bytes global -> shared (through L1); `valid == false` zero-fills.
+__device__ __forceinline__ void cpAsync4(uint32_t dst, const void *src,
+                                         bool valid) {
+  int bytes = valid ? 4 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst),
+               "l"(src), "r"(bytes));
+}
 __device__ __forceinline__ void cpAsyncCommit() {
   asm volatile("cp.async.commit_group;\n" ::);
 }
 template <int N>
 __device__ __forceinline__ void cpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+/// *p += a, p[1] += b in global memory, without a result (fp32 `red`):
+/// one vector reduction on sm_90, two scalar ones before. The order in which
+/// concurrent reductions land is not fixed, so sums of several are not
+/// bit-reproducible.
+__device__ __forceinline__ void redAddF32x2(float *p, float a, float b) {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(a),
+               "f"(b)
+               : "memory");
+#else
+  asm volatile("red.global.add.f32 [%0], %1;\n" ::"l"(p), "f"(a) : "memory");
+  asm volatile("red.global.add.f32 [%0], %1;\n" ::"l"(p + 1), "f"(b)
+               : "memory");
+#endif
 }
 
 } // namespace sparsetx

@@ -6,9 +6,12 @@
 // dQ, dK, dV poisoned (0xFF bytes are NaN in every format), and the gradients
 // are compared with the float64 CPU reference (referenceAttentionBackward,
 // straight from the mask) computed from the very inputs the GPU read (the
-// values rounded to the element type). The backward pass runs twice; the
-// second run must be bit-identical (no atomics). Layered patterns are checked
-// layer by layer, per-head patterns head by head.
+// values rounded to the element type). Both backward modes are checked: the
+// default one (dQ fused into the dK/dV kernels with fp32 reductions) and the
+// deterministic one (separate dQ kernel, no atomics). Each runs twice; dK and
+// dV must be bit-identical between the runs in both modes, dQ too in the
+// deterministic one. Layered patterns are checked layer by layer, per-head
+// patterns head by head.
 //
 // Skipped where no GPU is present.
 //
@@ -119,22 +122,6 @@ TEST_P(AttentionBackwardTest, MatchesReference) {
     ASSERT_NO_ERROR(plan->forward(layer, kBatchHeads, dq.get(), dk.get(),
                                   dv.get(), dout.get(), dlse.get()));
 
-    std::vector<uint16_t> grads[2][3];
-    for (int run = 0; run < 2; ++run) {
-      ASSERT_NO_ERROR(ddq.fill(0xFF));
-      ASSERT_NO_ERROR(ddk.fill(0xFF));
-      ASSERT_NO_ERROR(ddv.fill(0xFF));
-      ASSERT_NO_ERROR(plan->backward(layer, kBatchHeads, dq.get(), dk.get(),
-                                     dv.get(), dout.get(), dlse.get(),
-                                     ddo.get(), ddq.get(), ddk.get(), ddv.get()));
-      ASSERT_NO_ERROR(context.synchronize());
-      cuda::DeviceBuffer *bufs[3] = {&ddq, &ddk, &ddv};
-      for (int g = 0; g < 3; ++g) {
-        grads[run][g].resize(elems);
-        ASSERT_NO_ERROR(bufs[g]->copyToHost(grads[run][g].data(), elems * 2));
-      }
-    }
-
     const int64_t heads = evaluator->isPerHead() ? kHeads : 1;
     std::vector<std::vector<uint8_t>> bits(heads, std::vector<uint8_t>(n * n));
     for (int64_t h = 0; h < heads; ++h)
@@ -152,39 +139,63 @@ TEST_P(AttentionBackwardTest, MatchesReference) {
         },
         ref[0], ref[1], ref[2]);
 
-    const char *names[3] = {"dQ", "dK", "dV"};
-    const double tolerance = bf16 ? 2e-2 : 5e-3;
-    double err[3];
-    for (int g = 0; g < 3; ++g) {
-      std::vector<double> out(elems);
-      for (int64_t x = 0; x < elems; ++x)
-        out[x] = bf16 ? fromBF16(grads[0][g][x]) : fromFP16(grads[0][g][x]);
-      int64_t bad = 0;
-      err[g] = relativeError(out, ref[g], bad);
-      EXPECT_EQ(bad, 0) << names[g] << " elements unwritten (NaN) or non-finite";
-      EXPECT_LT(err[g], tolerance) << "relative error of " << names[g];
-      EXPECT_TRUE(grads[0][g] == grads[1][g])
-          << names[g] << " differs between two runs (not deterministic)";
-      if (bad || err[g] >= tolerance) {
-        for (int64_t row = 0; row < rows; ++row) {
-          double rowErr = 0, rowRef = 0;
-          for (int64_t d = 0; d < headDim; ++d) {
-            double diff = out[row * headDim + d] - ref[g][row * headDim + d];
-            rowErr += std::isnan(diff) ? 1e30 : diff * diff;
-            rowRef += ref[g][row * headDim + d] * ref[g][row * headDim + d];
-          }
-          if (rowErr > tolerance * tolerance * std::max(rowRef, 1e-6) * 4) {
-            ADD_FAILURE() << "first bad " << names[g] << " row: bh " << row / n
-                          << ", position " << row % n << ": |err|^2 " << rowErr
-                          << ", |ref|^2 " << rowRef;
-            break;
+    for (bool deterministic : {false, true}) {
+      SCOPED_TRACE(deterministic ? "deterministic backward" : "fused backward");
+      plan->setDeterministicBackward(deterministic);
+      std::vector<uint16_t> grads[2][3];
+      for (int run = 0; run < 2; ++run) {
+        ASSERT_NO_ERROR(ddq.fill(0xFF));
+        ASSERT_NO_ERROR(ddk.fill(0xFF));
+        ASSERT_NO_ERROR(ddv.fill(0xFF));
+        ASSERT_NO_ERROR(plan->backward(layer, kBatchHeads, dq.get(), dk.get(),
+                                       dv.get(), dout.get(), dlse.get(),
+                                       ddo.get(), ddq.get(), ddk.get(),
+                                       ddv.get()));
+        ASSERT_NO_ERROR(context.synchronize());
+        cuda::DeviceBuffer *bufs[3] = {&ddq, &ddk, &ddv};
+        for (int g = 0; g < 3; ++g) {
+          grads[run][g].resize(elems);
+          ASSERT_NO_ERROR(bufs[g]->copyToHost(grads[run][g].data(), elems * 2));
+        }
+      }
+
+      const char *names[3] = {"dQ", "dK", "dV"};
+      const double tolerance = bf16 ? 2e-2 : 5e-3;
+      double err[3];
+      for (int g = 0; g < 3; ++g) {
+        std::vector<double> out(elems);
+        for (int64_t x = 0; x < elems; ++x)
+          out[x] = bf16 ? fromBF16(grads[0][g][x]) : fromFP16(grads[0][g][x]);
+        int64_t bad = 0;
+        err[g] = relativeError(out, ref[g], bad);
+        EXPECT_EQ(bad, 0) << names[g] << " elements unwritten (NaN) or non-finite";
+        EXPECT_LT(err[g], tolerance) << "relative error of " << names[g];
+        // The fused mode's dQ sums key blocks in whatever order they land.
+        if (deterministic || g > 0)
+          EXPECT_TRUE(grads[0][g] == grads[1][g])
+              << names[g] << " differs between two runs (not deterministic)";
+        if (bad || err[g] >= tolerance) {
+          for (int64_t row = 0; row < rows; ++row) {
+            double rowErr = 0, rowRef = 0;
+            for (int64_t d = 0; d < headDim; ++d) {
+              double diff = out[row * headDim + d] - ref[g][row * headDim + d];
+              rowErr += std::isnan(diff) ? 1e30 : diff * diff;
+              rowRef += ref[g][row * headDim + d] * ref[g][row * headDim + d];
+            }
+            if (rowErr > tolerance * tolerance * std::max(rowRef, 1e-6) * 4) {
+              ADD_FAILURE() << "first bad " << names[g] << " row: bh " << row / n
+                            << ", position " << row % n << ": |err|^2 " << rowErr
+                            << ", |ref|^2 " << rowRef;
+              break;
+            }
           }
         }
       }
+      std::printf("[ errors ] %s layer %lld %s: dQ %.2e, dK %.2e, dV %.2e\n",
+                  caseName(name, n, headDim, dtype).c_str(), (long long)layer,
+                  deterministic ? "deterministic" : "fused", err[0], err[1],
+                  err[2]);
     }
-    std::printf("[ errors ] %s layer %lld: dQ %.2e, dK %.2e, dV %.2e\n",
-                caseName(name, n, headDim, dtype).c_str(), (long long)layer,
-                err[0], err[1], err[2]);
   }
 }
 

@@ -93,21 +93,31 @@ public:
   /// forward's o and lse (the final, merged ones) and dO, writes dQ, dK, dV
   /// (all [batchHeads, n, D] of the plan's dtype). P is recomputed from the
   /// saved LSE. Positions no mask of the layer attends get zero gradients.
-  /// Deterministic (no atomics). Uses an fp32 workspace of (3 D + 1) floats
-  /// per row, reserved on demand. Enqueues on `stream`; does not synchronize.
+  /// By default dQ is accumulated inside the dK/dV kernels with fp32
+  /// reductions (fastest; dQ's last bits can differ between runs); with
+  /// setDeterministicBackward(true) a separate dQ kernel recomputes S and dP
+  /// and every gradient is bit-identical between runs (no atomics). dK and
+  /// dV are deterministic either way. Uses an fp32 workspace of (3 D + 1)
+  /// floats per row, reserved on demand. Enqueues on `stream`; does not
+  /// synchronize.
   llvm::Error backward(int64_t layer, int64_t batchHeads, cuda::DevicePtr q,
                        cuda::DevicePtr k, cuda::DevicePtr v, cuda::DevicePtr o,
                        cuda::DevicePtr lse, cuda::DevicePtr dO,
                        cuda::DevicePtr dQ, cuda::DevicePtr dK, cuda::DevicePtr dV,
                        double scale = 0, cuda::Stream stream = nullptr);
 
+  /// Bit-reproducible backward (separate dQ kernel, no atomics); slower.
+  void setDeterministicBackward(bool on) { deterministicBackward = on; }
+  bool isDeterministicBackward() const { return deterministicBackward; }
+
 private:
   struct MaskFunctions {
     std::vector<cuda::Function> kernels;
     cuda::Function merge = nullptr;
-    /// Backward: per kernel the dQ kernel and per segment the dK/dV kernel.
+    /// Backward: per kernel the dQ kernel and per segment the dK/dV kernel
+    /// and the dK/dV kernel with dQ fused in.
     std::vector<cuda::Function> dq;
-    std::vector<std::vector<cuda::Function>> dkdv;
+    std::vector<std::vector<cuda::Function>> dkdv, dkdvdq;
   };
   llvm::Error reserveWorkspace(int64_t batchHeads);
   llvm::Error reserveBackwardWorkspace(int64_t batchHeads);
@@ -124,6 +134,7 @@ private:
   /// Backward: dQacc, dKacc, dVacc [bh][n][D] fp32, then Delta [bh][n].
   cuda::DeviceBuffer backwardWorkspace;
   int64_t backwardBatchHeads = 0;
+  bool deterministicBackward = false;
 };
 
 } // namespace sparsetx

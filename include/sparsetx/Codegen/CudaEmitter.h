@@ -65,6 +65,9 @@ struct SegmentInfo {
   int64_t numKeyBlocks = 0;
   std::vector<int64_t> byKeyOffsets;
   std::string backwardDkDvName; // sparsetx_bwd_dkdv_<pattern>_m<m>_k<k>_s<s>
+  /// The same with dQ fused in (fp32 reductions into dq_acc; the fast
+  /// default, not bit-reproducible): sparsetx_bwd_dkdvq_<...>.
+  std::string backwardDkDvDqName;
 };
 
 struct ForwardKernelInfo {
@@ -102,9 +105,10 @@ struct GeneratedAttention {
   unsigned forwardSharedBytes = 0;
   /// Backward kernels (empty names when not generated): Delta and zeroed
   /// accumulators, fp32 -> element conversion; dynamic shared memory of the
-  /// dQ and dK/dV kernels.
+  /// dQ kernels and of the dK/dV kernels (both variants).
   std::string backwardPrepareName, backwardConvertName;
   unsigned backwardSharedBytes = 0;
+  unsigned backwardDkDvSharedBytes = 0;
   bool hasBackward() const { return !backwardPrepareName.empty(); }
   std::vector<int32_t> tables;
   std::vector<MaskKernels> masks;

@@ -472,8 +472,10 @@ llvm::Error AttentionPlan::decode(int64_t layer, int64_t batchHeads,
   long long positionArg = position, capacityArg = capacity,
             batchHeadsArg = batchHeads;
   cuda::Dim3 block{codegen::kDecodeThreads, 1, 1};
-  // Enough CTAs for a few waves of the device, but at least two key blocks
-  // per CTA, so that the merge stays small next to the row's loads.
+  // About four CTAs per SM (what the D = 128 kernel fits at 128 registers),
+  // rounded down so that a launch never spills into a second, nearly empty
+  // wave; but at least two key blocks per CTA, so that the merge stays small
+  // next to the row's loads.
   const int64_t targetCtas = 4 * int64_t(std::max(numSMs, 1));
   constexpr int64_t kMinBlocksPerSplit = 2;
 
@@ -501,7 +503,7 @@ llvm::Error AttentionPlan::decode(int64_t layer, int64_t batchHeads,
       int64_t blocks = rowKeyBlocks(maskIndex, kIdx, queryBlock);
       if (blocks == 0)
         continue;
-      int64_t splits = (targetCtas + rows - 1) / rows;
+      int64_t splits = targetCtas / rows;
       splits = std::min(splits, (blocks + kMinBlocksPerSplit - 1) / kMinBlocksPerSplit);
       splits = std::max<int64_t>(splits, 1);
       launches[m].push_back({kIdx, int(queryBlock), splits});

@@ -305,18 +305,21 @@ attentionDecodeMerge(const float *__restrict__ oParts,
   if (d >= D)
     return;
   const int64_t bh = (int64_t)blockIdx.x * headsPerLaunch + head;
+  // Unrolled so that several loads are in flight: a long row has a hundred
+  // parts or more.
   float m = negInf();
+#pragma unroll 8
   for (int p = 0; p < numParts; ++p)
     m = fmaxf(m, lseParts[(int64_t)p * batchHeads + bh]);
   const float base = m == negInf() ? 0.0f : m;
   float sum = 0.0f, acc = 0.0f;
+#pragma unroll 8
   for (int p = 0; p < numParts; ++p) {
     const int64_t row = (int64_t)p * batchHeads + bh;
     const float w = fastExp2((lseParts[row] - base) * 1.4426950408889634f);
     sum += w;
-    // An empty part (LSE = -inf) has weight 0 and O = 0.
-    if (w > 0.0f)
-      acc = fmaf(w, oParts[row * D + d], acc);
+    // An empty part has LSE = -inf (weight 0) and O = 0, never NaN.
+    acc = fmaf(w, oParts[row * D + d], acc);
   }
   const bool any = sum > 0.0f;
   o[bh * D + d] = fromFloat<Elem>(any ? acc / sum : 0.0f);

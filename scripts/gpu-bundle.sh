@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, here, everything the GPU machine needs and copies it, stripped, into
 # .gpu/ (git-ignored), which a device call carries: the GPU test binaries, the
-# benchmark and sparsec in .gpu/bin, and the scripts that run them there
+# sanitizer's negative controls, the benchmark and sparsec in .gpu/bin, and the scripts that run them there
 # (gpu-run.sh, gpu-sanitize.sh). The tools are statically linked against
 # LLVM/MLIR; NVRTC and the driver come from the GPU machine's CUDA
 # installation.
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 dest="${1:-.gpu}"
 ./scripts/bootstrap.sh >/dev/null
 targets=(sparsec)
-for t in $(ninja -C build -t targets all | sed -n 's/^\(\(Cuda\|Attention\)[A-Za-z]*Test\|attention-bench\): .*/\1/p' | sort -u); do
+for t in $(ninja -C build -t targets all | sed -n 's/^\(\(Cuda\|Attention\)[A-Za-z]*Test\|attention-bench\|sanitizer-control\): .*/\1/p' | sort -u); do
   targets+=("$t")
 done
 ninja -C build "${targets[@]}" >/dev/null

@@ -2,7 +2,8 @@
 # Runs on the GPU machine (called by gpu-run.sh, or alone): compute-sanitizer
 # memcheck, racecheck and synccheck over one small case of each kernel
 # family: forward (with its merge), backward, decode (split rows and their
-# merge). Fails on any report. Takes a minute or two: the kernels are cached
+# merge). Fails on any report, and unless each tool reports the bug planted
+# for it in sanitizer-control (the negative controls). Takes a minute or two: the kernels are cached
 # by NVRTC from the test run before, and the cases are n = 1000, D = 64.
 #   scripts/gpu-sanitize.sh [bin dir]     (default: the bundle's bin/)
 # Logs go to $OUT (or out/) as sanitize-<tool>-<test>.log.
@@ -32,6 +33,27 @@ cases=(
   "AttentionDecodeTest:*strided_n1000_d64_bf16:*fixed_heads_n1000_d64_fp16"
 )
 status=0
+# Negative controls first: each tool must report a bug planted for it
+# (test/gpu/SanitizerControl.cpp), else a clean run below proves nothing.
+control() { # tool mode -> 0 if the tool reported the planted bug
+  local tool="$1" mode="$2" log="$out/sanitize-$1-control-$2.log" extra=() rc summary
+  [ "$tool" = racecheck ] && extra=(--racecheck-report all)
+  timeout 60 "$cs" --tool "$tool" "${extra[@]}" --error-exitcode 97 --print-limit 5 \
+    "$bin/sanitizer-control" "$mode" >"$log" 2>&1
+  rc=$?
+  summary="$(grep -E "(ERROR|RACECHECK) SUMMARY" "$log" | tail -n 1)"
+  printf '%-9s %-22s rc %-3s  %s\n' "$tool" "control: $mode" "$rc" "$summary"
+  [ "$rc" -eq 97 ] && grep -qE "SUMMARY: [1-9]|\([1-9][0-9]* errors|, [1-9][0-9]* warnings" "$log"
+}
+if [ ! -x "$bin/sanitizer-control" ]; then
+  echo "gpu-sanitize: $bin/sanitizer-control missing" >&2
+  status=1
+else
+  control memcheck oob || { echo "gpu-sanitize: memcheck missed the planted bug"; status=1; }
+  control racecheck race || { echo "gpu-sanitize: racecheck missed the planted bug"; status=1; }
+  control synccheck barrier || { echo "gpu-sanitize: synccheck missed the planted bug"; status=1; }
+fi
+
 for tool in memcheck racecheck synccheck; do
   for c in "${cases[@]}"; do
     test="${c%%:*}"

@@ -68,7 +68,9 @@ for tool in memcheck racecheck synccheck; do
     rc=$?
     summary="$(grep -E "(ERROR|RACECHECK) SUMMARY" "$log" | tail -n 1)"
     printf '%-9s %-22s rc %-3s %3ss  %s\n' "$tool" "$test" "$rc" "$((SECONDS - start))" "$summary"
-    if [ "$rc" -ne 0 ] || [ -z "$summary" ] || ! grep -q "PASSED" "$log" ||
+    # A test that was skipped or matched nothing checks nothing.
+    if [ "$rc" -ne 0 ] || [ -z "$summary" ] || ! grep -qE "PASSED  \] [1-9]" "$log" ||
+       grep -q "SKIPPED" "$log" ||
        grep -qE "SUMMARY: [1-9]|\(([1-9][0-9]*) errors|, [1-9][0-9]* warnings" "$log"; then
       echo "gpu-sanitize: $tool on $test ($filter) reported problems:"
       grep -E "=========|FAILED|Failure" "$log" | head -n 40

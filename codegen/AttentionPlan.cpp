@@ -175,6 +175,23 @@ AttentionPlan::load(codegen::GeneratedAttention generated, llvm::StringRef ptx) 
         fns.dkdvdq.back().push_back(*fused);
       }
     }
+    for (const codegen::ForwardKernelInfo &kernel : mask.kernels) {
+      if (kernel.decodeName.empty())
+        continue;
+      llvm::Expected<cuda::Function> fn = plan.module.getFunction(kernel.decodeName);
+      if (!fn)
+        return fn.takeError();
+      fns.decode.push_back(*fn);
+      std::string error;
+      FailureOr<IndexMap> map = IndexMap::parse(kernel.queryMap, error);
+      if (failed(map))
+        return makeError("kernel " + kernel.name + ": bad query map '" +
+                         kernel.queryMap + "': " + error);
+      fns.queryMaps.emplace_back(*map, plan.gen.seqLen);
+    }
+    if (!fns.decode.empty() && fns.decode.size() != mask.kernels.size())
+      return makeError("pattern '" + plan.gen.pattern +
+                       "': decode kernels generated for some kernels only");
     if (!mask.mergeName.empty()) {
       llvm::Expected<cuda::Function> fn = plan.module.getFunction(mask.mergeName);
       if (!fn)
@@ -194,6 +211,17 @@ AttentionPlan::load(codegen::GeneratedAttention generated, llvm::StringRef ptx) 
     if (!convert)
       return convert.takeError();
     plan.backwardConvert = *convert;
+  }
+  if (plan.gen.hasDecode()) {
+    llvm::Expected<cuda::Function> merge =
+        plan.module.getFunction(plan.gen.decodeMergeName);
+    if (!merge)
+      return merge.takeError();
+    plan.decodeMerge = *merge;
+    llvm::Expected<int> sms = cuda::currentDeviceMultiprocessorCount();
+    if (!sms)
+      return sms.takeError();
+    plan.numSMs = *sms;
   }
   // Never a null pointer, even for a pattern without tables.
   size_t bytes = std::max<size_t>(4, plan.gen.tables.size() * sizeof(int32_t));
@@ -394,6 +422,161 @@ llvm::Error AttentionPlan::backward(int64_t layer, int64_t batchHeads,
     cuda::Dim3 cblock{codegen::kBackwardConvertThreads, 1, 1};
     if (llvm::Error err = cuda::launch(backwardConvert, grid, cblock, 0, stream, args))
       return err;
+  }
+  return llvm::Error::success();
+}
+
+int64_t AttentionPlan::rowKeyBlocks(size_t maskIndex, size_t kernelIndex,
+                                    int64_t queryBlock) const {
+  const codegen::ForwardKernelInfo &kernel = gen.masks[maskIndex].kernels[kernelIndex];
+  const std::vector<int32_t> &t = gen.tables;
+  int64_t blocks = 0;
+  for (const codegen::SegmentInfo &seg : kernel.segments) {
+    if (seg.rangeSchedule) {
+      // begin[], end[], fullBegin[], fullEnd[], numQueryBlocks each.
+      int64_t begin = t[seg.offsets[0] + queryBlock];
+      int64_t end = t[seg.offsets[0] + kernel.numQueryBlocks + queryBlock];
+      blocks += std::max<int64_t>(0, end - begin);
+    } else {
+      // Full offsets, full indices, partial offsets, partial indices.
+      blocks += t[seg.offsets[0] + queryBlock + 1] - t[seg.offsets[0] + queryBlock];
+      blocks += t[seg.offsets[2] + queryBlock + 1] - t[seg.offsets[2] + queryBlock];
+    }
+  }
+  return blocks;
+}
+
+llvm::Error AttentionPlan::reserveDecodeWorkspace(size_t floats) {
+  if (floats * sizeof(float) <= decodeWorkspace.size())
+    return llvm::Error::success();
+  llvm::Expected<cuda::DeviceBuffer> buffer =
+      cuda::DeviceBuffer::allocate(floats * sizeof(float));
+  if (!buffer)
+    return buffer.takeError();
+  decodeWorkspace = std::move(*buffer);
+  return llvm::Error::success();
+}
+
+llvm::Error AttentionPlan::decode(int64_t layer, int64_t batchHeads,
+                                  int64_t position, cuda::DevicePtr q,
+                                  cuda::DevicePtr kCache, cuda::DevicePtr vCache,
+                                  int64_t capacity, cuda::DevicePtr o,
+                                  cuda::DevicePtr lse, double scale,
+                                  cuda::Stream stream) {
+  if (!gen.causal)
+    return makeError("decode: pattern '" + gen.pattern +
+                     "' is not causal; decode samples one position at a time "
+                     "and needs a causal pattern (row i attends no key j > i)");
+  if (!gen.hasDecode())
+    return makeError("decode: the plan of '" + gen.pattern +
+                     "' was generated without decode kernels");
+  if (position < 0 || position >= gen.seqLen)
+    return makeError("decode: position " + llvm::Twine(position) +
+                     " is outside the plan's sequence [0, " +
+                     llvm::Twine(gen.seqLen) + ")");
+  if (capacity <= position)
+    return makeError("decode: position " + llvm::Twine(position) +
+                     " is past the KV cache's capacity of " +
+                     llvm::Twine(capacity) + " rows");
+  std::vector<size_t> masks = masksOfLayer(layer);
+  for (size_t maskIndex : masks) {
+    int64_t headsPerLaunch = gen.masks[maskIndex].head ? gen.numHeads : 1;
+    if (batchHeads <= 0 || batchHeads % headsPerLaunch != 0)
+      return makeError("decode: batchHeads = " + llvm::Twine(batchHeads) +
+                       " is not a positive multiple of the pattern's " +
+                       llvm::Twine(headsPerLaunch) + " heads");
+  }
+  float scaleArg = float(scale > 0 ? scale : 1.0 / std::sqrt(double(gen.headDim)));
+  cuda::DevicePtr tablePtr = tables.get();
+  long long positionArg = position, capacityArg = capacity,
+            batchHeadsArg = batchHeads;
+  cuda::Dim3 block{codegen::kDecodeThreads, 1, 1};
+  // About four CTAs per SM (what the D = 128 kernel fits at 128 registers),
+  // rounded down so that a launch never spills into a second, nearly empty
+  // wave; but at least two key blocks per CTA, so that the merge stays small
+  // next to the row's loads.
+  const int64_t targetCtas = 4 * int64_t(std::max(numSMs, 1));
+  constexpr int64_t kMinBlocksPerSplit = 2;
+
+  // Plan every mask's launches first: the workspace is sized once, before
+  // anything is enqueued (reallocating it under running kernels would not do).
+  struct Launch {
+    size_t kernel;
+    int queryBlock;
+    int64_t splits;
+  };
+  std::vector<std::vector<Launch>> launches(masks.size());
+  std::vector<int64_t> parts(masks.size(), 0);
+  int64_t mostParts = 0;
+  for (auto [m, maskIndex] : llvm::enumerate(masks)) {
+    const codegen::MaskKernels &mask = gen.masks[maskIndex];
+    const MaskFunctions &fns = functions[maskIndex];
+    const int64_t rows = batchHeads / (mask.head ? gen.numHeads : 1);
+    for (size_t kIdx = 0; kIdx < mask.kernels.size(); ++kIdx) {
+      // A gather query map may not cover the position: that kernel has no
+      // part of this row.
+      int64_t t = fns.queryMaps[kIdx].index(position);
+      if (t < 0)
+        continue;
+      int64_t queryBlock = t / gen.blockQ;
+      int64_t blocks = rowKeyBlocks(maskIndex, kIdx, queryBlock);
+      if (blocks == 0)
+        continue;
+      int64_t splits = targetCtas / rows;
+      splits = std::min(splits, (blocks + kMinBlocksPerSplit - 1) / kMinBlocksPerSplit);
+      splits = std::max<int64_t>(splits, 1);
+      launches[m].push_back({kIdx, int(queryBlock), splits});
+      parts[m] += splits;
+    }
+    if (parts[m] != 1)
+      mostParts = std::max(mostParts, parts[m]);
+  }
+  // Masks share the parts: they serve different batch-heads (per-head) or
+  // run alone (layers).
+  const size_t partRows = size_t(mostParts) * size_t(batchHeads);
+  if (llvm::Error err = reserveDecodeWorkspace(
+          std::max<size_t>(1, partRows * size_t(gen.headDim + 1))))
+    return err;
+  const cuda::DevicePtr oParts = decodeWorkspace.get();
+  const cuda::DevicePtr lseParts = oParts + partRows * gen.headDim * sizeof(float);
+
+  for (auto [m, maskIndex] : llvm::enumerate(masks)) {
+    const codegen::MaskKernels &mask = gen.masks[maskIndex];
+    const MaskFunctions &fns = functions[maskIndex];
+    const int64_t headsPerLaunch = mask.head ? gen.numHeads : 1;
+    const int64_t rows = batchHeads / headsPerLaunch;
+    // One part: its kernel writes the outputs; else parts and a merge (which
+    // also writes O = 0, LSE = -inf for a row without keys).
+    const bool direct = parts[m] == 1;
+    int64_t partBase = 0;
+    for (const Launch &l : launches[m]) {
+      cuda::DevicePtr out = o, outLse = lse;
+      int finalOutput = direct ? 1 : 0;
+      if (!direct) {
+        out = oParts + size_t(partBase) * batchHeads * gen.headDim * sizeof(float);
+        outLse = lseParts + size_t(partBase) * batchHeads * sizeof(float);
+      }
+      int queryBlock = l.queryBlock;
+      void *args[] = {&q,          &kCache,      &vCache,        &out,
+                      &outLse,     &tablePtr,    &scaleArg,      &positionArg,
+                      &queryBlock, &capacityArg, &batchHeadsArg, &finalOutput};
+      cuda::Dim3 grid{unsigned(l.splits), unsigned(rows), 1};
+      if (llvm::Error err = cuda::launch(fns.decode[l.kernel], grid, block, 0,
+                                         stream, args))
+        return err;
+      partBase += l.splits;
+    }
+    if (!direct) {
+      cuda::DevicePtr oPartsArg = oParts, lsePartsArg = lseParts;
+      int numParts = int(parts[m]), headsArg = int(headsPerLaunch),
+          head = int(mask.head.value_or(0));
+      void *args[] = {&oPartsArg, &lsePartsArg, &numParts, &batchHeadsArg,
+                      &headsArg,  &head,        &o,        &lse};
+      cuda::Dim3 grid{unsigned(rows), 1, 1};
+      cuda::Dim3 mblock{codegen::kDecodeMergeThreads, 1, 1};
+      if (llvm::Error err = cuda::launch(decodeMerge, grid, mblock, 0, stream, args))
+        return err;
+    }
   }
   return llvm::Error::success();
 }

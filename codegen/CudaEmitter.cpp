@@ -411,6 +411,10 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
   os << "#include \"sparsetx/attention_merge.cuh\"\n";
   if (options.backward)
     os << "#include \"sparsetx/attention_backward.cuh\"\n";
+  // Decode samples one position at a time: only causal patterns get it.
+  const bool decode = options.decode && gen.causal;
+  if (decode)
+    os << "#include \"sparsetx/attention_decode.cuh\"\n";
   os << "\n";
   os << "namespace sparsetx_gen {\nusing namespace sparsetx;\n\n";
 
@@ -590,6 +594,20 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
                  "tables, scale);\n}\n\n";
         }
       }
+      if (decode) {
+        kernel.decodeName =
+            llvm::formatv("sparsetx_dec_{0}_m{1}_k{2}", gen.pattern, m, k);
+        eos << "extern \"C\" __global__ void __launch_bounds__("
+            << kDecodeThreads << ") " << kernel.decodeName
+            << "(const unsigned short *q, const unsigned short *kCache,\n"
+               "    const unsigned short *vCache, void *o, float *lse,\n"
+               "    const int *tables, float scale, long long position,\n"
+               "    int queryBlock, long long capacity, long long batchHeads,\n"
+               "    int finalOutput) {\n"
+            << "  sparsetx::attentionDecode<sparsetx_gen::" << prefix
+            << ">(q, kCache, vCache, o, lse, tables, scale, position, "
+               "queryBlock,\n      capacity, batchHeads, finalOutput);\n}\n\n";
+      }
       info.kernels.push_back(std::move(kernel));
     }
 
@@ -640,6 +658,18 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
            "    unsigned short *dk, unsigned short *dv, long long elems) {\n"
         << "  sparsetx::attentionBackwardConvert<sparsetx::" << elem
         << ">(acc, dq, dk, dv, elems);\n}\n\n";
+  }
+  if (decode) {
+    gen.decodeMergeName = "sparsetx_dec_merge_" + gen.pattern;
+    eos << "extern \"C\" __global__ void __launch_bounds__("
+        << kDecodeMergeThreads << ") " << gen.decodeMergeName
+        << "(const float *oParts, const float *lseParts,\n"
+           "    int numParts, long long batchHeads, int headsPerLaunch, int head,\n"
+           "    unsigned short *o, float *lse) {\n"
+        << "  sparsetx::attentionDecodeMerge<sparsetx::" << elem << ", "
+        << options.headDim
+        << ">(oParts, lseParts, numParts, batchHeads,\n      headsPerLaunch, "
+           "head, o, lse);\n}\n\n";
   }
   os << "} // namespace sparsetx_gen\n\n" << entries;
   gen.source = std::move(body);
@@ -731,6 +761,35 @@ void printManifestJSON(const GeneratedAttention &gen, llvm::StringRef ptxFile,
         });
       });
     }
+    if (gen.hasDecode()) {
+      j.attributeObject("decode", [&] {
+        j.attribute("layout",
+                    "q, o: [batch_heads, head_dim] dtype; k_cache, v_cache: "
+                    "[batch_heads, capacity, head_dim] dtype, rows past "
+                    "position never read; lse: [batch_heads] fp32");
+        j.attribute("order",
+                    "per mask of the layer: per kernel whose query map covers "
+                    "position p (mapped index t, query block t / 64) and whose "
+                    "row has key blocks, decode with grid (splits, y); then "
+                    "merge, unless the mask has exactly one part");
+        j.attribute("signature",
+                    "(q, k_cache, v_cache, o, lse, tables, float scale, long "
+                    "long position, int query_block, long long capacity, long "
+                    "long batch_heads, int final_output); final_output: o, "
+                    "lse are the outputs (grid.x = 1), else this launch's "
+                    "fp32 parts o_parts [splits][batch_heads][head_dim], "
+                    "lse_parts [splits][batch_heads]");
+        block(kDecodeThreads);
+        j.attributeObject("merge", [&] {
+          j.attribute("name", gen.decodeMergeName);
+          j.attribute("signature",
+                      "(o_parts, lse_parts, int num_parts, long long "
+                      "batch_heads, int heads_per_launch, int head, o, lse)");
+          j.attribute("grid_x", "batch_heads / heads_per_launch");
+          block(kDecodeMergeThreads);
+        });
+      });
+    }
     j.attribute("max_kernels_per_mask", int64_t(gen.maxKernelsPerMask()));
     j.attributeArray("masks", [&] {
       for (auto [m, mask] : llvm::enumerate(gen.masks)) {
@@ -755,6 +814,8 @@ void printManifestJSON(const GeneratedAttention &gen, llvm::StringRef ptxFile,
                 grid(k.numQueryBlocks, gridY);
                 block(kForwardThreads);
                 j.attribute("shared_bytes", int64_t(gen.forwardSharedBytes));
+                if (!k.decodeName.empty())
+                  j.attribute("decode", k.decodeName);
                 if (!k.backwardDqName.empty())
                   j.attributeObject("backward_dq", [&] {
                     j.attribute("name", k.backwardDqName);

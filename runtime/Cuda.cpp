@@ -32,6 +32,7 @@ namespace {
   X(primaryCtxRetain, cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain")    \
   X(ctxSetCurrent, cuCtxSetCurrent, "cuCtxSetCurrent")                         \
   X(ctxSynchronize, cuCtxSynchronize, "cuCtxSynchronize")                      \
+  X(ctxGetDevice, cuCtxGetDevice, "cuCtxGetDevice")                            \
   X(memAlloc, cuMemAlloc_v2, "cuMemAlloc")                                     \
   X(memFree, cuMemFree_v2, "cuMemFree")                                        \
   X(memcpyHtoD, cuMemcpyHtoD_v2, "cuMemcpyHtoD")                               \
@@ -186,6 +187,21 @@ llvm::Expected<Context> Context::create(int device) {
   context.computeCapability = major * 10 + minor;
   context.sharedOptin = static_cast<size_t>(smem);
   return context;
+}
+
+llvm::Expected<int> cuda::currentDeviceMultiprocessorCount() {
+  llvm::Expected<const Driver &> d = getDriver();
+  if (!d)
+    return d.takeError();
+  CUdevice dev;
+  if (llvm::Error e = check(d->ctxGetDevice(&dev), "cuCtxGetDevice"))
+    return std::move(e);
+  int count = 0;
+  if (llvm::Error e = check(d->deviceGetAttribute(
+                                &count, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev),
+                            "cuDeviceGetAttribute"))
+    return std::move(e);
+  return count;
 }
 
 llvm::Error Context::synchronize() {

@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Builds, here, everything the GPU machine needs and copies it, stripped, into
 # .gpu/ (git-ignored), which a device call carries: the GPU test binaries, the
-# benchmark and sparsec. The tools are statically linked against LLVM/MLIR;
-# NVRTC and the driver come from the GPU machine's CUDA installation.
-#   scripts/gpu-bundle.sh && (device) scripts/gpu-run.sh
+# sanitizer's negative controls, the benchmark and sparsec in .gpu/bin, and the scripts that run them there
+# (gpu-run.sh, gpu-sanitize.sh). The tools are statically linked against
+# LLVM/MLIR; NVRTC and the driver come from the GPU machine's CUDA
+# installation.
+#   scripts/gpu-bundle.sh [dir] && (device) bash .gpu/gpu-run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+dest="${1:-.gpu}"
 ./scripts/bootstrap.sh >/dev/null
 targets=(sparsec)
-for t in $(ninja -C build -t targets all | sed -n 's/^\(\(Cuda\|Attention\)[A-Za-z]*Test\|attention-bench\): .*/\1/p' | sort -u); do
+for t in $(ninja -C build -t targets all | sed -n 's/^\(\(Cuda\|Attention\)[A-Za-z]*Test\|attention-bench\|sanitizer-control\): .*/\1/p' | sort -u); do
   targets+=("$t")
 done
 ninja -C build "${targets[@]}" >/dev/null
-rm -rf .gpu && mkdir -p .gpu/bin
+rm -rf "$dest" && mkdir -p "$dest/bin"
 for t in "${targets[@]}"; do
   f=$(find build/bin build/unittests build/bench -maxdepth 1 -type f -name "$t" 2>/dev/null | head -n 1)
   [ -n "$f" ] || { echo "gpu-bundle: $t was not built" >&2; exit 1; }
-  strip -o ".gpu/bin/$t" "$f"
+  strip -o "$dest/bin/$t" "$f"
 done
-du -sh .gpu
+cp scripts/gpu-run.sh scripts/gpu-sanitize.sh "$dest/"
+du -sh "$dest"

@@ -13,6 +13,7 @@
 #ifndef SPARSETX_CODEGEN_ATTENTIONPLAN_H
 #define SPARSETX_CODEGEN_ATTENTIONPLAN_H
 
+#include "sparsetx/Analysis/IndexMap.h"
 #include "sparsetx/Analysis/PatternLayout.h"
 #include "sparsetx/Codegen/CudaEmitter.h"
 #include "sparsetx/Runtime/Cuda.h"
@@ -110,6 +111,27 @@ public:
   void setDeterministicBackward(bool on) { deterministicBackward = on; }
   bool isDeterministicBackward() const { return deterministicBackward; }
 
+  /// Decode (sampling): attention of one new query row per batch-head at
+  /// `position` (the same for every batch-head), residual layer `layer`,
+  /// against a KV cache that holds keys and values of rows 0..position.
+  /// q, o: [batchHeads, D]; kCache, vCache: [batchHeads, capacity, D], all of
+  /// the plan's dtype; lse: [batchHeads] fp32 (natural log). Rows of the
+  /// cache past `position` are never read. Gives the forward pass's row
+  /// `position`. Only the key blocks of that row are visited; a long row is
+  /// split over several CTAs whose parts are merged by log-sum-exp (fp32
+  /// workspace of (D + 1) floats per part and batch-head, reserved on
+  /// demand). Needs a causal pattern and 0 <= position < min(n, capacity).
+  /// scale <= 0 means 1/sqrt(D). Enqueues on `stream`; does not synchronize.
+  llvm::Error decode(int64_t layer, int64_t batchHeads, int64_t position,
+                     cuda::DevicePtr q, cuda::DevicePtr kCache,
+                     cuda::DevicePtr vCache, int64_t capacity, cuda::DevicePtr o,
+                     cuda::DevicePtr lse, double scale = 0,
+                     cuda::Stream stream = nullptr);
+
+  /// Key blocks that mapped query block `queryBlock` of kernel `kernel` of
+  /// mask `mask` visits (every segment); what decode splits.
+  int64_t rowKeyBlocks(size_t mask, size_t kernel, int64_t queryBlock) const;
+
 private:
   struct MaskFunctions {
     std::vector<cuda::Function> kernels;
@@ -118,7 +140,12 @@ private:
     /// and the dK/dV kernel with dQ fused in.
     std::vector<cuda::Function> dq;
     std::vector<std::vector<cuda::Function>> dkdv, dkdvdq;
+    /// Decode: per kernel the decode kernel and its query map at n (position
+    /// -> mapped index).
+    std::vector<cuda::Function> decode;
+    std::vector<BoundIndexMap> queryMaps;
   };
+  llvm::Error reserveDecodeWorkspace(size_t floats);
   llvm::Error reserveWorkspace(int64_t batchHeads);
   llvm::Error reserveBackwardWorkspace(int64_t batchHeads);
 
@@ -135,6 +162,11 @@ private:
   cuda::DeviceBuffer backwardWorkspace;
   int64_t backwardBatchHeads = 0;
   bool deterministicBackward = false;
+  cuda::Function decodeMerge = nullptr;
+  /// Decode parts: O [parts][bh][D], then LSE [parts][bh], fp32.
+  cuda::DeviceBuffer decodeWorkspace;
+  /// Decode splits a row into enough CTAs to fill the device.
+  int numSMs = 0;
 };
 
 } // namespace sparsetx

@@ -38,6 +38,9 @@ struct CodegenOptions {
   std::string arch = "sm_90a";   // recorded in the manifest; NVRTC's target
   /// Also emit the backward kernels (dQ, dK, dV).
   bool backward = true;
+  /// Also emit the decode kernels (one query row against a KV cache); only
+  /// causal patterns get them.
+  bool decode = true;
 };
 
 /// Threads per CTA and rows per merge CTA of the kernel templates.
@@ -48,6 +51,10 @@ constexpr unsigned kMergeRowsPerBlock = 4;
 constexpr unsigned kBackwardThreads = 128;
 constexpr unsigned kBackwardPrepareRows = 4;
 constexpr unsigned kBackwardConvertThreads = 256;
+/// The decode kernels (attention_decode.cuh): per kernel plan one CTA per
+/// split of a row, and the log-sum-exp merge of the parts, one CTA per row.
+constexpr unsigned kDecodeThreads = 128;
+constexpr unsigned kDecodeMergeThreads = 128;
 
 /// Where one component's schedule lives in the table data (int32 offsets).
 struct SegmentInfo {
@@ -80,6 +87,7 @@ struct ForwardKernelInfo {
   bool partialOutput = false;
   std::vector<SegmentInfo> segments;
   std::string backwardDqName; // sparsetx_bwd_dq_<pattern>_m<mask>_k<kernel>
+  std::string decodeName;     // sparsetx_dec_<pattern>_m<mask>_k<kernel>
 };
 
 struct MaskKernels {
@@ -110,6 +118,11 @@ struct GeneratedAttention {
   unsigned backwardSharedBytes = 0;
   unsigned backwardDkDvSharedBytes = 0;
   bool hasBackward() const { return !backwardPrepareName.empty(); }
+  /// Decode: the merge of the split parts (one per pattern; the per-kernel
+  /// entry points are ForwardKernelInfo::decodeName). Empty when not
+  /// generated (not asked for, or the pattern is not causal).
+  std::string decodeMergeName;
+  bool hasDecode() const { return !decodeMergeName.empty(); }
   std::vector<int32_t> tables;
   std::vector<MaskKernels> masks;
   std::string source;       // the CUDA C++ (includes the embedded headers)

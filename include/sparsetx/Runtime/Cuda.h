@@ -54,6 +54,10 @@ private:
   size_t sharedOptin = 0;
 };
 
+/// Streaming multiprocessors of the current context's device (needs a
+/// current context, e.g. from Context::create).
+llvm::Expected<int> currentDeviceMultiprocessorCount();
+
 /// Device memory, freed on destruction.
 class DeviceBuffer {
 public:

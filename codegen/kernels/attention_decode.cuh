@@ -1,0 +1,332 @@
+//===- attention_decode.cuh - one query row against a KV cache -*- CUDA -*-===//
+//
+// Decode (sampling): one new query row per batch-head at `position`, against
+// a KV cache [batchHeads, capacity, D] that holds keys and values of rows
+// 0..position; rows past `position` hold garbage and are never read. The row
+// visits exactly the key blocks its query block's schedule names (every
+// segment of the kernel, i.e. every component sharing the query map), with
+// the same Variant as the forward kernel: key maps, schedules, predicates.
+//
+// The host finds the row's mapped query index t (inverse query map) and
+// passes its query block qb = t / 64; a kernel whose query map does not cover
+// the position (a gather) is not launched. A long row is split over
+// gridDim.x CTAs (split-K): the row's key blocks, segment after segment, are
+// numbered 0..C-1 and CTA x takes [x C / S, (x + 1) C / S). Each CTA writes a
+// normalized fp32 partial O and its LSE, and attentionDecodeMerge combines the
+// parts (and the kernels of a mask) by log-sum-exp, exactly like the forward
+// merge. A row served by a single CTA writes the final O and LSE directly.
+//
+// Inside a CTA, M = 1 leaves nothing for the tensor cores: the kernel is
+// bandwidth-bound, so it moves K and V rows straight into registers with
+// 16-byte loads. A group of D / 8 threads owns one key at a time (8 elements
+// per thread); a 64-key block is spread over the 128 / (D / 8) groups, all of
+// whose loads are in flight before any arithmetic. Scores are reduced across
+// the group with xor shuffles (every lane ends with the bit-identical sum),
+// and each group keeps its own online-softmax state (exp2 domain, like the
+// forward); the groups are combined through shared memory at the end.
+//
+// A key is loaded only if it is in range, at or before `position`, and (in a
+// partial block) passes the component's predicate; the others are neither
+// read nor counted (score -inf, value 0). Full blocks are entirely causal by
+// construction, but the `j <= position` test stays: it is what guarantees
+// that garbage past the position is never touched.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SPARSETX_KERNELS_ATTENTION_DECODE_CUH
+#define SPARSETX_KERNELS_ATTENTION_DECODE_CUH
+
+#include "sparsetx/attention_forward.cuh"
+
+namespace sparsetx {
+
+constexpr int kDecodeThreads = 128;
+constexpr int kDecodeMergeThreads = 128;
+
+/// 16 bytes through the read-only path (K, V, Q are not written by the
+/// kernel).
+__device__ __forceinline__ uint4 loadReadOnly16(const void *p) {
+  uint4 r;
+  asm("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+      : "l"(p));
+  return r;
+}
+
+/// The same, or zeros without touching memory when `valid` is false. The
+/// predicate lives inside the asm, so no compiler transformation can turn
+/// the load into an unconditional (speculated) one: the cache past the
+/// position is never read.
+__device__ __forceinline__ uint4 loadReadOnly16If(const void *p, bool valid) {
+  uint4 r;
+  asm("{\n"
+      "  .reg .pred p;\n"
+      "  setp.ne.b32 p, %5, 0;\n"
+      "  mov.b32 %0, 0;\n"
+      "  mov.b32 %1, 0;\n"
+      "  mov.b32 %2, 0;\n"
+      "  mov.b32 %3, 0;\n"
+      "  @p ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+      "}\n"
+      : "=&r"(r.x), "=&r"(r.y), "=&r"(r.z), "=&r"(r.w)
+      : "l"(p), "r"((int)valid));
+  return r;
+}
+
+/// Eight 16-bit elements (one uint4) to floats.
+template <typename Elem>
+__device__ __forceinline__ void unpack8(const uint4 &w, float (&f)[8]) {
+  const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    f[2 * e] = toFloat<Elem>((uint16_t)(words[e] & 0xffffu));
+    f[2 * e + 1] = toFloat<Elem>((uint16_t)(words[e] >> 16));
+  }
+}
+
+/// One thread's share of a decode row: 8 dimensions of the query (scaled by
+/// scale * log2 e) and of the unnormalized output, and its group's softmax
+/// state (identical in every lane of the group).
+struct DecodeState {
+  float q[8];
+  float acc[8];
+  float m, l;
+};
+
+/// One key block of segment S for the row at `position`.
+template <typename V, typename S>
+__device__ __forceinline__ void decodeKeyBlock(DecodeState &st,
+                                               const uint16_t *k,
+                                               const uint16_t *v, int kb,
+                                               bool full, int64_t position) {
+  using Elem = typename V::Elem;
+  constexpr int D = V::kHeadDim;
+  constexpr int kGroupSize = D / 8;
+  constexpr int kGroups = kDecodeThreads / kGroupSize;
+  constexpr int kKeysPerThread = kBlockN / kGroups;
+  static_assert(kBlockN % kGroups == 0, "block not divisible among groups");
+  const int group = threadIdx.x / kGroupSize;
+  const int part = threadIdx.x % kGroupSize;
+
+  // Every load of the block first.
+  uint4 kr[kKeysPerThread], vr[kKeysPerThread];
+  bool valid[kKeysPerThread];
+#pragma unroll
+  for (int u = 0; u < kKeysPerThread; ++u) {
+    const int64_t t = (int64_t)kb * kBlockN + u * kGroups + group;
+    bool ok = t < S::kNumKeys;
+    const int64_t j = ok ? S::keyPosition(t) : 0;
+    ok = ok && j <= position && (full || S::mask(position, j));
+    valid[u] = ok;
+    const int64_t row = ok ? j : 0;
+    kr[u] = loadReadOnly16If(k + row * D + part * 8, ok);
+    vr[u] = loadReadOnly16If(v + row * D + part * 8, ok);
+  }
+
+  float s[kKeysPerThread];
+#pragma unroll
+  for (int u = 0; u < kKeysPerThread; ++u) {
+    float kf[8];
+    unpack8<Elem>(kr[u], kf);
+    float dot = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e)
+      dot = fmaf(st.q[e], kf[e], dot);
+#pragma unroll
+    for (int off = kGroupSize / 2; off >= 1; off /= 2)
+      dot += __shfl_xor_sync(0xffffffffu, dot, off);
+    s[u] = valid[u] ? dot : negInf();
+  }
+
+  float mx = st.m;
+#pragma unroll
+  for (int u = 0; u < kKeysPerThread; ++u)
+    mx = fmaxf(mx, s[u]);
+  // As in the forward: a group that has seen no key keeps -inf and
+  // subtracts 0, so that exp2(-inf - -inf) never happens.
+  const float base = mx == negInf() ? 0.0f : mx;
+  const float alpha = fastExp2(st.m - base);
+  st.m = mx;
+  st.l *= alpha;
+#pragma unroll
+  for (int e = 0; e < 8; ++e)
+    st.acc[e] *= alpha;
+#pragma unroll
+  for (int u = 0; u < kKeysPerThread; ++u) {
+    const float p = fastExp2(s[u] - base);
+    st.l += p;
+    float vf[8];
+    unpack8<Elem>(vr[u], vf);
+#pragma unroll
+    for (int e = 0; e < 8; ++e)
+      st.acc[e] = fmaf(p, vf[e], st.acc[e]);
+  }
+}
+
+/// The segments of a kernel as one list of key blocks: count() sums their
+/// block counts for query block qb, run() visits blocks [first, last) of the
+/// concatenation.
+template <typename V, typename List>
+struct DecodeSegments;
+template <typename V>
+struct DecodeSegments<V, SegmentList<>> {
+  __device__ __forceinline__ static int count(const int32_t *, int) { return 0; }
+  __device__ __forceinline__ static void run(DecodeState &, const uint16_t *,
+                                             const uint16_t *, const int32_t *,
+                                             int, int64_t, int, int) {}
+};
+template <typename V, typename S, typename... Rest>
+struct DecodeSegments<V, SegmentList<S, Rest...>> {
+  using Next = DecodeSegments<V, SegmentList<Rest...>>;
+  __device__ __forceinline__ static int count(const int32_t *tables, int qb) {
+    typename S::Schedule schedule(tables, qb);
+    const int c = schedule.count();
+    return (c > 0 ? c : 0) + Next::count(tables, qb);
+  }
+  __device__ __forceinline__ static void run(DecodeState &st, const uint16_t *k,
+                                             const uint16_t *v,
+                                             const int32_t *tables, int qb,
+                                             int64_t position, int first,
+                                             int last) {
+    typename S::Schedule schedule(tables, qb);
+    int c = schedule.count();
+    c = c > 0 ? c : 0;
+    const int from = first > 0 ? first : 0;
+    const int to = last < c ? last : c;
+    for (int idx = from; idx < to; ++idx) {
+      bool full;
+      const int kb = schedule.block(idx, full);
+      decodeKeyBlock<V, S>(st, k, v, kb, full, position);
+    }
+    if (last > c)
+      Next::run(st, k, v, tables, qb, position, first - c, last - c);
+  }
+};
+
+/// Decode of one kernel of a mask. Grid: (splits, batchHeads / kNumHeads);
+/// block: kDecodeThreads; no dynamic shared memory. q, o: [batchHeads, D];
+/// kCache, vCache: [batchHeads, capacity, D]. With finalOutput, o is Elem
+/// and lse [batchHeads] (gridDim.x must be 1); otherwise o is this launch's
+/// fp32 parts [gridDim.x][batchHeads][D] and lse its [gridDim.x][batchHeads].
+template <typename V>
+__device__ __forceinline__ void
+attentionDecode(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kCache,
+                const uint16_t *__restrict__ vCache, void *__restrict__ o,
+                float *__restrict__ lse, const int32_t *__restrict__ tables,
+                float scale, int64_t position, int queryBlock, int64_t capacity,
+                int64_t batchHeads, int finalOutput) {
+  using Elem = typename V::Elem;
+  constexpr int D = V::kHeadDim;
+  static_assert(D == 32 || D == 64 || D == 128, "head dim must be 32, 64, 128");
+  constexpr int kGroupSize = D / 8;
+  constexpr int kGroups = kDecodeThreads / kGroupSize;
+  __shared__ float groupM[kGroups], groupL[kGroups];
+  __shared__ float groupAcc[kGroups][D];
+
+  const int64_t bh = (int64_t)blockIdx.y * V::kNumHeads + V::kHead;
+  const int group = threadIdx.x / kGroupSize;
+  const int part = threadIdx.x % kGroupSize;
+  const uint16_t *k = kCache + bh * capacity * D;
+  const uint16_t *v = vCache + bh * capacity * D;
+
+  DecodeState st;
+  {
+    float qf[8];
+    unpack8<Elem>(loadReadOnly16(q + bh * D + part * 8), qf);
+    const float scaleLog2 = scale * 1.4426950408889634f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      st.q[e] = qf[e] * scaleLog2;
+      st.acc[e] = 0.0f;
+    }
+  }
+  st.m = negInf();
+  st.l = 0.0f;
+
+  const int total = DecodeSegments<V, typename V::Segments>::count(tables, queryBlock);
+  const int splits = (int)gridDim.x, split = (int)blockIdx.x;
+  const int first = (int)((int64_t)split * total / splits);
+  const int last = (int)((int64_t)(split + 1) * total / splits);
+  if (first < last)
+    DecodeSegments<V, typename V::Segments>::run(st, k, v, tables, queryBlock,
+                                                 position, first, last);
+
+  if (part == 0) {
+    groupM[group] = st.m;
+    groupL[group] = st.l;
+  }
+#pragma unroll
+  for (int e = 0; e < 8; ++e)
+    groupAcc[group][part * 8 + e] = st.acc[e];
+  __syncthreads();
+
+  const int d = threadIdx.x;
+  if (d >= D)
+    return;
+  float m = negInf();
+#pragma unroll 8
+  for (int g = 0; g < kGroups; ++g)
+    m = fmaxf(m, groupM[g]);
+  const float base = m == negInf() ? 0.0f : m;
+  float l = 0.0f, acc = 0.0f;
+#pragma unroll 8
+  for (int g = 0; g < kGroups; ++g) {
+    const float w = fastExp2(groupM[g] - base);
+    l = fmaf(groupL[g], w, l);
+    acc = fmaf(groupAcc[g][d], w, acc);
+  }
+  const bool any = m != negInf() && l > 0.0f;
+  const float out = any ? acc / l : 0.0f;
+  const float rowLse = any ? (m + fastLog2(l)) * 0.6931471805599453f : negInf();
+  if (finalOutput) {
+    static_cast<uint16_t *>(o)[bh * D + d] = fromFloat<Elem>(out);
+    if (d == 0)
+      lse[bh] = rowLse;
+  } else {
+    const int64_t row = (int64_t)split * batchHeads + bh;
+    static_cast<float *>(o)[row * D + d] = out;
+    if (d == 0)
+      lse[row] = rowLse;
+  }
+}
+
+/// Log-sum-exp merge of the decode parts of the batch-heads one mask serves
+/// (bh = blockIdx.x * headsPerLaunch + head). oParts [numParts][batchHeads]
+/// [D], lseParts [numParts][batchHeads]; no parts at all gives O = 0,
+/// LSE = -inf. Grid: batchHeads / headsPerLaunch; block: kDecodeMergeThreads.
+template <typename Elem, int D>
+__device__ __forceinline__ void
+attentionDecodeMerge(const float *__restrict__ oParts,
+                     const float *__restrict__ lseParts, int numParts,
+                     int64_t batchHeads, int headsPerLaunch, int head,
+                     uint16_t *__restrict__ o, float *__restrict__ lse) {
+  static_assert(D <= kDecodeMergeThreads, "one thread per dimension");
+  const int d = threadIdx.x;
+  if (d >= D)
+    return;
+  const int64_t bh = (int64_t)blockIdx.x * headsPerLaunch + head;
+  // Unrolled so that several loads are in flight: a long row has a hundred
+  // parts or more.
+  float m = negInf();
+#pragma unroll 8
+  for (int p = 0; p < numParts; ++p)
+    m = fmaxf(m, lseParts[(int64_t)p * batchHeads + bh]);
+  const float base = m == negInf() ? 0.0f : m;
+  float sum = 0.0f, acc = 0.0f;
+#pragma unroll 8
+  for (int p = 0; p < numParts; ++p) {
+    const int64_t row = (int64_t)p * batchHeads + bh;
+    const float w = fastExp2((lseParts[row] - base) * 1.4426950408889634f);
+    sum += w;
+    // An empty part has LSE = -inf (weight 0) and O = 0, never NaN.
+    acc = fmaf(w, oParts[row * D + d], acc);
+  }
+  const bool any = sum > 0.0f;
+  o[bh * D + d] = fromFloat<Elem>(any ? acc / sum : 0.0f);
+  if (d == 0)
+    lse[bh] = any ? m + fastLog2(sum) * 0.6931471805599453f : negInf();
+}
+
+} // namespace sparsetx
+
+#endif // SPARSETX_KERNELS_ATTENTION_DECODE_CUH

@@ -273,14 +273,15 @@ const std::vector<Preset> &sparsetx::model::presets() {
       Preset tiny;
       tiny.name = "tiny";
       tiny.description = "a CPU-sized model: 4 layers, d = 128, 4 heads, "
-                         "n = 512 (text) or one image";
-      tiny.model.seqLen = 512;
+                         "n = 256 (text) or one image";
+      tiny.model.seqLen = 256;
       tiny.model.dModel = 128;
       tiny.model.numLayers = 4;
       tiny.model.numHeads = 4;
       tiny.train.steps = 600;
-      tiny.train.batch = 8;
-      tiny.train.lr = 2e-3f;
+      tiny.train.batch = 16;
+      tiny.imageBatch = 8;
+      tiny.train.lr = 6e-3f;
       tiny.train.warmupSteps = 30;
       tiny.train.evalEvery = 200;
       tiny.train.evalTokens = 32768;

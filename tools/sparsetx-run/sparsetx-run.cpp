@@ -289,6 +289,9 @@ std::pair<ModelConfig, TrainConfig> configure(const Preset &preset,
   override(evalTokens, t.evalTokens);
   override(saveEvery, t.saveEvery);
   m.kind = data.spec.kind;
+  if (m.kind == data::DataKind::Image && preset.imageBatch > 0 &&
+      !batch.getNumOccurrences())
+    t.batch = preset.imageBatch;
   if (m.kind == data::DataKind::Image) {
     if (seqLen.getNumOccurrences() && seqLen != data.dataset.info().imageBytes())
       die(llvm::formatv("--seq-len {0}: an image model's sequence is one whole "

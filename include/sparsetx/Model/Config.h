@@ -93,6 +93,9 @@ struct Preset {
   std::string description;
   ModelConfig model;
   TrainConfig train;
+  /// The batch of image runs, whose sequences (one image) are longer than
+  /// the preset's text sequences (0: train.batch).
+  int64_t imageBatch = 0;
 };
 
 /// tiny, enwik8, cifar10, imagenet64.

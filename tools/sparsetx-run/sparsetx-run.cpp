@@ -269,8 +269,7 @@ void override(const cl::opt<T> &option, U &field) {
 }
 
 std::pair<ModelConfig, TrainConfig> configure(const Preset &preset,
-                                              const LoadedData &data,
-                                              const AttentionPattern *probe) {
+                                              const LoadedData &data) {
   ModelConfig m = preset.model;
   TrainConfig t = preset.train;
   override(seqLen, m.seqLen);
@@ -302,7 +301,6 @@ std::pair<ModelConfig, TrainConfig> configure(const Preset &preset,
     m.imageWidth = data.spec.imageWidth;
     m.imageChannels = data.spec.imageChannels;
   }
-  (void)probe;
   return {m, t};
 }
 
@@ -529,7 +527,7 @@ int runTrain() {
     Preset preset = orDie(findPreset(presetName));
     s.data = orDie(loadData(dataSource, 16000));
     s.patternSource = orDie(readPattern());
-    auto [m, t] = configure(preset, s.data, nullptr);
+    auto [m, t] = configure(preset, s.data);
     orDie(t.validate());
     s.backend = makeBackend();
     s.pattern = orDie(AttentionPattern::load(s.patternSource, m.seqLen, m.numHeads));

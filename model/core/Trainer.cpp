@@ -6,6 +6,8 @@
 #include "sparsetx/Model/Data/AudioLoader.h"
 #include "sparsetx/Support/AtomicFile.h"
 
+#include "sparsetx/Support/Hash.h"
+
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/Path.h"
 
@@ -18,13 +20,6 @@ using namespace sparsetx;
 using namespace sparsetx::model;
 
 namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 uint64_t hash3(uint64_t a, uint64_t b, uint64_t c) {
   return splitmix64(splitmix64(splitmix64(a) ^ b) ^ c);

@@ -2,6 +2,8 @@
 
 #include "sparsetx/Model/Transformer.h"
 
+#include "sparsetx/Support/Hash.h"
+
 #include "llvm/Support/FormatVariadic.h"
 
 #include <cmath>
@@ -16,13 +18,6 @@ enum LayerTensor {
   Ln1W, Ln1B, Bq, Bk, Bv, Bo, Ln2W, Ln2B, B1, B2,
   NumLayerTensors
 };
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 /// Dropout seed of residual block `layer`, site 0 (attention) or 1 (FF).
 uint64_t siteSeed(uint64_t seed, int64_t layer, int site) {

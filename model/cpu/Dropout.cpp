@@ -9,6 +9,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "sparsetx/Model/Cpu/Ops.h"
+#include "sparsetx/Support/Hash.h"
 
 #include "sparsetx/Support/Parallel.h"
 
@@ -16,15 +17,8 @@
 
 namespace sparsetx::cpu {
 
-static inline uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
 bool dropoutKeep(uint64_t seed, uint64_t index, float p) {
-  uint64_t h = splitmix64(splitmix64(seed) + index * 0x9E3779B97F4A7C15ull);
+  uint64_t h = splitmix64(splitmix64(seed) + index * kGoldenGamma);
   float u = static_cast<float>(h >> 40) * (1.0f / 16777216.0f);
   return u >= p;
 }

@@ -466,9 +466,10 @@ void buildModel(Session &s, int64_t maxBatch) {
   s.trainer = std::make_unique<Trainer>(*s.model, s.trainConfig, s.data.dataset);
 }
 
-/// A session from a checkpoint (eval, sample, resume).
-Checkpoint openCheckpoint(Session &s, llvm::StringRef path, int64_t maxBatch) {
-  Checkpoint c = orDie(loadCheckpoint(path));
+/// The session a loaded checkpoint describes (eval, sample, resume); the
+/// data, if needed, is loaded by the caller.
+void openSession(Session &s, const Checkpoint &c, llvm::StringRef path,
+                 int64_t maxBatch) {
   s.modelConfig = c.model;
   s.trainConfig = c.train;
   s.patternSource = c.pattern;
@@ -476,7 +477,6 @@ Checkpoint openCheckpoint(Session &s, llvm::StringRef path, int64_t maxBatch) {
   s.pattern = orDie(AttentionPattern::load(c.pattern, c.model.seqLen, c.model.numHeads));
   buildModel(s, maxBatch > 0 ? maxBatch : c.train.batch);
   orDie(s.trainer->restore(c, path));
-  return c;
 }
 
 void printModelSummary(const Session &s) {
@@ -514,13 +514,7 @@ int runTrain() {
     // A longer run may be asked for; nothing else may change.
     if (steps.getNumOccurrences())
       c.train.steps = steps;
-    s.modelConfig = c.model;
-    s.trainConfig = c.train;
-    s.patternSource = c.pattern;
-    s.backend = makeBackend();
-    s.pattern = orDie(AttentionPattern::load(c.pattern, c.model.seqLen, c.model.numHeads));
-    buildModel(s, c.train.batch);
-    orDie(s.trainer->restore(c, ckptPath));
+    openSession(s, c, ckptPath, c.train.batch);
     llvm::errs() << "resuming " << ckptPath << " at step " << c.step << " of "
                  << c.train.steps << "\n";
   } else {
@@ -661,7 +655,7 @@ int runEval() {
   s.data = orDie(loadData(dataSource.getNumOccurrences() ? dataSource.getValue()
                                                           : c.data.source,
                           c.data.sampleRate));
-  openCheckpoint(s, path, batch.getNumOccurrences() ? batch.getValue() : 0);
+  openSession(s, c, path, batch.getNumOccurrences() ? batch.getValue() : 0);
   int64_t limit = evalTokens.getNumOccurrences() ? evalTokens.getValue() : 0;
   const char *unit = unitOf(s.modelConfig.kind);
   llvm::outs() << llvm::formatv("{0} at step {1} on {2}:\n", path, c.step,
@@ -678,7 +672,8 @@ int runSample() {
   Session s;
   std::string path = checkpointPath();
   int64_t count = sampleCount >= 0 ? sampleCount.getValue() : 4;
-  Checkpoint c = openCheckpoint(s, path, std::max<int64_t>(1, count));
+  Checkpoint c = orDie(loadCheckpoint(path));
+  openSession(s, c, path, std::max<int64_t>(1, count));
   SampleOptions o;
   o.count = count;
   o.temperature = temperature;

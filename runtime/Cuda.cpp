@@ -38,6 +38,9 @@ namespace {
   X(memcpyHtoD, cuMemcpyHtoD_v2, "cuMemcpyHtoD")                               \
   X(memcpyDtoH, cuMemcpyDtoH_v2, "cuMemcpyDtoH")                               \
   X(memsetD8, cuMemsetD8_v2, "cuMemsetD8")                                     \
+  X(memsetD32Async, cuMemsetD32Async, "cuMemsetD32Async")                      \
+  X(memcpyDtoDAsync, cuMemcpyDtoDAsync_v2, "cuMemcpyDtoDAsync")                \
+  X(memGetInfo, cuMemGetInfo_v2, "cuMemGetInfo")                               \
   X(moduleLoadDataEx, cuModuleLoadDataEx, "cuModuleLoadDataEx")                \
   X(moduleUnload, cuModuleUnload, "cuModuleUnload")                            \
   X(moduleGetFunction, cuModuleGetFunction, "cuModuleGetFunction")             \
@@ -212,6 +215,80 @@ llvm::Error Context::synchronize() {
 }
 
 //===----------------------------------------------------------------------===//
+// Raw device memory
+//===----------------------------------------------------------------------===//
+
+llvm::Expected<DevicePtr> cuda::allocateRaw(size_t bytes) {
+  llvm::Expected<const Driver &> d = getDriver();
+  if (!d)
+    return d.takeError();
+  if (bytes == 0)
+    return DevicePtr(0);
+  CUdeviceptr ptr = 0;
+  if (llvm::Error e = check(d->memAlloc(&ptr, bytes), "cuMemAlloc",
+                            " (" + llvm::Twine(bytes) + " bytes)"))
+    return std::move(e);
+  return DevicePtr(ptr);
+}
+
+void cuda::freeRaw(DevicePtr ptr) {
+  if (ptr)
+    driver().memFree(ptr);
+}
+
+llvm::Error cuda::copyToDevice(DevicePtr dst, const void *src, size_t bytes) {
+  llvm::Expected<const Driver &> d = getDriver();
+  if (!d)
+    return d.takeError();
+  if (bytes == 0)
+    return llvm::Error::success();
+  return check(d->memcpyHtoD(dst, src, bytes), "cuMemcpyHtoD");
+}
+
+llvm::Error cuda::copyToHost(void *dst, DevicePtr src, size_t bytes) {
+  llvm::Expected<const Driver &> d = getDriver();
+  if (!d)
+    return d.takeError();
+  if (bytes == 0)
+    return llvm::Error::success();
+  return check(d->memcpyDtoH(dst, src, bytes), "cuMemcpyDtoH");
+}
+
+llvm::Error cuda::copyOnDevice(DevicePtr dst, DevicePtr src, size_t bytes,
+                               Stream stream) {
+  llvm::Expected<const Driver &> d = getDriver();
+  if (!d)
+    return d.takeError();
+  if (bytes == 0 || dst == src)
+    return llvm::Error::success();
+  return check(d->memcpyDtoDAsync(dst, src, bytes,
+                                  static_cast<CUstream>(stream)),
+               "cuMemcpyDtoDAsync");
+}
+
+llvm::Error cuda::fill32(DevicePtr dst, uint32_t value, size_t count,
+                         Stream stream) {
+  llvm::Expected<const Driver &> d = getDriver();
+  if (!d)
+    return d.takeError();
+  if (count == 0)
+    return llvm::Error::success();
+  return check(d->memsetD32Async(dst, value, count,
+                                 static_cast<CUstream>(stream)),
+               "cuMemsetD32Async");
+}
+
+llvm::Expected<std::pair<size_t, size_t>> cuda::memoryInfo() {
+  llvm::Expected<const Driver &> d = getDriver();
+  if (!d)
+    return d.takeError();
+  size_t freeBytes = 0, totalBytes = 0;
+  if (llvm::Error e = check(d->memGetInfo(&freeBytes, &totalBytes),
+                            "cuMemGetInfo"))
+    return std::move(e);
+  return std::make_pair(freeBytes, totalBytes);
+}
+
 // DeviceBuffer
 //===----------------------------------------------------------------------===//
 

@@ -69,7 +69,9 @@ llvm::Error sparsetx::model::saveCheckpoint(llvm::StringRef path,
               // Every random choice is a counter-based function of these.
               {"rng", Object{{"seed", static_cast<int64_t>(c.train.seed)},
                              {"counter", c.step}}},
-              {"data_position", c.step * c.train.batch}};
+              {"data_position", c.step * c.train.batch},
+              {"loss_scale", Object{{"scale", c.lossScale},
+                                    {"good_steps", c.lossScaleGoodSteps}}}};
   std::string metaText;
   llvm::raw_string_ostream os(metaText);
   os << llvm::formatv("{0:2}", Value(std::move(meta)));
@@ -218,6 +220,15 @@ llvm::Expected<Checkpoint> sparsetx::model::loadCheckpoint(llvm::StringRef path)
   if (*step < 0)
     return metaError("negative step");
   c.step = *step;
+  if (const Value *ls = field("loss_scale")) {
+    const Object *o = ls->getAsObject();
+    std::optional<double> scale = o ? o->getNumber("scale") : std::nullopt;
+    std::optional<int64_t> good = o ? o->getInteger("good_steps") : std::nullopt;
+    if (!scale || !good || !(*scale >= 0) || !std::isfinite(*scale) || *good < 0)
+      return metaError("loss_scale needs a scale >= 0 and good_steps >= 0");
+    c.lossScale = *scale;
+    c.lossScaleGoodSteps = *good;
+  }
 
   const Object *p = pattern->getAsObject();
   std::optional<llvm::StringRef> text = p ? p->getString("text") : std::nullopt,

@@ -220,6 +220,9 @@ llvm::Error TrainConfig::validate() const {
   if (evalEvery < 0 || saveEvery < 0 || evalTokens <= 0)
     return configError("eval/save intervals must not be negative and "
                        "eval tokens must be positive");
+  if (!(lossScale >= 1.0f) || !std::isfinite(lossScale) || lossScaleWindow < 1)
+    return configError("the loss scale must be a finite number >= 1 and its "
+                       "growth window at least 1 step");
   return llvm::Error::success();
 }
 
@@ -236,7 +239,9 @@ Value TrainConfig::toJSON() const {
                 {"seed", static_cast<int64_t>(seed)},
                 {"eval_every", evalEvery},
                 {"eval_tokens", evalTokens},
-                {"save_every", saveEvery}};
+                {"save_every", saveEvery},
+                {"loss_scale", static_cast<double>(lossScale)},
+                {"loss_scale_window", lossScaleWindow}};
 }
 
 llvm::Expected<TrainConfig> TrainConfig::fromJSON(const Value &value) {
@@ -255,6 +260,8 @@ llvm::Expected<TrainConfig> TrainConfig::fromJSON(const Value &value) {
   r.get("eval_every", c.evalEvery);
   r.get("eval_tokens", c.evalTokens);
   r.get("save_every", c.saveEvery);
+  r.get("loss_scale", c.lossScale);
+  r.get("loss_scale_window", c.lossScaleWindow);
   if (llvm::Error e = r.take())
     return std::move(e);
   if (llvm::Error e = c.validate())

@@ -10,6 +10,8 @@
 #include "sparsetx/Model/Cpu/Ops.h"
 
 #include "llvm/Support/ErrorHandling.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/Parallel.h"
 #include "sparsetx/Support/Parallel.h"
 
 #include <cmath>
@@ -43,6 +45,28 @@ void Buffer::reset() {
 AttentionOp::~AttentionOp() = default;
 Backend::~Backend() = default;
 
+llvm::StringRef sparsetx::model::toString(Precision precision) {
+  switch (precision) {
+  case Precision::FP32:
+    return "fp32";
+  case Precision::BF16:
+    return "bf16";
+  case Precision::FP16:
+    return "fp16";
+  }
+  return "fp32";
+}
+
+std::optional<Precision> sparsetx::model::parsePrecision(llvm::StringRef name) {
+  if (name == "fp32")
+    return Precision::FP32;
+  if (name == "bf16")
+    return Precision::BF16;
+  if (name == "fp16")
+    return Precision::FP16;
+  return std::nullopt;
+}
+
 namespace {
 
 class CpuAttention final : public AttentionOp {
@@ -74,8 +98,8 @@ public:
   }
 
   void backward(int64_t layer, int64_t batch, const float *q, const float *k,
-                const float *v, const float *lse, const float *dO, float *dQ,
-                float *dK, float *dV) override {
+                const float *v, const float * /*o*/, const float *lse,
+                const float *dO, float *dQ, float *dK, float *dV) override {
     sparseAttentionBackward<float>(shape(batch), pattern.layerMasks(layer),
                                    qk(q), qk(k), vo(v), lse, vo(dO), qk(dQ),
                                    qk(dK), vo(dV));
@@ -148,6 +172,15 @@ public:
                          const float *rstd, int64_t rows, int64_t c) override {
     cpu::layerNormBackward(dinp, dweight, dbias, dout, inp, weight, mean, rstd,
                            rows, c);
+  }
+  std::string description() const override {
+    return llvm::formatv("cpu ({0} threads, GEMM {1}, fp32)",
+                         llvm::parallel::strategy.compute_thread_count(),
+                         cpu::haveBlas() ? "OpenBLAS" : "naive loops");
+  }
+  void scale(float *x, float s, int64_t n) override {
+    sparsetx::parallelForElements(0, static_cast<size_t>(n),
+                                  [&](size_t i) { x[i] *= s; });
   }
   void geluForward(float *out, const float *inp, int64_t n) override {
     cpu::geluForward(out, inp, n);

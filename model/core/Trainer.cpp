@@ -79,6 +79,8 @@ Trainer::Trainer(Transformer &model, const TrainConfig &config,
     : model(model), config(config), data(data) {
   adamM = model.getBackend().allocateFloats(model.numParams());
   adamV = model.getBackend().allocateFloats(model.numParams());
+  if (model.getBackend().precision() == Precision::FP16)
+    lossScale = config.lossScale;
 }
 
 llvm::Expected<StepResult> Trainer::trainStep() {
@@ -97,8 +99,10 @@ llvm::Expected<StepResult> Trainer::trainStep() {
           makeBatch(data, data::Split::Train, examples, n, inputs, targets))
     return std::move(e);
 
-  llvm::Expected<double> loss = model.run(inputs, targets, batch, true,
-                                          hash3(config.seed, s, 0xd20b0u));
+  const float scale = static_cast<float>(lossScale);
+  llvm::Expected<double> loss =
+      model.run(inputs, targets, batch, true, hash3(config.seed, s, 0xd20b0u),
+                nullptr, scale);
   if (!loss)
     return loss.takeError();
   if (!std::isfinite(*loss))
@@ -106,14 +110,31 @@ llvm::Expected<StepResult> Trainer::trainStep() {
                                     "before the parameters are updated "
                                     "(try a lower --lr)", *loss, s));
   Backend &backend = model.getBackend();
+  const bool scaling = backend.precision() == Precision::FP16;
   StepResult result;
   result.loss = *loss;
-  result.gradNorm =
-      backend.clipGradNorm(model.grads(), model.numParams(), config.clipNorm);
-  if (!std::isfinite(result.gradNorm))
-    return trainError(llvm::formatv("the gradient norm is {0} at step {1}",
-                                    result.gradNorm, s));
+  result.lossScale = scale;
   result.lr = config.learningRate(s);
+  // The norm of the scaled gradients, clipped at the scaled bound.
+  double norm = backend.clipGradNorm(model.grads(), model.numParams(),
+                                     double(config.clipNorm) * scale);
+  if (llvm::Error e = backend.takeError())
+    return std::move(e);
+  if (!std::isfinite(norm)) {
+    if (!scaling)
+      return trainError(llvm::formatv("the gradient norm is {0} at step {1}",
+                                      norm, s));
+    // Overflow in fp16: skip the update, halve the scale.
+    result.gradNorm = norm;
+    result.skipped = true;
+    lossScale = std::max(1.0, lossScale / 2);
+    goodSteps = 0;
+    step = s;
+    return result;
+  }
+  result.gradNorm = norm / scale;
+  if (scale != 1.0f)
+    backend.scale(model.grads(), 1.0f / scale, model.numParams());
   const int64_t nd = model.numDecayed(), total = model.numParams();
   float lr = static_cast<float>(result.lr);
   backend.adamw(model.params(), model.grads(), adamM.f32(), adamV.f32(), nd, s,
@@ -121,6 +142,12 @@ llvm::Expected<StepResult> Trainer::trainStep() {
   backend.adamw(model.params() + nd, model.grads() + nd, adamM.f32() + nd,
                 adamV.f32() + nd, total - nd, s, lr, config.beta1, config.beta2,
                 config.eps, 0.0f);
+  if (llvm::Error e = backend.takeError())
+    return std::move(e);
+  if (scaling && ++goodSteps >= config.lossScaleWindow) {
+    lossScale = std::min(lossScale * 2, 16777216.0 * 65536.0);
+    goodSteps = 0;
+  }
   step = s;
   return result;
 }
@@ -168,8 +195,8 @@ llvm::Expected<EvalResult> Trainer::evaluate(data::Split split,
   return result;
 }
 
-Checkpoint Trainer::snapshot(const PatternSource &pattern,
-                             const DataSpec &dataSpec) const {
+llvm::Expected<Checkpoint> Trainer::snapshot(const PatternSource &pattern,
+                                             const DataSpec &dataSpec) const {
   Checkpoint c;
   c.model = model.getConfig();
   c.train = config;
@@ -184,6 +211,12 @@ Checkpoint Trainer::snapshot(const PatternSource &pattern,
   backend.download(c.params.data(), model.params(), total * 4);
   backend.download(c.adamM.data(), adamM.data(), total * 4);
   backend.download(c.adamV.data(), adamV.data(), total * 4);
+  if (llvm::Error e = backend.takeError())
+    return std::move(e);
+  if (backend.precision() == Precision::FP16) {
+    c.lossScale = lossScale;
+    c.lossScaleGoodSteps = goodSteps;
+  }
   return c;
 }
 
@@ -198,6 +231,12 @@ llvm::Error Trainer::restore(const Checkpoint &c, llvm::StringRef path) {
   backend.upload(adamM.data(), c.adamM.data(), total * 4);
   backend.upload(adamV.data(), c.adamV.data(), total * 4);
   step = c.step;
+  if (backend.precision() == Precision::FP16 && c.lossScale >= 1) {
+    lossScale = c.lossScale;
+    goodSteps = c.lossScaleGoodSteps;
+  }
+  if (llvm::Error e = backend.takeError())
+    return e;
   return llvm::Error::success();
 }
 

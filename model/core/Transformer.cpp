@@ -218,6 +218,9 @@ llvm::Error Transformer::allocate() {
   dv = backend.allocateFloats(R * d);
   dG = backend.allocateFloats(R * ff);
   dF1 = backend.allocateFloats(R * ff);
+  // An asynchronous backend reports a failed allocation here.
+  if (llvm::Error e = backend.takeError())
+    return e;
   return llvm::Error::success();
 }
 
@@ -270,7 +273,8 @@ void Transformer::layerForward(int64_t l, int64_t batch, Acts &a,
                                uint64_t seed) {
   const int64_t d = config.dModel, dqk = config.qkDim(), ff = config.ffDim(),
                 R = batch * config.seqLen;
-  const float p = config.dropout;
+  // Dropout only in training (run() sets dropoutActive).
+  const float p = dropoutActive ? config.dropout : 0.0f;
   Layer w = layerParams(params(), l);
   const float *x = xs[l].f32();
   float *xNext = xs[l + 1].f32();
@@ -313,7 +317,8 @@ void Transformer::layerBackward(int64_t l, int64_t batch, Acts &a,
                                 uint64_t seed) {
   const int64_t d = config.dModel, dqk = config.qkDim(), ff = config.ffDim(),
                 R = batch * config.seqLen;
-  const float p = config.dropout;
+  // Dropout only in training (run() sets dropoutActive).
+  const float p = dropoutActive ? config.dropout : 0.0f;
   Layer w = layerParams(params(), l);
   Layer g = layerParams(grads(), l);
 
@@ -346,7 +351,8 @@ void Transformer::layerBackward(int64_t l, int64_t batch, Acts &a,
   backend.biasAddBackward(g.t[Bo], dBranch, R, d);
   backend.matmulBackward(dO.f32(), false, g.t[Wo], dBranch, a.o.f32(), w.t[Wo],
                          R, d, d, false);
-  attention->backward(l, batch, a.q.f32(), a.k.f32(), a.v.f32(), a.lse.f32(),
+  attention->backward(l, batch, a.q.f32(), a.k.f32(), a.v.f32(), a.o.f32(),
+                      a.lse.f32(),
                       dO.f32(), dq.f32(), dk.f32(), dv.f32());
   backend.biasAddBackward(g.t[Bq], dq.f32(), R, dqk);
   backend.biasAddBackward(g.t[Bk], dk.f32(), R, dqk);
@@ -366,7 +372,8 @@ llvm::Expected<double> Transformer::run(llvm::ArrayRef<int32_t> inputs,
                                         llvm::ArrayRef<int32_t> targets,
                                         int64_t batch, bool train,
                                         uint64_t dropoutSeed,
-                                        std::vector<float> *tokenLosses) {
+                                        std::vector<float> *tokenLosses,
+                                        float lossScale) {
   const int64_t n = config.seqLen, d = config.dModel, R = batch * n,
                 L = config.numLayers;
   if (batch <= 0 || batch > maxBatch)
@@ -388,6 +395,7 @@ llvm::Expected<double> Transformer::run(llvm::ArrayRef<int32_t> inputs,
   }
   backend.upload(ids.data(), inputs.data(), R * 4);
   backend.upload(targetIds.data(), targets.data(), R * 4);
+  dropoutActive = train;
   float *P = params();
 
   // Embeddings: x_0[b, t] = token[b, t] + positions[t].
@@ -409,11 +417,13 @@ llvm::Expected<double> Transformer::run(llvm::ArrayRef<int32_t> inputs,
   backend.biasAddForward(logits.f32(), P + offBout, R, kVocab);
   double loss = backend.softmaxCrossEntropy(
       losses.f32(), train ? dlogits.f32() : nullptr, logits.f32(),
-      targetIds.i32(), R, kVocab, 1.0f / static_cast<float>(R));
+      targetIds.i32(), R, kVocab, lossScale / static_cast<float>(R));
   if (tokenLosses) {
     tokenLosses->resize(R);
     backend.download(tokenLosses->data(), losses.data(), R * 4);
   }
+  if (llvm::Error e = backend.takeError())
+    return std::move(e);
   if (!train)
     return loss;
 
@@ -442,6 +452,8 @@ llvm::Expected<double> Transformer::run(llvm::ArrayRef<int32_t> inputs,
   if (chanTableSize)
     backend.embeddingBackward(G + offChan, chanIds.i32(), dPos.f32(), n, d,
                               chanTableSize);
+  if (llvm::Error e = backend.takeError())
+    return std::move(e);
   return loss;
 }
 
@@ -550,5 +562,5 @@ llvm::Error Transformer::decode(llvm::ArrayRef<int32_t> tokens, int64_t position
   backend.biasAddForward(lg, P + offBout, S, kVocab);
   out.resize(S * kVocab);
   backend.download(out.data(), lg, S * kVocab * 4);
-  return llvm::Error::success();
+  return backend.takeError();
 }

@@ -472,6 +472,45 @@ TEST(Model, DecodeMatchesForward) {
   }
 }
 
+// The CUDA backend's kernels compile (NVRTC needs no GPU) for the targets
+// the GPU machine and its predecessors have, and hold every entry point.
+TEST(CudaBackend, KernelsCompileForSm80AndSm90a) {
+  for (const char *arch : {"sm_80", "sm_90a"}) {
+    llvm::Expected<std::string> ptx = compileCudaBackendKernels(arch);
+    ASSERT_TRUE(bool(ptx)) << arch << ": " << llvm::toString(ptx.takeError());
+    for (const char *entry :
+         {"sp_layernorm_forward", "sp_column_partials", "sp_adamw",
+          "sp_softmax_cross_entropy", "sp_attention_forward",
+          "sp_attention_backward_dq", "sp_attention_backward_dkdv",
+          "sp_attention_decode", "sp_pack_heads", "sp_unpack_heads"})
+      EXPECT_NE(ptx->find(std::string(".entry ") + entry), std::string::npos)
+          << arch << " lacks " << entry;
+  }
+}
+
+// Evaluation runs without dropout: a model with dropout evaluates exactly as
+// the same parameters without it (and training with it does not).
+TEST(Model, DropoutOnlyInTraining) {
+  auto pattern = loadPattern(kFixed, 16, 2);
+  std::unique_ptr<Backend> backend = createCpuBackend();
+  ModelConfig with = smallConfig(), without = smallConfig();
+  with.dropout = 0.3f;
+  auto a = Transformer::create(*backend, with, *pattern, 2);
+  auto b = Transformer::create(*backend, without, *pattern, 2);
+  ASSERT_TRUE(a && b);
+  (*a)->initialize(1);
+  randomizeParams(**a, 2);
+  backend->copy((*b)->params(), (*a)->params(), (*a)->numParams() * 4);
+  std::vector<int32_t> inputs, targets;
+  randomTokens(2, 16, 6, inputs, targets);
+  llvm::Expected<double> evalA = (*a)->run(inputs, targets, 2, false);
+  llvm::Expected<double> evalB = (*b)->run(inputs, targets, 2, false);
+  llvm::Expected<double> trainA = (*a)->run(inputs, targets, 2, true, 7);
+  ASSERT_TRUE(evalA && evalB && trainA);
+  EXPECT_EQ(*evalA, *evalB);
+  EXPECT_NE(*trainA, *evalA);
+}
+
 TEST(Model, TokenErrorsNameTheirPosition) {
   auto pattern = loadPattern(kFixed, 16, 2);
   std::unique_ptr<Backend> backend = createCpuBackend();
@@ -630,7 +669,7 @@ TEST_F(TrainerTest, LearnsAndResumesBitForBit) {
   PatternSource ps = source(kFixed);
   DataSpec spec;
   spec.source = "synthetic.txt";
-  ASSERT_FALSE(bool(saveCheckpoint(path("c.bin"), b->trainer->snapshot(ps, spec))));
+  ASSERT_FALSE(bool(saveCheckpoint(path("c.bin"), llvm::cantFail(b->trainer->snapshot(ps, spec)))));
   b.reset();
   llvm::Expected<Checkpoint> c = loadCheckpoint(path("c.bin"));
   ASSERT_TRUE(bool(c)) << llvm::toString(c.takeError());
@@ -670,7 +709,7 @@ TEST_F(TrainerTest, CheckpointErrors) {
   DataSpec spec;
   spec.source = "synthetic.txt";
   std::string good = path("good.bin");
-  ASSERT_FALSE(bool(saveCheckpoint(good, r->trainer->snapshot(source(kFixed), spec))));
+  ASSERT_FALSE(bool(saveCheckpoint(good, llvm::cantFail(r->trainer->snapshot(source(kFixed), spec)))));
   auto bytes = *data::readFileBytes(good);
 
   auto writeBytes = [&](const std::string &name, const std::vector<uint8_t> &b) {
@@ -720,7 +759,7 @@ TEST_F(TrainerTest, CheckpointErrors) {
   // A failed save leaves the good file and no temporary behind.
   ASSERT_FALSE(bool(llvm::sys::fs::create_directory(path("sub"))));
   std::string dirTarget = path("sub");
-  EXPECT_TRUE(bool(saveCheckpoint(dirTarget, r->trainer->snapshot(source(kFixed), spec))));
+  EXPECT_TRUE(bool(saveCheckpoint(dirTarget, llvm::cantFail(r->trainer->snapshot(source(kFixed), spec)))));
   std::error_code ec;
   int files = 0;
   for (llvm::sys::fs::directory_iterator it(dir, ec), end; it != end && !ec;

@@ -8,6 +8,8 @@
 //                                                   valid and test splits
 //   sparsetx-run [--out DIR | --checkpoint F] sample  text, PNG or WAV samples
 //   sparsetx-run --pattern P.sp show               the pattern as a picture
+//   sparsetx-run --pattern P.sp [options] bench    training step time,
+//                                                   tokens/s and memory
 //
 // Every error names what is wrong and where (file:line:col in .sp files,
 // path and offset in data and checkpoint files) and exits with status 1; no
@@ -26,6 +28,7 @@
 #include "sparsetx/Model/Data/TextLoader.h"
 #include "sparsetx/Model/Trainer.h"
 #include "sparsetx/Model/Transformer.h"
+#include "sparsetx/Runtime/Cuda.h"
 #include "sparsetx/Support/AtomicFile.h"
 
 #include "llvm/ADT/StringExtras.h"
@@ -34,6 +37,7 @@
 #include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Parallel.h"
 #include "llvm/Support/Path.h"
@@ -41,6 +45,7 @@
 #include "llvm/Support/WithColor.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <optional>
@@ -54,7 +59,7 @@ namespace {
 
 cl::OptionCategory category("sparsetx-run options");
 
-cl::opt<std::string> command(cl::Positional, cl::desc("<train|eval|sample|show>"),
+cl::opt<std::string> command(cl::Positional, cl::desc("<train|eval|sample|show|bench>"),
                              cl::Required, cl::cat(category));
 cl::opt<std::string> patternFile("pattern", cl::desc("The attention pattern (.sp)"),
                                  cl::value_desc("file"), cl::cat(category));
@@ -79,7 +84,21 @@ cl::opt<bool> resume("resume", cl::desc("Continue training from <out>/checkpoint
 cl::opt<std::string> checkpointFile(
     "checkpoint", cl::desc("Checkpoint for eval/sample (default <out>/checkpoint.bin)"),
     cl::value_desc("file"), cl::cat(category));
-cl::opt<std::string> device("device", cl::desc("cpu, cuda or auto (default)"),
+cl::opt<std::string> precisionName(
+    "precision",
+    cl::desc("fp32, bf16 or fp16 (default: bf16 on cuda, fp32 on cpu)"),
+    cl::cat(category));
+cl::opt<bool> deterministic(
+    "deterministic",
+    cl::desc("Bit-reproducible GPU attention backward (slower)"),
+    cl::cat(category));
+cl::opt<double> lossScaleOpt("loss-scale",
+                             cl::desc("fp16: the first loss scale (65536)"),
+                             cl::cat(category));
+cl::opt<std::string> benchJson("json",
+                               cl::desc("bench: also write the figures as JSON"),
+                               cl::cat(category));
+cl::opt<std::string> device("device", cl::desc("cpu, cuda or auto (default: cuda when there is a GPU)"),
                             cl::init("auto"), cl::cat(category));
 cl::opt<std::string> metricsFormat("metrics", cl::desc("csv (default) or jsonl"),
                                    cl::init("csv"), cl::cat(category));
@@ -193,6 +212,9 @@ llvm::Expected<LoadedData> loadData(llvm::StringRef source, int64_t audioRate) {
       return llvm::createStringError(llvm::inconvertibleErrorCode(),
                                      "%s: no such file or directory",
                                      source.str().c_str());
+    // A copy of the GCIDE dictionary elsewhere (the GPU machine has none).
+    if (llvm::StringRef(source).ends_with(".dict.dz"))
+      return data::loadGcide(source);
     if (llvm::StringRef(source).ends_with_insensitive(".wav"))
       return data::loadWav(source, audioRate);
     return data::loadRawBytes(source);
@@ -250,12 +272,30 @@ std::string joinPath(llvm::StringRef dir, llvm::StringRef name) {
 }
 
 std::unique_ptr<Backend> makeBackend() {
-  if (device == "cpu" || device == "auto")
+  if (device != "cpu" && device != "cuda" && device != "auto")
+    die("--device must be cpu, cuda or auto, got '" + device + "'");
+  bool gpu = device == "cuda" || (device == "auto" && cuda::isAvailable());
+  std::optional<Precision> precision =
+      precisionName.empty() ? std::optional<Precision>(gpu ? Precision::BF16
+                                                           : Precision::FP32)
+                            : parsePrecision(precisionName);
+  if (!precision)
+    die("--precision must be fp32, bf16 or fp16, got '" + precisionName + "'");
+  if (!gpu) {
+    if (*precision != Precision::FP32)
+      die("--precision " + toString(*precision).str() +
+          " needs the GPU (--device cuda); the CPU backend computes in fp32");
     return createCpuBackend();
-  if (device == "cuda")
-    die("--device cuda: this build's model runs on the CPU backend only (the "
-        "CUDA training backend is not built yet); use --device cpu");
-  die("--device must be cpu, cuda or auto, got '" + device + "'");
+  }
+  if (device == "cuda" && !cuda::isAvailable())
+    die("--device cuda: " + cuda::unavailableReason());
+  CudaBackendOptions options;
+  options.precision = *precision;
+  options.deterministic = deterministic;
+  llvm::Expected<std::unique_ptr<Backend>> backend = createCudaBackend(options);
+  if (!backend)
+    die("--device cuda: " + llvm::toString(backend.takeError()));
+  return std::move(*backend);
 }
 
 //===----------------------------------------------------------------------===//
@@ -287,6 +327,7 @@ std::pair<ModelConfig, TrainConfig> configure(const Preset &preset,
   override(evalEvery, t.evalEvery);
   override(evalTokens, t.evalTokens);
   override(saveEvery, t.saveEvery);
+  override(lossScaleOpt, t.lossScale);
   m.kind = data.spec.kind;
   if (m.kind == data::DataKind::Image && preset.imageBatch > 0 &&
       !batch.getNumOccurrences())
@@ -488,12 +529,10 @@ void printModelSummary(const Session &s) {
   llvm::errs() << llvm::formatv(
       "model: {0} layers, d = {1}, {2} heads, FF {3}d{4}, n = {5}, {6} "
       "parameters; pattern '{7}' attends {8:f1}% of the causal pairs; "
-      "backend {9} ({10} threads, GEMM {11})\n",
+      "backend {9}\n",
       m.numLayers, m.dModel, m.numHeads, m.ffMultiplier,
       m.halfQK ? ", half-size q/k" : "", m.seqLen, s.model->numParams(),
-      s.pattern->getName(), 100.0 * pairs / dense, s.backend->name(),
-      llvm::parallel::strategy.compute_thread_count(),
-      cpu::haveBlas() ? "OpenBLAS" : "naive loops");
+      s.pattern->getName(), 100.0 * pairs / dense, s.backend->description());
 }
 
 int runTrain() {
@@ -554,7 +593,7 @@ int runTrain() {
   double elapsedBefore = metrics.elapsedSoFar();
   int64_t firstStep = s.trainer->getStep();
   auto save = [&]() {
-    orDie(saveCheckpoint(ckptPath, s.trainer->snapshot(s.patternSource, s.data.spec)));
+    orDie(saveCheckpoint(ckptPath, orDie(s.trainer->snapshot(s.patternSource, s.data.spec))));
     orDie(metrics.write());
     orDie(metrics.plot(llvm::formatv("{0} on {1}: loss ({2})",
                                      s.pattern->getName(), info.source, unit).str()));
@@ -683,7 +722,18 @@ int runSample() {
   o.prompt.assign(prompt.begin(), prompt.end());
   if (!o.prompt.empty() && c.data.kind != data::DataKind::Text)
     die("--prompt is for text models");
+  auto sampleStart = std::chrono::steady_clock::now();
   std::vector<std::vector<uint8_t>> samples = orDie(sample(*s.model, o));
+  double sampleSeconds = std::chrono::duration<double>(
+                             std::chrono::steady_clock::now() - sampleStart)
+                             .count();
+  int64_t sampled = 0;
+  for (const auto &smp : samples)
+    sampled += static_cast<int64_t>(smp.size());
+  llvm::errs() << llvm::formatv(
+      "sampled {0} x {1} tokens in {2:f2} s: {3:f0} tokens/s ({4})\n",
+      samples.size(), samples.empty() ? 0 : samples[0].size(), sampleSeconds,
+      sampled / std::max(sampleSeconds, 1e-9), s.backend->description());
   std::string dir = outDir.empty() ? std::string(llvm::sys::path::parent_path(path))
                                    : outDir.getValue();
   if (dir.empty())
@@ -697,6 +747,87 @@ int runSample() {
       llvm::outs().write(reinterpret_cast<const char *>(sample.data()), sample.size());
       llvm::outs() << "\n";
     }
+  return 0;
+}
+
+/// Training throughput: warm-up steps, then the median of timed steps (each
+/// ends with the device idle), tokens/s and memory; a table and, with
+/// --json, a JSON object.
+int runBench() {
+  Session s;
+  Preset preset = orDie(findPreset(presetName));
+  s.data = orDie(loadData(dataSource, 16000));
+  s.patternSource = orDie(readPattern());
+  auto [m, t] = configure(preset, s.data);
+  orDie(t.validate());
+  s.backend = makeBackend();
+  s.pattern = orDie(AttentionPattern::load(s.patternSource, m.seqLen, m.numHeads));
+  if (m.kind != data::DataKind::Image)
+    m.embedStride = chooseEmbedStride(*s.pattern, m.seqLen);
+  s.modelConfig = m;
+  s.trainConfig = t;
+  buildModel(s, t.batch);
+  s.model->initialize(t.seed);
+  printModelSummary(s);
+  const int64_t timed = steps.getNumOccurrences() ? steps.getValue() : 10;
+  if (timed <= 0)
+    die("--steps must be positive");
+  const int64_t warm = 3;
+  std::vector<double> ms;
+  for (int64_t i = 0; i < warm + timed; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    StepResult r = orDie(s.trainer->trainStep());
+    s.backend->synchronize();
+    orDie(s.backend->takeError());
+    double elapsed = std::chrono::duration<double, std::milli>(
+                         std::chrono::steady_clock::now() - t0).count();
+    if (i >= warm)
+      ms.push_back(elapsed);
+    llvm::errs() << llvm::formatv("step {0}: {1:f1} ms, loss {2:f3}{3}\n",
+                                  i + 1, elapsed, r.loss,
+                                  r.skipped ? " (skipped: fp16 overflow)" : "");
+  }
+  std::vector<double> sorted = ms;
+  std::sort(sorted.begin(), sorted.end());
+  double median = sorted[sorted.size() / 2];
+  if (sorted.size() % 2 == 0)
+    median = (sorted[sorted.size() / 2 - 1] + sorted[sorted.size() / 2]) / 2;
+  const int64_t tokens = t.batch * m.seqLen;
+  double tokPerSec = tokens / (median / 1000.0);
+  double gib = double(1 << 30);
+  llvm::outs() << llvm::formatv(
+      "{0,-10} {1,8} {2,6} {3,12} {4,12} {5,14} {6,14}\n", "backend", "n",
+      "batch", "ms/step", "tokens/s", "buffers GiB", "device GiB");
+  llvm::outs() << llvm::formatv(
+      "{0,-10} {1,8} {2,6} {3,12:f1} {4,12:f0} {5,14:f2} {6,14:f2}\n",
+      s.backend->name().str() + "/" + toString(s.backend->precision()).str(),
+      m.seqLen, t.batch, median, tokPerSec, s.backend->peakBufferBytes() / gib,
+      s.backend->deviceBytesInUse() / gib);
+  if (!benchJson.empty()) {
+    llvm::json::Array times;
+    for (double x : ms)
+      times.push_back(x);
+    llvm::json::Object o{
+        {"backend", s.backend->description()},
+        {"precision", toString(s.backend->precision())},
+        {"pattern", s.pattern->getName()},
+        {"layers", m.numLayers},
+        {"d_model", m.dModel},
+        {"heads", m.numHeads},
+        {"seq_len", m.seqLen},
+        {"batch", t.batch},
+        {"recompute", m.recompute},
+        {"parameters", s.model->numParams()},
+        {"ms_per_step_median", median},
+        {"tokens_per_second", tokPerSec},
+        {"peak_buffer_bytes", s.backend->peakBufferBytes()},
+        {"device_bytes_in_use", s.backend->deviceBytesInUse()},
+        {"step_ms", std::move(times)}};
+    std::string text;
+    llvm::raw_string_ostream os(text);
+    os << llvm::formatv("{0:2}", llvm::json::Value(std::move(o))) << "\n";
+    orDie(writeFileAtomically(benchJson, text));
+  }
   return 0;
 }
 
@@ -765,5 +896,8 @@ int main(int argc, char **argv) {
     return runSample();
   if (command == "show")
     return runShow();
-  die("unknown command '" + command + "' (expected train, eval, sample or show)");
+  if (command == "bench")
+    return runBench();
+  die("unknown command '" + command +
+      "' (expected train, eval, sample, show or bench)");
 }

@@ -23,6 +23,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <string>
 
 namespace sparsetx::model {
 
@@ -69,21 +71,45 @@ public:
   virtual void forward(int64_t layer, int64_t batch, const float *q,
                        const float *k, const float *v, float *o,
                        float *lse) = 0;
-  /// dQ, dK, dV are overwritten; P is recomputed from lse.
+  /// dQ, dK, dV are overwritten; P is recomputed from lse; o is the
+  /// forward's output (for the rows' dO . o).
   virtual void backward(int64_t layer, int64_t batch, const float *q,
-                        const float *k, const float *v, const float *lse,
-                        const float *dO, float *dQ, float *dK, float *dV) = 0;
+                        const float *k, const float *v, const float *o,
+                        const float *lse, const float *dO, float *dQ,
+                        float *dK, float *dV) = 0;
   /// One new row at `position` per batch entry: q and o are [batch, heads,
-  /// dim], the caches [batch, n, heads, dim] hold rows 0..position.
+  /// dim], the caches [batch, n, heads, dim] hold rows 0..position. Calls
+  /// come in order of position per layer (0, 1, ...; back to 0 for a new
+  /// sequence), and rows below `position` do not change between them, so a
+  /// backend may keep its own copy of the cache and append one row a call.
   virtual void decode(int64_t layer, int64_t batch, int64_t position,
                       const float *q, const float *kCache, const float *vCache,
                       float *o) = 0;
 };
 
+/// The arithmetic of a backend: fp32 throughout, or mixed precision as the
+/// paper's section 5.6 (fp32 master weights, optimizer and reductions;
+/// matrix products and attention with bf16 or fp16 inputs and fp32
+/// accumulation).
+enum class Precision { FP32, BF16, FP16 };
+llvm::StringRef toString(Precision precision);
+std::optional<Precision> parsePrecision(llvm::StringRef name);
+
 class Backend {
 public:
   virtual ~Backend();
   virtual llvm::StringRef name() const = 0;
+  virtual Precision precision() const { return Precision::FP32; }
+  /// One line for logs: the backend, its device and arithmetic.
+  virtual std::string description() const { return name().str(); }
+  /// The most memory the model's buffers (allocate()) held at once, and the
+  /// device memory in use now by everything (0 where not known).
+  virtual int64_t peakBufferBytes() const { return 0; }
+  virtual int64_t deviceBytesInUse() const { return 0; }
+  /// The first error of an asynchronous backend (a failed launch or
+  /// allocation); the ops after it did nothing. Checked by the trainer after
+  /// every step, before anything is saved.
+  virtual llvm::Error takeError() { return llvm::Error::success(); }
 
   // Memory.
   Buffer allocate(int64_t bytes) { return Buffer(this, allocateRaw(bytes), bytes); }
@@ -94,6 +120,8 @@ public:
   virtual void fill(float *x, float value, int64_t n) = 0;
   /// y += x.
   virtual void accumulate(float *y, const float *x, int64_t n) = 0;
+  /// x *= s.
+  virtual void scale(float *x, float s, int64_t n) = 0;
   /// Waits for queued work (a no-op on the CPU).
   virtual void synchronize() {}
 
@@ -165,6 +193,23 @@ protected:
 /// fp32 on the host: threads (llvm::parallelFor), OpenBLAS GEMMs, the
 /// project's CPU sparse attention over the pattern's per-row key lists.
 std::unique_ptr<Backend> createCpuBackend();
+
+struct CudaBackendOptions {
+  int device = 0;
+  Precision precision = Precision::BF16;
+  /// Bit-reproducible attention backward (no atomics; slower).
+  bool deterministic = false;
+};
+
+/// The GPU: cuBLASLt GEMMs, NVRTC-compiled elementwise kernels, the
+/// generated attention kernels (bf16/fp16) or an exact fp32 attention, a
+/// caching allocator. Fails when there is no usable GPU, with the reason.
+llvm::Expected<std::unique_ptr<Backend>>
+createCudaBackend(const CudaBackendOptions &options);
+
+/// The CUDA backend's own kernels (kernels/model_ops.cuh) through NVRTC for
+/// `arch` ("sm_80", "sm_90a", ...): PTX, or NVRTC's log. Needs no GPU.
+llvm::Expected<std::string> compileCudaBackendKernels(llvm::StringRef arch);
 
 } // namespace sparsetx::model
 

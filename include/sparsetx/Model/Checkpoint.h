@@ -49,6 +49,9 @@ struct Checkpoint {
   DataSpec data;
   /// Steps completed.
   int64_t step = 0;
+  /// fp16 loss scaling's state (0: none yet; the configured first scale).
+  double lossScale = 0;
+  int64_t lossScaleGoodSteps = 0;
   std::vector<float> params, adamM, adamV;
 };
 

@@ -79,6 +79,11 @@ struct TrainConfig {
   int64_t evalEvery = 100;
   int64_t evalTokens = 65536;
   int64_t saveEvery = 100;
+  /// fp16 dynamic loss scaling (the paper's section 5.6): the first scale;
+  /// a step whose gradients overflow is skipped and halves it, and it
+  /// doubles after `lossScaleWindow` good steps in a row.
+  float lossScale = 65536.0f;
+  int64_t lossScaleWindow = 1000;
 
   /// The learning rate of 1-based step `step`.
   double learningRate(int64_t step) const;

@@ -33,8 +33,12 @@ int64_t trainingExample(uint64_t seed, int64_t step, int64_t b,
 
 struct StepResult {
   double loss = 0;     ///< mean over the batch, nats per token
-  double gradNorm = 0; ///< before clipping
+  double gradNorm = 0; ///< before clipping (inf when skipped)
   double lr = 0;
+  /// fp16: the gradients overflowed at this loss scale, so the parameters
+  /// were left as they were and the scale halved.
+  bool skipped = false;
+  double lossScale = 1;
 };
 
 struct EvalResult {
@@ -59,8 +63,11 @@ public:
   /// start (text, audio) or whole images, up to `maxTokens` tokens (0: all).
   llvm::Expected<EvalResult> evaluate(data::Split split, int64_t maxTokens);
 
-  /// The state to save, and restoring it (configurations must match).
-  Checkpoint snapshot(const PatternSource &pattern, const DataSpec &data) const;
+  /// The state to save (an error if the backend failed since the last
+  /// check: nothing broken gets saved), and restoring it (configurations
+  /// must match).
+  llvm::Expected<Checkpoint> snapshot(const PatternSource &pattern,
+                                      const DataSpec &data) const;
   llvm::Error restore(const Checkpoint &checkpoint, llvm::StringRef path);
 
 private:
@@ -68,6 +75,9 @@ private:
   TrainConfig config;
   const data::Dataset &data;
   int64_t step = 0;
+  /// fp16 loss scaling (the backend's precision decides whether it is on).
+  double lossScale = 1;
+  int64_t goodSteps = 0;
   Buffer adamM, adamV;
   std::vector<int32_t> inputs, targets;
 };

@@ -80,10 +80,12 @@ public:
   /// the mean loss. Dropout (train only) is a function of `dropoutSeed`.
   /// Returns the mean loss in nats; per-token losses into `tokenLosses` if
   /// given. An out-of-range token is an error naming its batch and position.
+  /// The gradients are of lossScale times the mean loss (fp16 loss scaling).
   llvm::Expected<double> run(llvm::ArrayRef<int32_t> inputs,
                              llvm::ArrayRef<int32_t> targets, int64_t batch,
                              bool train, uint64_t dropoutSeed = 0,
-                             std::vector<float> *tokenLosses = nullptr);
+                             std::vector<float> *tokenLosses = nullptr,
+                             float lossScale = 1.0f);
 
   /// Incremental decoding with a KV cache: beginDecode(batch) resets the
   /// caches; decode(tokens, t) feeds tokens[b] at position t (t = 0, 1, ...
@@ -109,6 +111,8 @@ private:
   const AttentionPattern &pattern;
   int64_t maxBatch;
   std::unique_ptr<AttentionOp> attention;
+  /// Whether the current run() trains (dropout is off in evaluation).
+  bool dropoutActive = false;
 
   std::vector<ParamInfo> paramInfo;
   int64_t totalParams = 0, decayedParams = 0;

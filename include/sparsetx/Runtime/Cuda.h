@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace sparsetx::cuda {
@@ -59,6 +60,22 @@ private:
 llvm::Expected<int> currentDeviceMultiprocessorCount();
 
 /// Device memory, freed on destruction.
+/// Raw device memory for callers that manage their own (the model's caching
+/// allocator). allocateRaw(0) gives 0; freeRaw(0) does nothing.
+llvm::Expected<DevicePtr> allocateRaw(size_t bytes);
+void freeRaw(DevicePtr ptr);
+/// Synchronous copies between host and device.
+llvm::Error copyToDevice(DevicePtr dst, const void *src, size_t bytes);
+llvm::Error copyToHost(void *dst, DevicePtr src, size_t bytes);
+/// Enqueued on `stream`: a device-to-device copy, and `count` 32-bit words
+/// set to `value`.
+llvm::Error copyOnDevice(DevicePtr dst, DevicePtr src, size_t bytes,
+                         Stream stream = nullptr);
+llvm::Error fill32(DevicePtr dst, uint32_t value, size_t count,
+                   Stream stream = nullptr);
+/// Free and total bytes of the current device.
+llvm::Expected<std::pair<size_t, size_t>> memoryInfo();
+
 class DeviceBuffer {
 public:
   static llvm::Expected<DeviceBuffer> allocate(size_t bytes);

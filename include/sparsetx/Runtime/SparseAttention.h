@@ -58,6 +58,12 @@ public:
   }
   /// The longest row.
   int64_t maxKeys() const { return maxRow; }
+  /// The lists whole (CSR): row i's keys are allRowKeys()[rowOffsets()[i] ..
+  /// rowOffsets()[i + 1]), key j's queries likewise; for uploading.
+  llvm::ArrayRef<int64_t> rowOffsets() const { return rowStart; }
+  llvm::ArrayRef<int32_t> allRowKeys() const { return rowKeys; }
+  llvm::ArrayRef<int64_t> colOffsets() const { return colStart; }
+  llvm::ArrayRef<int32_t> allColQueries() const { return colQueries; }
 
 private:
   void finish();

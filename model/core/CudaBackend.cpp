@@ -1,0 +1,911 @@
+//===- CudaBackend.cpp - the model's ops on the GPU -----------------------===//
+//
+// The Backend interface on one GPU, all work enqueued on the legacy default
+// stream (so host copies order themselves after it):
+//  - GEMMs through cuBLASLt (runtime/Blas.h): exact fp32, or in the
+//    mixed-precision modes the operands rounded to bf16/fp16 (so an fp16
+//    overflow shows as inf, which loss scaling detects) and fp32
+//    accumulation;
+//  - the elementwise ops, reductions and the exact fp32 attention of
+//    kernels/model_ops.cuh, compiled by NVRTC for the device (cached on disk);
+//  - in bf16/fp16 the pattern's generated tensor-core attention kernels
+//    (AttentionPlan), fed by layout conversions;
+//  - a caching allocator (buffers of the same size are reused, the driver is
+//    asked again only for new sizes, and the cache is emptied and the
+//    allocation retried before running out is reported).
+// An op that fails records the first error and every op after it does
+// nothing; the model and the trainer check takeError() at every step.
+//
+//===----------------------------------------------------------------------===//
+
+#include "sparsetx/Codegen/AttentionPlan.h"
+#include "sparsetx/Codegen/CudaEmitter.h"
+#include "sparsetx/Model/Backend.h"
+#include "sparsetx/Model/Cpu/Ops.h"
+#include "sparsetx/Runtime/Blas.h"
+#include "sparsetx/Runtime/Cuda.h"
+#include "sparsetx/Runtime/Nvrtc.h"
+#include "sparsetx/Support/Hash.h"
+
+#include "mlir/IR/Diagnostics.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+using namespace sparsetx;
+using namespace sparsetx::model;
+
+namespace {
+
+const std::vector<std::pair<std::string, std::string>> &modelKernelHeaders() {
+  static const std::vector<std::pair<std::string, std::string>> headers = {
+#include "ModelKernels.inc"
+  };
+  return headers;
+}
+
+llvm::Error backendError(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                 message.str());
+}
+
+cuda::DevicePtr dev(const void *p) { return reinterpret_cast<cuda::DevicePtr>(p); }
+
+/// Mirrors of the kernels' structs (same field order and sizes).
+struct SpMask {
+  uint64_t rowStart, rowKeys, colStart, colQueries;
+};
+struct SpAttnShape {
+  int64_t batch, heads, n, qkDim, vDim;
+  float scale;
+  int32_t maskPerHead;
+};
+static_assert(sizeof(SpAttnShape) == 48, "SpAttnShape must match the kernel");
+
+constexpr unsigned kThreads = 256;
+
+class CudaBackend;
+
+//===----------------------------------------------------------------------===//
+// Attention
+//===----------------------------------------------------------------------===//
+
+/// fp32: the exact attention over the pattern's per-row key lists.
+class CudaExactAttention final : public AttentionOp {
+public:
+  CudaExactAttention(CudaBackend &backend, const AttentionPattern &pattern,
+                     const AttentionDims &dims)
+      : backend(backend), pattern(pattern), dims(dims) {}
+  llvm::Error upload();
+
+  void forward(int64_t layer, int64_t batch, const float *q, const float *k,
+               const float *v, float *o, float *lse) override;
+  void backward(int64_t layer, int64_t batch, const float *q, const float *k,
+                const float *v, const float *o, const float *lse,
+                const float *dO, float *dQ, float *dK, float *dV) override;
+  void decode(int64_t layer, int64_t batch, int64_t position, const float *q,
+              const float *kCache, const float *vCache, float *o) override;
+
+private:
+  SpAttnShape shape(int64_t batch) const {
+    return {batch,      dims.heads, dims.seqLen, dims.qkDim, dims.vDim,
+            static_cast<float>(1.0 / std::sqrt(double(dims.qkDim))),
+            pattern.isPerHead() ? 1 : 0};
+  }
+  cuda::DevicePtr masksOf(int64_t layer) const {
+    return maskTable.get() + static_cast<uint64_t>(layer % numLayerMasks) *
+                                 maskStride * sizeof(SpMask);
+  }
+
+  CudaBackend &backend;
+  const AttentionPattern &pattern;
+  AttentionDims dims;
+  int64_t numLayerMasks = 1, maskStride = 1;
+  cuda::DeviceBuffer lists, maskTable, delta;
+};
+
+/// bf16/fp16: the pattern's generated kernels on [batch * heads, n, D]
+/// 16-bit copies of the token-major fp32 projections.
+class CudaTensorAttention final : public AttentionOp {
+public:
+  CudaTensorAttention(CudaBackend &backend, const AttentionDims &dims,
+                      AttentionPlan plan, int64_t headDim)
+      : backend(backend), dims(dims), plan(std::move(plan)), D(headDim) {}
+
+  void forward(int64_t layer, int64_t batch, const float *q, const float *k,
+               const float *v, float *o, float *lse) override;
+  void backward(int64_t layer, int64_t batch, const float *q, const float *k,
+                const float *v, const float *o, const float *lse,
+                const float *dO, float *dQ, float *dK, float *dV) override;
+  void decode(int64_t layer, int64_t batch, int64_t position, const float *q,
+              const float *kCache, const float *vCache, float *o) override;
+  AttentionPlan &getPlan() { return plan; }
+
+private:
+  bool reserve(int64_t batch, bool withBackward);
+  double scale() const { return 1.0 / std::sqrt(double(dims.qkDim)); }
+
+  CudaBackend &backend;
+  AttentionDims dims;
+  AttentionPlan plan;
+  int64_t D;
+  int64_t reservedBatch = 0;
+  bool reservedBackward = false;
+  /// 16-bit [batch * heads, n, D]: q, k, v, o, then dO, dQ, dK, dV.
+  std::vector<cuda::DeviceBuffer> halves;
+  // Decoding: per layer 16-bit caches and the rows they hold.
+  int64_t decodeBatch = 0;
+  std::vector<cuda::DeviceBuffer> kCache16, vCache16;
+  std::vector<int64_t> cachedRows;
+  cuda::DeviceBuffer decodeRows, decodeLse;
+};
+
+//===----------------------------------------------------------------------===//
+// The backend
+//===----------------------------------------------------------------------===//
+
+class CudaBackend final : public Backend {
+public:
+  static llvm::Expected<std::unique_ptr<CudaBackend>>
+  create(const CudaBackendOptions &options);
+  ~CudaBackend() override {
+    for (auto &[bytes, blocks] : freeBlocks)
+      for (cuda::DevicePtr p : blocks)
+        cuda::freeRaw(p);
+  }
+
+  llvm::StringRef name() const override { return "cuda"; }
+  Precision precision() const override { return options.precision; }
+  std::string description() const override {
+    return llvm::formatv("cuda ({0}, sm_{1}, {2}{3})", context.getDeviceName(),
+                         context.getComputeCapability(),
+                         toString(options.precision),
+                         options.deterministic ? ", deterministic" : "");
+  }
+  int64_t peakBufferBytes() const override { return peakLive; }
+  int64_t deviceBytesInUse() const override {
+    llvm::Expected<std::pair<size_t, size_t>> info = cuda::memoryInfo();
+    if (!info) {
+      llvm::consumeError(info.takeError());
+      return 0;
+    }
+    return static_cast<int64_t>(info->second - info->first);
+  }
+
+  llvm::Error takeError() override {
+    if (firstError.empty())
+      return llvm::Error::success();
+    return backendError(firstError);
+  }
+  bool failed() const { return !firstError.empty(); }
+  void record(llvm::Error e) {
+    if (!e)
+      return;
+    std::string text = llvm::toString(std::move(e));
+    if (firstError.empty())
+      firstError = std::move(text);
+  }
+
+  // Memory.
+  void upload(void *dst, const void *src, int64_t bytes) override {
+    if (!failed() && bytes > 0)
+      record(cuda::copyToDevice(dev(dst), src, bytes));
+  }
+  void download(void *dst, const void *src, int64_t bytes) override {
+    if (!failed() && bytes > 0)
+      record(cuda::copyToHost(dst, dev(src), bytes));
+  }
+  void copy(void *dst, const void *src, int64_t bytes) override {
+    if (!failed() && bytes > 0)
+      record(cuda::copyOnDevice(dev(dst), dev(src), bytes));
+  }
+  void fill(float *x, float value, int64_t n) override {
+    uint32_t bits;
+    std::memcpy(&bits, &value, 4);
+    if (!failed() && n > 0)
+      record(cuda::fill32(dev(x), bits, n));
+  }
+  void synchronize() override {
+    if (!failed())
+      record(context.synchronize());
+  }
+
+  void accumulate(float *y, const float *x, int64_t n) override {
+    elementwise(fnAccumulate, n, y, x, n);
+  }
+  void scale(float *x, float s, int64_t n) override {
+    elementwise(fnScale, n, x, s, n);
+  }
+
+  void matmul(float *c, const float *a, const float *b, int64_t m, int64_t n,
+              int64_t k, bool transB, bool accumulate) override {
+    gemm(c, a, b, m, n, k, false, transB, accumulate ? 1.0f : 0.0f);
+  }
+  void matmulBackward(float *da, bool accumulateDa, float *db, const float *dc,
+                      const float *a, const float *b, int64_t m, int64_t n,
+                      int64_t k, bool transB) override {
+    // c[m, n] = a[m, k] op(b).
+    if (da) {
+      if (transB) // b [n, k]: da = dc b
+        gemm(da, dc, b, m, k, n, false, false, accumulateDa ? 1.0f : 0.0f);
+      else // b [k, n]: da = dc b^T
+        gemm(da, dc, b, m, k, n, false, true, accumulateDa ? 1.0f : 0.0f);
+    }
+    if (db) {
+      if (transB) // db [n, k] += dc^T a
+        gemm(db, dc, a, n, k, m, true, false, 1.0f);
+      else // db [k, n] += a^T dc
+        gemm(db, a, dc, k, n, m, true, false, 1.0f);
+    }
+  }
+
+  void layerNormForward(float *out, float *mean, float *rstd, const float *inp,
+                        const float *weight, const float *bias, int64_t rows,
+                        int64_t c) override {
+    float eps = cpu::kLayerNormEps;
+    rowsKernel(fnLayerNormForward, rows, out, mean, rstd, inp, weight, bias,
+               rows, c, eps);
+  }
+  void layerNormBackward(float *dinp, float *dweight, float *dbias,
+                         const float *dout, const float *inp,
+                         const float *weight, const float *mean,
+                         const float *rstd, int64_t rows, int64_t c) override {
+    if (dinp)
+      rowsKernel(fnLayerNormBackwardInput, rows, dinp, dout, inp, weight, mean,
+                 rstd, rows, c);
+    if (dweight || dbias)
+      columnSums(dbias, dweight, dout, inp, mean, rstd, rows, c);
+  }
+  void geluForward(float *out, const float *inp, int64_t n) override {
+    elementwise(fnGeluForward, n, out, inp, n);
+  }
+  void geluBackward(float *dinp, const float *inp, const float *dout,
+                    int64_t n) override {
+    elementwise(fnGeluBackward, n, dinp, inp, dout, n);
+  }
+  void biasAddForward(float *x, const float *bias, int64_t rows,
+                      int64_t c) override {
+    elementwise(fnBiasAdd, rows * c, x, bias, rows, c);
+  }
+  void biasAddBackward(float *dbias, const float *dout, int64_t rows,
+                       int64_t c) override {
+    columnSums(dbias, nullptr, dout, nullptr, nullptr, nullptr, rows, c);
+  }
+  void embeddingForward(float *out, const int32_t *ids, const float *table,
+                        int64_t rows, int64_t c, int64_t,
+                        bool accumulate) override {
+    int32_t acc = accumulate ? 1 : 0;
+    elementwise(fnEmbeddingForward, rows * c, out, ids, table, rows, c, acc);
+  }
+  void embeddingBackward(float *dtable, const int32_t *ids, const float *dout,
+                         int64_t rows, int64_t c, int64_t) override {
+    elementwise(fnEmbeddingBackward, rows * c, dtable, ids, dout, rows, c);
+  }
+  double softmaxCrossEntropy(float *losses, float *dlogits, const float *logits,
+                             const int32_t *targets, int64_t rows,
+                             int64_t vocab, float dlossScale) override {
+    if (rows <= 0)
+      return 0.0;
+    float *lossOut = losses;
+    if (!lossOut) {
+      if (!reserve(lossScratch, rows * 4))
+        return std::nan("");
+      lossOut = reinterpret_cast<float *>(lossScratch.get());
+    }
+    launchKernel(fnCrossEntropy, {static_cast<unsigned>(rows)}, {256}, 0,
+                 lossOut, dlogits, logits, targets, vocab, dlossScale);
+    std::vector<float> host(rows);
+    download(host.data(), lossOut, rows * 4);
+    if (failed())
+      return std::nan("");
+    double total = 0.0;
+    for (float l : host)
+      total += l;
+    return total / rows;
+  }
+  void dropoutForward(float *out, const float *inp, int64_t n, float p,
+                      uint64_t seed) override {
+    uint64_t h = splitmix64(seed);
+    elementwise(fnDropoutForward, n, out, inp, n, p, h);
+  }
+  void dropoutBackward(float *dinp, const float *dout, int64_t n, float p,
+                       uint64_t seed) override {
+    uint64_t h = splitmix64(seed);
+    elementwise(fnDropoutBackward, n, dinp, dout, n, p, h);
+  }
+  void adamw(float *params, const float *grads, float *m, float *v, int64_t n,
+             int64_t step, float lr, float beta1, float beta2, float eps,
+             float weightDecay) override {
+    float c1 = static_cast<float>(1.0 - std::pow(double(beta1), double(step)));
+    float c2 = static_cast<float>(1.0 - std::pow(double(beta2), double(step)));
+    elementwise(fnAdamW, n, params, grads, m, v, n, lr, beta1, beta2, eps,
+                weightDecay, c1, c2);
+  }
+  double clipGradNorm(float *grads, int64_t n, double maxNorm) override {
+    if (n <= 0)
+      return 0.0;
+    unsigned blocks = gridFor(n);
+    if (!reserve(normScratch, blocks * 8))
+      return std::nan("");
+    launchKernel(fnSumSquares, {blocks}, {kThreads}, 0,
+                 reinterpret_cast<double *>(normScratch.get()), grads, n);
+    std::vector<double> partial(blocks);
+    download(partial.data(), reinterpret_cast<void *>(normScratch.get()),
+             blocks * 8);
+    if (failed())
+      return std::nan("");
+    double sumSq = 0.0;
+    for (double p : partial)
+      sumSq += p;
+    double norm = std::sqrt(sumSq);
+    if (maxNorm > 0.0 && norm > maxNorm && std::isfinite(norm))
+      scale(grads, static_cast<float>(maxNorm / norm), n);
+    return norm;
+  }
+
+  llvm::Expected<std::unique_ptr<AttentionOp>>
+  prepareAttention(const AttentionPattern &pattern,
+                   const AttentionDims &dims) override;
+
+  // For the attention ops.
+  template <typename... Args>
+  void launchKernel(cuda::Function fn, cuda::Dim3 grid, cuda::Dim3 block,
+                    unsigned shared, Args... args) {
+    if (failed())
+      return;
+    void *ptrs[] = {static_cast<void *>(&args)...};
+    record(cuda::launch(fn, grid, block, shared, nullptr, ptrs));
+  }
+  template <typename... Args>
+  void elementwise(cuda::Function fn, int64_t n, Args... args) {
+    if (n > 0)
+      launchKernel(fn, {gridFor(n)}, {kThreads}, 0, args...);
+  }
+  /// Grows `buffer` to at least `bytes`; false (error recorded) on failure.
+  bool reserve(cuda::DeviceBuffer &buffer, size_t bytes) {
+    if (failed())
+      return false;
+    if (buffer.size() >= bytes)
+      return true;
+    buffer = cuda::DeviceBuffer();
+    llvm::Expected<cuda::DeviceBuffer> b = cuda::DeviceBuffer::allocate(bytes);
+    if (!b) {
+      record(b.takeError());
+      return false;
+    }
+    buffer = std::move(*b);
+    return true;
+  }
+  void pack(void *dst, const float *src, int64_t batch, int64_t heads,
+            int64_t n, int64_t rowBegin, int64_t rows, int64_t dim,
+            int64_t D) {
+    int32_t bf16 = options.precision == Precision::BF16 ? 1 : 0;
+    elementwise(fnPackHeads, batch * heads * rows * D, dst, src, batch, heads,
+                n, rowBegin, rows, dim, D, bf16);
+  }
+  void unpack(float *dst, const void *src, int64_t batch, int64_t heads,
+              int64_t n, int64_t dim, int64_t D) {
+    int32_t bf16 = options.precision == Precision::BF16 ? 1 : 0;
+    elementwise(fnUnpackHeads, batch * n * heads * dim, dst, src, batch, heads,
+                n, dim, D, bf16);
+  }
+
+  cuda::Function fnAttnForward = nullptr, fnAttnDecode = nullptr,
+                 fnAttnBackwardDq = nullptr, fnAttnBackwardDkDv = nullptr;
+
+protected:
+  void *allocateRaw(int64_t bytes) override;
+  void release(void *ptr, int64_t bytes) override;
+
+private:
+  explicit CudaBackend(const CudaBackendOptions &options) : options(options) {}
+  llvm::Error init();
+  unsigned gridFor(int64_t n) const {
+    int64_t blocks = (n + kThreads - 1) / kThreads;
+    return static_cast<unsigned>(std::min<int64_t>(blocks, int64_t(numSMs) * 16));
+  }
+  template <typename... Args>
+  void rowsKernel(cuda::Function fn, int64_t rows, Args... args) {
+    // One warp per row, 8 rows per block.
+    if (rows > 0)
+      launchKernel(fn, {static_cast<unsigned>((rows + 7) / 8)}, {kThreads}, 0,
+                   args...);
+  }
+  void gemm(float *c, const float *a, const float *b, int64_t m, int64_t n,
+            int64_t k, bool transA, bool transB, float beta) {
+    if (failed())
+      return;
+    if (options.precision == Precision::FP32) {
+      record(blas->gemm(dev(c), dev(a), dev(b), m, n, k, transA, transB, 1.0f,
+                        beta, cuda::GemmInputs::FP32));
+      return;
+    }
+    // Mixed precision: the operands rounded to 16 bits, fp32 accumulation
+    // and output.
+    int32_t bf16 = options.precision == Precision::BF16 ? 1 : 0;
+    if (!reserve(gemmA16, static_cast<size_t>(m * k) * 2) ||
+        !reserve(gemmB16, static_cast<size_t>(k * n) * 2))
+      return;
+    elementwise(fnToHalf, m * k, reinterpret_cast<void *>(gemmA16.get()), a,
+                m * k, bf16);
+    elementwise(fnToHalf, k * n, reinterpret_cast<void *>(gemmB16.get()), b,
+                k * n, bf16);
+    if (failed())
+      return;
+    record(blas->gemm(dev(c), gemmA16.get(), gemmB16.get(), m, n, k, transA,
+                      transB, 1.0f, beta,
+                      bf16 ? cuda::GemmInputs::BF16 : cuda::GemmInputs::FP16));
+  }
+  void columnSums(float *dbias, float *dweight, const float *dout,
+                  const float *inp, const float *mean, const float *rstd,
+                  int64_t rows, int64_t c) {
+    if (rows <= 0 || c <= 0)
+      return;
+    int64_t chunks = std::min<int64_t>((rows + 63) / 64, 512);
+    int64_t rowsPerChunk = (rows + chunks - 1) / chunks;
+    chunks = (rows + rowsPerChunk - 1) / rowsPerChunk;
+    if (!reserve(columnScratch, static_cast<size_t>(2 * chunks * c) * 4))
+      return;
+    float *partial = reinterpret_cast<float *>(columnScratch.get());
+    const float *x = dweight ? inp : nullptr;
+    launchKernel(fnColumnPartials,
+                 {static_cast<unsigned>((c + 31) / 32),
+                  static_cast<unsigned>(chunks)},
+                 {32, 8}, 0, partial, dout, x, mean, rstd, rows, c,
+                 rowsPerChunk);
+    elementwise(fnColumnReduce, c, dbias, dweight,
+                static_cast<const float *>(partial), chunks, c);
+  }
+
+  CudaBackendOptions options;
+  cuda::Context context;
+  int numSMs = 1;
+  std::unique_ptr<cuda::Blas> blas;
+  cuda::Module module;
+  cuda::Function fnAccumulate = nullptr, fnScale = nullptr,
+                 fnGeluForward = nullptr, fnGeluBackward = nullptr,
+                 fnBiasAdd = nullptr, fnEmbeddingForward = nullptr,
+                 fnEmbeddingBackward = nullptr, fnDropoutForward = nullptr,
+                 fnDropoutBackward = nullptr, fnAdamW = nullptr,
+                 fnSumSquares = nullptr, fnLayerNormForward = nullptr,
+                 fnLayerNormBackwardInput = nullptr,
+                 fnColumnPartials = nullptr, fnColumnReduce = nullptr,
+                 fnCrossEntropy = nullptr, fnPackHeads = nullptr,
+                 fnUnpackHeads = nullptr, fnToHalf = nullptr;
+  cuda::DeviceBuffer lossScratch, normScratch, columnScratch, gemmA16, gemmB16;
+  std::string firstError;
+  // The caching allocator: free blocks by rounded size.
+  std::map<size_t, std::vector<cuda::DevicePtr>> freeBlocks;
+  size_t cachedBytes = 0;
+  int64_t live = 0, peakLive = 0;
+};
+
+size_t roundAllocation(size_t bytes) {
+  constexpr size_t kSmall = 512, kLarge = size_t(2) << 20;
+  if (bytes >= (size_t(1) << 20))
+    return (bytes + kLarge - 1) / kLarge * kLarge;
+  return (bytes + kSmall - 1) / kSmall * kSmall;
+}
+
+void *CudaBackend::allocateRaw(int64_t bytes) {
+  if (bytes <= 0 || failed())
+    return nullptr;
+  size_t size = roundAllocation(static_cast<size_t>(bytes));
+  cuda::DevicePtr ptr = 0;
+  auto it = freeBlocks.find(size);
+  if (it != freeBlocks.end() && !it->second.empty()) {
+    ptr = it->second.back();
+    it->second.pop_back();
+    cachedBytes -= size;
+  } else {
+    llvm::Expected<cuda::DevicePtr> p = cuda::allocateRaw(size);
+    if (!p) {
+      // Give the cached blocks back and try once more.
+      llvm::consumeError(p.takeError());
+      synchronize();
+      for (auto &[bytes, blocks] : freeBlocks)
+        for (cuda::DevicePtr b : blocks)
+          cuda::freeRaw(b);
+      freeBlocks.clear();
+      cachedBytes = 0;
+      p = cuda::allocateRaw(size);
+    }
+    if (!p) {
+      std::string why = llvm::toString(p.takeError());
+      llvm::Expected<std::pair<size_t, size_t>> info = cuda::memoryInfo();
+      std::string state;
+      if (info)
+        state = llvm::formatv(" ({0:F2} GiB of {1:F2} GiB free)",
+                              info->first / double(1 << 30),
+                              info->second / double(1 << 30));
+      else
+        llvm::consumeError(info.takeError());
+      record(backendError(llvm::formatv("out of GPU memory: {0} bytes could "
+                                        "not be allocated{1}: {2}",
+                                        size, state, why)));
+      return nullptr;
+    }
+    ptr = *p;
+  }
+  record(cuda::fill32(ptr, 0, size / 4));
+  live += static_cast<int64_t>(size);
+  peakLive = std::max(peakLive, live);
+  return reinterpret_cast<void *>(ptr);
+}
+
+void CudaBackend::release(void *ptr, int64_t bytes) {
+  if (!ptr)
+    return;
+  size_t size = roundAllocation(static_cast<size_t>(bytes));
+  freeBlocks[size].push_back(dev(ptr));
+  cachedBytes += size;
+  live -= static_cast<int64_t>(size);
+}
+
+llvm::Error CudaBackend::init() {
+  llvm::Expected<cuda::Context> ctx = cuda::Context::create(options.device);
+  if (!ctx)
+    return ctx.takeError();
+  context = std::move(*ctx);
+  numSMs = std::max(1, context.getNumSMs());
+  int cc = context.getComputeCapability();
+  if (cc < 80)
+    return backendError(llvm::formatv(
+        "{0} (sm_{1}) is older than sm_80, which the kernels need",
+        context.getDeviceName(), cc));
+  llvm::Expected<std::unique_ptr<cuda::Blas>> b = cuda::Blas::create();
+  if (!b)
+    return b.takeError();
+  blas = std::move(*b);
+
+  llvm::Expected<std::string> ptx = compileCudaBackendKernels(
+      cc == 90 ? "sm_90a" : "sm_" + std::to_string(cc));
+  if (!ptx)
+    return ptx.takeError();
+  llvm::Expected<cuda::Module> mod = cuda::Module::load(*ptx);
+  if (!mod)
+    return mod.takeError();
+  module = std::move(*mod);
+  struct Entry {
+    cuda::Function *fn;
+    const char *name;
+  } entries[] = {
+      {&fnAccumulate, "sp_accumulate"},
+      {&fnScale, "sp_scale"},
+      {&fnGeluForward, "sp_gelu_forward"},
+      {&fnGeluBackward, "sp_gelu_backward"},
+      {&fnBiasAdd, "sp_bias_add"},
+      {&fnEmbeddingForward, "sp_embedding_forward"},
+      {&fnEmbeddingBackward, "sp_embedding_backward"},
+      {&fnDropoutForward, "sp_dropout_forward"},
+      {&fnDropoutBackward, "sp_dropout_backward"},
+      {&fnAdamW, "sp_adamw"},
+      {&fnSumSquares, "sp_sum_squares"},
+      {&fnLayerNormForward, "sp_layernorm_forward"},
+      {&fnLayerNormBackwardInput, "sp_layernorm_backward_input"},
+      {&fnColumnPartials, "sp_column_partials"},
+      {&fnColumnReduce, "sp_column_reduce"},
+      {&fnCrossEntropy, "sp_softmax_cross_entropy"},
+      {&fnPackHeads, "sp_pack_heads"},
+      {&fnUnpackHeads, "sp_unpack_heads"},
+      {&fnToHalf, "sp_to_half"},
+      {&fnAttnForward, "sp_attention_forward"},
+      {&fnAttnDecode, "sp_attention_decode"},
+      {&fnAttnBackwardDq, "sp_attention_backward_dq"},
+      {&fnAttnBackwardDkDv, "sp_attention_backward_dkdv"},
+  };
+  for (Entry &e : entries) {
+    llvm::Expected<cuda::Function> fn = module.getFunction(e.name);
+    if (!fn)
+      return fn.takeError();
+    *e.fn = *fn;
+  }
+  return llvm::Error::success();
+}
+
+llvm::Expected<std::unique_ptr<CudaBackend>>
+CudaBackend::create(const CudaBackendOptions &options) {
+  std::unique_ptr<CudaBackend> backend(new CudaBackend(options));
+  if (llvm::Error e = backend->init())
+    return std::move(e);
+  return std::move(backend);
+}
+
+llvm::Expected<std::unique_ptr<AttentionOp>>
+CudaBackend::prepareAttention(const AttentionPattern &pattern,
+                              const AttentionDims &dims) {
+  if (dims.seqLen != pattern.getSeqLen() || dims.heads != pattern.getNumHeads())
+    return backendError(llvm::formatv(
+        "attention of n = {0}, {1} heads from a pattern compiled for n = {2}, "
+        "{3} heads",
+        dims.seqLen, dims.heads, pattern.getSeqLen(), pattern.getNumHeads()));
+  if (options.precision == Precision::FP32) {
+    if (std::max(dims.qkDim, dims.vDim) > 32 * 8)
+      return backendError(llvm::formatv(
+          "head dimension {0}: the fp32 attention supports up to 256",
+          std::max(dims.qkDim, dims.vDim)));
+    auto op = std::make_unique<CudaExactAttention>(*this, pattern, dims);
+    if (llvm::Error e = op->upload())
+      return std::move(e);
+    return std::move(op);
+  }
+
+  int64_t need = std::max(dims.qkDim, dims.vDim), D = 0;
+  for (int64_t candidate : {32, 64, 128})
+    if (need <= candidate) {
+      D = candidate;
+      break;
+    }
+  if (D == 0)
+    return backendError(llvm::formatv(
+        "head dimension {0}: the {1} attention kernels take head dimensions "
+        "up to 128 (use --precision fp32)",
+        need, toString(options.precision)));
+  const CompiledPattern &compiled = pattern.getCompiled();
+  codegen::CodegenOptions cg;
+  cg.headDim = D;
+  cg.dtype = options.precision == Precision::BF16 ? codegen::ElementType::BF16
+                                                   : codegen::ElementType::FP16;
+  int cc = context.getComputeCapability();
+  cg.arch = cc == 90 ? "sm_90a" : "sm_" + std::to_string(cc);
+  std::string diagnostics;
+  mlir::FailureOr<codegen::GeneratedAttention> generated;
+  {
+    mlir::ScopedDiagnosticHandler handler(
+        compiled.context.get(), [&](mlir::Diagnostic &diag) {
+          diagnostics += (diagnostics.empty() ? "" : "\n") + diag.str();
+          return mlir::success();
+        });
+    generated = codegen::generateForward(compiled.pattern, compiled.layout, cg);
+  }
+  if (mlir::failed(generated))
+    return backendError("cannot generate the attention kernels of pattern '" +
+                        pattern.getName().str() + "': " + diagnostics);
+  llvm::Expected<AttentionPlan> plan = AttentionPlan::compile(std::move(*generated));
+  if (!plan)
+    return plan.takeError();
+  plan->setDeterministicBackward(options.deterministic);
+  return std::make_unique<CudaTensorAttention>(*this, dims, std::move(*plan), D);
+}
+
+//===----------------------------------------------------------------------===//
+// The exact fp32 attention
+//===----------------------------------------------------------------------===//
+
+llvm::Error CudaExactAttention::upload() {
+  numLayerMasks = pattern.getNumLayerMasks();
+  maskStride = pattern.isPerHead() ? pattern.getNumHeads() : 1;
+  // Every mask's four arrays back to back (8-byte aligned), then the SpMask
+  // table: [layer mask][head or 0].
+  std::vector<const RowSparsity *> masks;
+  for (int64_t m = 0; m < numLayerMasks; ++m)
+    for (const RowSparsity *r : pattern.layerMasks(m))
+      masks.push_back(r);
+  size_t bytes = 0;
+  auto align8 = [](size_t x) { return (x + 7) / 8 * 8; };
+  for (const RowSparsity *r : masks)
+    bytes += align8(r->rowOffsets().size() * 8) +
+             align8(r->allRowKeys().size() * 4) +
+             align8(r->colOffsets().size() * 8) +
+             align8(r->allColQueries().size() * 4);
+  llvm::Expected<cuda::DeviceBuffer> buf = cuda::DeviceBuffer::allocate(bytes);
+  if (!buf)
+    return buf.takeError();
+  lists = std::move(*buf);
+  std::vector<SpMask> table;
+  size_t offset = 0;
+  auto put = [&](const void *data, size_t size) -> llvm::Expected<uint64_t> {
+    uint64_t at = lists.get() + offset;
+    if (llvm::Error e = lists.copyFromHost(data, size, offset))
+      return std::move(e);
+    offset += align8(size);
+    return at;
+  };
+  for (const RowSparsity *r : masks) {
+    SpMask m;
+    llvm::Expected<uint64_t> a = put(r->rowOffsets().data(), r->rowOffsets().size() * 8);
+    if (!a)
+      return a.takeError();
+    m.rowStart = *a;
+    a = put(r->allRowKeys().data(), r->allRowKeys().size() * 4);
+    if (!a)
+      return a.takeError();
+    m.rowKeys = *a;
+    a = put(r->colOffsets().data(), r->colOffsets().size() * 8);
+    if (!a)
+      return a.takeError();
+    m.colStart = *a;
+    a = put(r->allColQueries().data(), r->allColQueries().size() * 4);
+    if (!a)
+      return a.takeError();
+    m.colQueries = *a;
+    table.push_back(m);
+  }
+  llvm::Expected<cuda::DeviceBuffer> t =
+      cuda::DeviceBuffer::allocate(table.size() * sizeof(SpMask));
+  if (!t)
+    return t.takeError();
+  maskTable = std::move(*t);
+  return maskTable.copyFromHost(table.data(), table.size() * sizeof(SpMask));
+}
+
+void CudaExactAttention::forward(int64_t layer, int64_t batch, const float *q,
+                                 const float *k, const float *v, float *o,
+                                 float *lse) {
+  SpAttnShape s = shape(batch);
+  int64_t rows = batch * dims.heads * dims.seqLen;
+  uint64_t masks = masksOf(layer);
+  backend.launchKernel(backend.fnAttnForward,
+                       {static_cast<unsigned>((rows + 3) / 4)}, {128},
+                       static_cast<unsigned>(4 * dims.qkDim * 4), s, masks, q,
+                       k, v, o, lse);
+}
+
+void CudaExactAttention::backward(int64_t layer, int64_t batch, const float *q,
+                                  const float *k, const float *v,
+                                  const float *o, const float *lse,
+                                  const float *dO, float *dQ, float *dK,
+                                  float *dV) {
+  SpAttnShape s = shape(batch);
+  int64_t rows = batch * dims.heads * dims.seqLen;
+  if (!backend.reserve(delta, static_cast<size_t>(rows) * 4))
+    return;
+  float *deltaPtr = reinterpret_cast<float *>(delta.get());
+  uint64_t masks = masksOf(layer);
+  unsigned shared = static_cast<unsigned>(4 * (dims.qkDim + dims.vDim) * 4);
+  cuda::Dim3 grid{static_cast<unsigned>((rows + 3) / 4)};
+  backend.launchKernel(backend.fnAttnBackwardDq, grid, {128}, shared, s, masks,
+                       q, k, v, o, lse, dO, dQ, deltaPtr);
+  backend.launchKernel(backend.fnAttnBackwardDkDv, grid, {128}, shared, s,
+                       masks, q, k, v, lse, dO,
+                       static_cast<const float *>(deltaPtr), dK, dV);
+}
+
+void CudaExactAttention::decode(int64_t layer, int64_t batch, int64_t position,
+                                const float *q, const float *kCache,
+                                const float *vCache, float *o) {
+  SpAttnShape s = shape(batch);
+  int64_t rows = batch * dims.heads;
+  uint64_t masks = masksOf(layer);
+  backend.launchKernel(backend.fnAttnDecode,
+                       {static_cast<unsigned>((rows + 3) / 4)}, {128},
+                       static_cast<unsigned>(4 * dims.qkDim * 4), s, masks,
+                       position, q, kCache, vCache, o);
+}
+
+//===----------------------------------------------------------------------===//
+// The tensor-core attention
+//===----------------------------------------------------------------------===//
+
+bool CudaTensorAttention::reserve(int64_t batch, bool withBackward) {
+  if (batch <= reservedBatch && (!withBackward || reservedBackward))
+    return !backend.failed();
+  int64_t b = std::max(batch, reservedBatch);
+  size_t bytes = static_cast<size_t>(b * dims.heads * dims.seqLen * D) * 2;
+  size_t count = withBackward || reservedBackward ? 8 : 4;
+  halves.resize(8);
+  for (size_t i = 0; i < count; ++i)
+    if (!backend.reserve(halves[i], bytes))
+      return false;
+  reservedBatch = b;
+  reservedBackward = count == 8;
+  return true;
+}
+
+void CudaTensorAttention::forward(int64_t layer, int64_t batch, const float *q,
+                                  const float *k, const float *v, float *o,
+                                  float *lse) {
+  if (!reserve(batch, false))
+    return;
+  const int64_t H = dims.heads, n = dims.seqLen;
+  backend.pack(reinterpret_cast<void *>(halves[0].get()), q, batch, H, n, 0, n,
+               dims.qkDim, D);
+  backend.pack(reinterpret_cast<void *>(halves[1].get()), k, batch, H, n, 0, n,
+               dims.qkDim, D);
+  backend.pack(reinterpret_cast<void *>(halves[2].get()), v, batch, H, n, 0, n,
+               dims.vDim, D);
+  if (backend.failed())
+    return;
+  backend.record(plan.forward(layer, batch * H, halves[0].get(),
+                              halves[1].get(), halves[2].get(),
+                              halves[3].get(), dev(lse), scale()));
+  backend.unpack(o, reinterpret_cast<const void *>(halves[3].get()), batch, H,
+                 n, dims.vDim, D);
+}
+
+void CudaTensorAttention::backward(int64_t layer, int64_t batch, const float *q,
+                                   const float *k, const float *v,
+                                   const float *o, const float *lse,
+                                   const float *dO, float *dQ, float *dK,
+                                   float *dV) {
+  if (!reserve(batch, true))
+    return;
+  const int64_t H = dims.heads, n = dims.seqLen;
+  auto half = [&](size_t i) { return reinterpret_cast<void *>(halves[i].get()); };
+  backend.pack(half(0), q, batch, H, n, 0, n, dims.qkDim, D);
+  backend.pack(half(1), k, batch, H, n, 0, n, dims.qkDim, D);
+  backend.pack(half(2), v, batch, H, n, 0, n, dims.vDim, D);
+  backend.pack(half(3), o, batch, H, n, 0, n, dims.vDim, D);
+  backend.pack(half(4), dO, batch, H, n, 0, n, dims.vDim, D);
+  if (backend.failed())
+    return;
+  backend.record(plan.backward(layer, batch * H, halves[0].get(),
+                               halves[1].get(), halves[2].get(),
+                               halves[3].get(), dev(lse), halves[4].get(),
+                               halves[5].get(), halves[6].get(),
+                               halves[7].get(), scale()));
+  backend.unpack(dQ, half(5), batch, H, n, dims.qkDim, D);
+  backend.unpack(dK, half(6), batch, H, n, dims.qkDim, D);
+  backend.unpack(dV, half(7), batch, H, n, dims.vDim, D);
+}
+
+void CudaTensorAttention::decode(int64_t layer, int64_t batch,
+                                 int64_t position, const float *q,
+                                 const float *kCache, const float *vCache,
+                                 float *o) {
+  const int64_t H = dims.heads, n = dims.seqLen;
+  size_t layers = static_cast<size_t>(layer) + 1;
+  if (batch != decodeBatch) {
+    kCache16.clear();
+    vCache16.clear();
+    cachedRows.clear();
+    decodeBatch = batch;
+  }
+  if (kCache16.size() < layers) {
+    kCache16.resize(layers);
+    vCache16.resize(layers);
+    cachedRows.resize(layers, 0);
+  }
+  size_t cacheBytes = static_cast<size_t>(batch * H * n * D) * 2;
+  if (!backend.reserve(kCache16[layer], cacheBytes) ||
+      !backend.reserve(vCache16[layer], cacheBytes) ||
+      !backend.reserve(decodeRows, static_cast<size_t>(2 * batch * H * D) * 2) ||
+      !backend.reserve(decodeLse, static_cast<size_t>(batch * H) * 4))
+    return;
+  // Append the rows this layer's copy lacks (all of them again when a new
+  // sequence starts at a lower position).
+  int64_t from = position >= cachedRows[layer] ? cachedRows[layer] : 0;
+  int64_t count = position + 1 - from;
+  backend.pack(reinterpret_cast<void *>(kCache16[layer].get()), kCache, batch,
+               H, n, from, count, dims.qkDim, D);
+  backend.pack(reinterpret_cast<void *>(vCache16[layer].get()), vCache, batch,
+               H, n, from, count, dims.vDim, D);
+  cachedRows[layer] = position + 1;
+  cuda::DevicePtr q16 = decodeRows.get(),
+                  o16 = decodeRows.get() + static_cast<size_t>(batch * H * D) * 2;
+  backend.pack(reinterpret_cast<void *>(q16), q, batch, H, 1, 0, 1, dims.qkDim,
+               D);
+  if (backend.failed())
+    return;
+  backend.record(plan.decode(layer, batch * H, position, q16,
+                             kCache16[layer].get(), vCache16[layer].get(), n,
+                             o16, decodeLse.get(), scale()));
+  backend.unpack(o, reinterpret_cast<const void *>(o16), batch, H, 1, dims.vDim,
+                 D);
+}
+
+} // namespace
+
+llvm::Expected<std::string>
+sparsetx::model::compileCudaBackendKernels(llvm::StringRef arch) {
+  nvrtc::CompileOptions compile;
+  compile.arch = arch.str();
+  compile.flags = {"-std=c++17"};
+  return nvrtc::compileToPTX("#include \"sparsetx/model_ops.cuh\"\n",
+                             "model_ops.cu", compile, modelKernelHeaders());
+}
+
+llvm::Expected<std::unique_ptr<Backend>>
+sparsetx::model::createCudaBackend(const CudaBackendOptions &options) {
+  llvm::Expected<std::unique_ptr<CudaBackend>> backend =
+      CudaBackend::create(options);
+  if (!backend)
+    return backend.takeError();
+  return std::unique_ptr<Backend>(std::move(*backend));
+}

@@ -1,0 +1,680 @@
+//===- model_ops.cuh - the model's elementwise and fp32 attention kernels -===//
+//
+// Compiled once per CUDA backend by NVRTC (for the device's architecture) and
+// launched by model/core/CudaBackend.cpp. Every formula matches the CPU ops of
+// model/cpu (Ops.h): the GPU backend is checked against them.
+//
+// Layouts: row-major matrices; attention tensors token-major [batch, n,
+// heads, dim]; lse [batch, heads, n]. Indices are 64-bit.
+//
+// Reductions whose order would otherwise depend on scheduling (column sums of
+// bias and layer-norm gradients, the gradient norm, the loss) are written as
+// per-block partials and summed in a fixed order, so that a training step is
+// reproducible; only the embedding gradient uses atomics.
+//
+//===----------------------------------------------------------------------===//
+
+typedef long long i64;
+typedef unsigned long long u64;
+
+#define SP_GRID_STRIDE(i, n)                                                   \
+  for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n);            \
+       i += (i64)gridDim.x * blockDim.x)
+
+__device__ __forceinline__ float spWarpSum(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1)
+    x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+__device__ __forceinline__ float spWarpMax(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1)
+    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+  return x;
+}
+__device__ __forceinline__ float spNegInf() { return __int_as_float(0xff800000); }
+
+// --- Elementwise ------------------------------------------------------------
+
+extern "C" __global__ void sp_accumulate(float *y, const float *x, i64 n) {
+  SP_GRID_STRIDE(i, n) y[i] += x[i];
+}
+
+extern "C" __global__ void sp_scale(float *x, float s, i64 n) {
+  SP_GRID_STRIDE(i, n) x[i] *= s;
+}
+
+__device__ __forceinline__ float spSigmoid(float z) {
+  return 1.0f / (1.0f + expf(-z));
+}
+
+extern "C" __global__ void sp_gelu_forward(float *out, const float *inp,
+                                           i64 n) {
+  SP_GRID_STRIDE(i, n) {
+    float x = inp[i];
+    out[i] = x * spSigmoid(1.702f * x);
+  }
+}
+
+extern "C" __global__ void sp_gelu_backward(float *dinp, const float *inp,
+                                            const float *dout, i64 n) {
+  SP_GRID_STRIDE(i, n) {
+    float x = inp[i];
+    float s = spSigmoid(1.702f * x);
+    dinp[i] += dout[i] * (s + 1.702f * x * s * (1.0f - s));
+  }
+}
+
+extern "C" __global__ void sp_bias_add(float *x, const float *bias, i64 rows,
+                                       i64 c) {
+  SP_GRID_STRIDE(i, rows * c) x[i] += bias[i % c];
+}
+
+/// out[r, :] (+)= table[ids[r], :].
+extern "C" __global__ void sp_embedding_forward(float *out, const int *ids,
+                                                const float *table, i64 rows,
+                                                i64 c, int accumulate) {
+  SP_GRID_STRIDE(i, rows * c) {
+    i64 r = i / c, t = i - r * c;
+    float v = table[(i64)ids[r] * c + t];
+    out[i] = accumulate ? out[i] + v : v;
+  }
+}
+
+extern "C" __global__ void sp_embedding_backward(float *dtable, const int *ids,
+                                                 const float *dout, i64 rows,
+                                                 i64 c) {
+  SP_GRID_STRIDE(i, rows * c) {
+    i64 r = i / c, t = i - r * c;
+    atomicAdd(&dtable[(i64)ids[r] * c + t], dout[i]);
+  }
+}
+
+__device__ __forceinline__ u64 spSplitmix64(u64 x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+/// The CPU's dropoutKeep, bit for bit.
+__device__ __forceinline__ bool spDropoutKeep(u64 seedHash, u64 index, float p) {
+  u64 h = spSplitmix64(seedHash + index * 0x9E3779B97F4A7C15ull);
+  float u = (float)(h >> 40) * (1.0f / 16777216.0f);
+  return u >= p;
+}
+
+/// seedHash = splitmix64(seed), computed once on the host.
+extern "C" __global__ void sp_dropout_forward(float *out, const float *inp,
+                                              i64 n, float p, u64 seedHash) {
+  float scale = 1.0f / (1.0f - p);
+  SP_GRID_STRIDE(i, n) out[i] = spDropoutKeep(seedHash, i, p) ? inp[i] * scale : 0.0f;
+}
+
+extern "C" __global__ void sp_dropout_backward(float *dinp, const float *dout,
+                                               i64 n, float p, u64 seedHash) {
+  float scale = 1.0f / (1.0f - p);
+  SP_GRID_STRIDE(i, n) if (spDropoutKeep(seedHash, i, p)) dinp[i] += dout[i] * scale;
+}
+
+/// c1 = 1 - beta1^step, c2 = 1 - beta2^step (host, as the CPU computes them).
+extern "C" __global__ void sp_adamw(float *params, const float *grads, float *m,
+                                    float *v, i64 n, float lr, float beta1,
+                                    float beta2, float eps, float weightDecay,
+                                    float c1, float c2) {
+  SP_GRID_STRIDE(i, n) {
+    float g = grads[i];
+    float mi = beta1 * m[i] + (1.0f - beta1) * g;
+    float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    float mhat = mi / c1, vhat = vi / c2;
+    params[i] -= lr * (mhat / (sqrtf(vhat) + eps) + weightDecay * params[i]);
+  }
+}
+
+/// partial[block] = sum of squares of the block's grid-stride elements, in
+/// double (summed on the host in block order).
+extern "C" __global__ void sp_sum_squares(double *partial, const float *x,
+                                          i64 n) {
+  __shared__ double warpSums[32];
+  double acc = 0.0;
+  SP_GRID_STRIDE(i, n) acc += (double)x[i] * x[i];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1)
+    acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0)
+    warpSums[warp] = acc;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double s = 0.0;
+    for (int w = 0; w < (int)(blockDim.x >> 5); ++w)
+      s += warpSums[w];
+    partial[blockIdx.x] = s;
+  }
+}
+
+// --- Layer norm (one warp per row) ------------------------------------------
+
+extern "C" __global__ void sp_layernorm_forward(float *out, float *mean,
+                                                float *rstd, const float *inp,
+                                                const float *weight,
+                                                const float *bias, i64 rows,
+                                                i64 c, float eps) {
+  i64 r = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  int lane = threadIdx.x & 31;
+  if (r >= rows)
+    return;
+  const float *x = inp + r * c;
+  float sum = 0.0f;
+  for (i64 j = lane; j < c; j += 32)
+    sum += x[j];
+  float mu = spWarpSum(sum) / (float)c;
+  float var = 0.0f;
+  for (i64 j = lane; j < c; j += 32) {
+    float d = x[j] - mu;
+    var += d * d;
+  }
+  var = spWarpSum(var) / (float)c;
+  float s = rsqrtf(var + eps);
+  float *y = out + r * c;
+  for (i64 j = lane; j < c; j += 32)
+    y[j] = (x[j] - mu) * s * weight[j] + bias[j];
+  if (lane == 0) {
+    if (mean)
+      mean[r] = mu;
+    if (rstd)
+      rstd[r] = s;
+  }
+}
+
+extern "C" __global__ void sp_layernorm_backward_input(
+    float *dinp, const float *dout, const float *inp, const float *weight,
+    const float *mean, const float *rstd, i64 rows, i64 c) {
+  i64 r = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  int lane = threadIdx.x & 31;
+  if (r >= rows)
+    return;
+  const float *x = inp + r * c, *dy = dout + r * c;
+  float m = mean[r], s = rstd[r];
+  float gMean = 0.0f, gxMean = 0.0f;
+  for (i64 j = lane; j < c; j += 32) {
+    float g = dy[j] * weight[j];
+    gMean += g;
+    gxMean += g * ((x[j] - m) * s);
+  }
+  gMean = spWarpSum(gMean) / (float)c;
+  gxMean = spWarpSum(gxMean) / (float)c;
+  float *dx = dinp + r * c;
+  for (i64 j = lane; j < c; j += 32) {
+    float g = dy[j] * weight[j];
+    float xhat = (x[j] - m) * s;
+    dx[j] += s * (g - gMean - xhat * gxMean);
+  }
+}
+
+// --- Column sums (bias and layer-norm parameter gradients) ------------------
+//
+// Blocks of 32 x 8 threads: blockIdx.x picks 32 columns, blockIdx.y a chunk
+// of `rowsPerChunk` rows. partial[which][chunk][col] holds the chunk's sum of
+// dout (which 0) and, for layer norm, of dout * xhat (which 1); a second
+// kernel adds the chunks in order into the gradients.
+
+extern "C" __global__ void sp_column_partials(float *partial, const float *dout,
+                                              const float *inp,
+                                              const float *mean,
+                                              const float *rstd, i64 rows,
+                                              i64 c, i64 rowsPerChunk) {
+  __shared__ float sums[2][8][33];
+  i64 col = (i64)blockIdx.x * 32 + threadIdx.x;
+  i64 chunk = blockIdx.y;
+  i64 begin = chunk * rowsPerChunk;
+  i64 end = begin + rowsPerChunk < rows ? begin + rowsPerChunk : rows;
+  float db = 0.0f, dw = 0.0f;
+  if (col < c) {
+    for (i64 r = begin + threadIdx.y; r < end; r += 8) {
+      float dy = dout[r * c + col];
+      db += dy;
+      if (inp)
+        dw += dy * ((inp[r * c + col] - mean[r]) * rstd[r]);
+    }
+  }
+  sums[0][threadIdx.y][threadIdx.x] = db;
+  sums[1][threadIdx.y][threadIdx.x] = dw;
+  __syncthreads();
+  if (threadIdx.y == 0 && col < c) {
+    float b = 0.0f, w = 0.0f;
+    for (int y = 0; y < 8; ++y) {
+      b += sums[0][y][threadIdx.x];
+      w += sums[1][y][threadIdx.x];
+    }
+    i64 chunks = gridDim.y;
+    partial[chunk * c + col] = b;
+    if (inp)
+      partial[(chunks + chunk) * c + col] = w;
+  }
+}
+
+/// dbias[col] += sum over chunks of partial[0]; dweight likewise of
+/// partial[1] (either may be null).
+extern "C" __global__ void sp_column_reduce(float *dbias, float *dweight,
+                                            const float *partial, i64 chunks,
+                                            i64 c) {
+  SP_GRID_STRIDE(col, c) {
+    if (dbias) {
+      float b = 0.0f;
+      for (i64 k = 0; k < chunks; ++k)
+        b += partial[k * c + col];
+      dbias[col] += b;
+    }
+    if (dweight) {
+      float w = 0.0f;
+      for (i64 k = 0; k < chunks; ++k)
+        w += partial[(chunks + k) * c + col];
+      dweight[col] += w;
+    }
+  }
+}
+
+// --- Softmax cross-entropy (one block per row) ------------------------------
+
+extern "C" __global__ void sp_softmax_cross_entropy(float *losses,
+                                                    float *dlogits,
+                                                    const float *logits,
+                                                    const int *targets,
+                                                    i64 vocab, float dscale) {
+  __shared__ float red[32];
+  i64 r = blockIdx.x;
+  const float *z = logits + r * vocab;
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5,
+      warps = blockDim.x >> 5;
+  float mx = spNegInf();
+  for (i64 j = threadIdx.x; j < vocab; j += blockDim.x)
+    mx = fmaxf(mx, z[j]);
+  mx = spWarpMax(mx);
+  if (lane == 0)
+    red[warp] = mx;
+  __syncthreads();
+  mx = red[0];
+  for (int w = 1; w < warps; ++w)
+    mx = fmaxf(mx, red[w]);
+  __syncthreads();
+  float sum = 0.0f;
+  for (i64 j = threadIdx.x; j < vocab; j += blockDim.x)
+    sum += expf(z[j] - mx);
+  sum = spWarpSum(sum);
+  if (lane == 0)
+    red[warp] = sum;
+  __syncthreads();
+  sum = 0.0f;
+  for (int w = 0; w < warps; ++w)
+    sum += red[w];
+  float logSum = logf(sum);
+  int t = targets[r];
+  if (threadIdx.x == 0)
+    losses[r] = logSum - (z[t] - mx);
+  if (dlogits) {
+    float *dz = dlogits + r * vocab;
+    for (i64 j = threadIdx.x; j < vocab; j += blockDim.x) {
+      float p = expf(z[j] - mx - logSum);
+      dz[j] = (p - (j == t ? 1.0f : 0.0f)) * dscale;
+    }
+  }
+}
+
+// --- fp32 sparse attention over per-row key lists ---------------------------
+//
+// The fp32 mode's attention: the CPU attention (SparseAttention.cpp) on the
+// GPU, exact to fp32 rounding, for validation and small models; the bf16 and
+// fp16 modes run the generated tensor-core kernels instead. One warp per
+// (batch, head, row); lanes take 32 keys (or queries) at a time and compute
+// their dot products whole, then share the weights by shuffles and
+// accumulate output columns lane-strided.
+
+/// A mask's CSR lists: keys of each row, queries of each key (ascending).
+struct SpMask {
+  const i64 *rowStart;
+  const int *rowKeys;
+  const i64 *colStart;
+  const int *colQueries;
+};
+
+#define SP_MAX_DIM_PER_LANE 8 // dims up to 256
+
+struct SpAttnShape {
+  i64 batch, heads, n, qkDim, vDim;
+  float scale;
+  int maskPerHead; // masks[h] when set, else masks[0]
+};
+
+__device__ __forceinline__ i64 spTok(const SpAttnShape &s, i64 b, i64 i,
+                                     i64 h, i64 dim) {
+  return ((b * s.n + i) * s.heads + h) * dim;
+}
+
+/// Softmax attention of one query row over `keys[0..count)`: key j's row of
+/// k at kBase + j * kStride, of v at vBase + j * vStride. Writes o (vDim) and
+/// returns lse (natural log; -inf for an empty row, whose o is 0). `qs` is
+/// the warp's shared copy of the query row.
+__device__ float spAttendRow(const SpAttnShape &s, const float *qs,
+                             const int *keys, i64 count, const float *kBase,
+                             i64 kStride, const float *vBase, i64 vStride,
+                             float *o) {
+  int lane = threadIdx.x & 31;
+  float m = spNegInf(), l = 0.0f;
+  float acc[SP_MAX_DIM_PER_LANE];
+#pragma unroll
+  for (int u = 0; u < SP_MAX_DIM_PER_LANE; ++u)
+    acc[u] = 0.0f;
+  for (i64 base = 0; base < count; base += 32) {
+    i64 idx = base + lane;
+    float sc = spNegInf();
+    int key = 0;
+    if (idx < count) {
+      key = keys[idx];
+      const float *kr = kBase + (i64)key * kStride;
+      float dot = 0.0f;
+      for (i64 t = 0; t < s.qkDim; ++t)
+        dot += qs[t] * kr[t];
+      sc = dot * s.scale;
+    }
+    float mNew = fmaxf(m, spWarpMax(sc));
+    float corr = expf(m - mNew); // m = -inf at the start: 0
+    float p = idx < count ? expf(sc - mNew) : 0.0f;
+    l = l * corr + spWarpSum(p);
+#pragma unroll
+    for (int u = 0; u < SP_MAX_DIM_PER_LANE; ++u)
+      acc[u] *= corr;
+    int valid = (int)(count - base < 32 ? count - base : 32);
+    for (int jj = 0; jj < valid; ++jj) {
+      float pj = __shfl_sync(0xffffffffu, p, jj);
+      int kj = __shfl_sync(0xffffffffu, key, jj);
+      const float *vr = vBase + (i64)kj * vStride;
+#pragma unroll
+      for (int u = 0; u < SP_MAX_DIM_PER_LANE; ++u) {
+        i64 t = lane + 32 * u;
+        if (t < s.vDim)
+          acc[u] += pj * vr[t];
+      }
+    }
+    m = mNew;
+  }
+  float inv = l > 0.0f ? 1.0f / l : 0.0f;
+#pragma unroll
+  for (int u = 0; u < SP_MAX_DIM_PER_LANE; ++u) {
+    i64 t = lane + 32 * u;
+    if (t < s.vDim)
+      o[t] = acc[u] * inv;
+  }
+  return l > 0.0f ? m + logf(l) : spNegInf();
+}
+
+/// Loads row `qr` into the warp's shared slot.
+__device__ __forceinline__ float *spLoadQuery(float *smem, const float *qr,
+                                              i64 dim) {
+  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  float *qs = smem + warp * dim;
+  for (i64 t = lane; t < dim; t += 32)
+    qs[t] = qr[t];
+  __syncwarp();
+  return qs;
+}
+
+/// One warp per (batch, head, row); dynamic shared memory: warps * qkDim
+/// floats.
+extern "C" __global__ void sp_attention_forward(SpAttnShape s,
+                                                const SpMask *masks,
+                                                const float *q, const float *k,
+                                                const float *v, float *o,
+                                                float *lse) {
+  extern __shared__ float smem[];
+  i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (row >= s.batch * s.heads * s.n)
+    return;
+  i64 i = row % s.n, bh = row / s.n, h = bh % s.heads, b = bh / s.heads;
+  const SpMask mask = masks[s.maskPerHead ? h : 0];
+  const float *qs = spLoadQuery(smem, q + spTok(s, b, i, h, s.qkDim), s.qkDim);
+  i64 start = mask.rowStart[i], count = mask.rowStart[i + 1] - start;
+  float out = spAttendRow(s, qs, mask.rowKeys + start, count,
+                          k + spTok(s, b, 0, h, s.qkDim), s.heads * s.qkDim,
+                          v + spTok(s, b, 0, h, s.vDim), s.heads * s.vDim,
+                          o + spTok(s, b, i, h, s.vDim));
+  if ((threadIdx.x & 31) == 0 && lse)
+    lse[bh * s.n + i] = out;
+}
+
+/// Row `position` against caches [batch, n, heads, dim] (rows 0..position
+/// written): q and o are [batch, heads, dim]. One warp per (batch, head).
+extern "C" __global__ void sp_attention_decode(SpAttnShape s,
+                                               const SpMask *masks,
+                                               i64 position, const float *q,
+                                               const float *kCache,
+                                               const float *vCache, float *o) {
+  extern __shared__ float smem[];
+  i64 bh = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (bh >= s.batch * s.heads)
+    return;
+  i64 h = bh % s.heads, b = bh / s.heads;
+  const SpMask mask = masks[s.maskPerHead ? h : 0];
+  const float *qs = spLoadQuery(smem, q + bh * s.qkDim, s.qkDim);
+  i64 start = mask.rowStart[position],
+      count = mask.rowStart[position + 1] - start;
+  spAttendRow(s, qs, mask.rowKeys + start, count,
+              kCache + spTok(s, b, 0, h, s.qkDim), s.heads * s.qkDim,
+              vCache + spTok(s, b, 0, h, s.vDim), s.heads * s.vDim,
+              o + bh * s.vDim);
+}
+
+/// Backward, part 1: per query row, Delta = dO . O (stored for part 2) and
+/// dQ = scale * sum_j P_ij (dO . v_j - Delta) k_j (overwritten).
+extern "C" __global__ void sp_attention_backward_dq(
+    SpAttnShape s, const SpMask *masks, const float *q, const float *k,
+    const float *v, const float *o, const float *lse, const float *dO,
+    float *dQ, float *delta) {
+  extern __shared__ float smem[];
+  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + warp;
+  if (row >= s.batch * s.heads * s.n)
+    return;
+  i64 i = row % s.n, bh = row / s.n, h = bh % s.heads, b = bh / s.heads;
+  const SpMask mask = masks[s.maskPerHead ? h : 0];
+  // Shared per warp: q row, then dO row.
+  float *qs = smem + warp * (s.qkDim + s.vDim);
+  float *dos = qs + s.qkDim;
+  const float *qr = q + spTok(s, b, i, h, s.qkDim);
+  const float *dor = dO + spTok(s, b, i, h, s.vDim);
+  const float *orow = o + spTok(s, b, i, h, s.vDim);
+  float dd = 0.0f;
+  for (i64 t = lane; t < s.qkDim; t += 32)
+    qs[t] = qr[t];
+  for (i64 t = lane; t < s.vDim; t += 32) {
+    dos[t] = dor[t];
+    dd += dor[t] * orow[t];
+  }
+  dd = spWarpSum(dd);
+  __syncwarp();
+  if (lane == 0)
+    delta[bh * s.n + i] = dd;
+  float rowLse = lse[bh * s.n + i];
+  i64 start = mask.rowStart[i], count = mask.rowStart[i + 1] - start;
+  const int *keys = mask.rowKeys + start;
+  const float *kBase = k + spTok(s, b, 0, h, s.qkDim);
+  const float *vBase = v + spTok(s, b, 0, h, s.vDim);
+  i64 kStride = s.heads * s.qkDim, vStride = s.heads * s.vDim;
+  float acc[SP_MAX_DIM_PER_LANE];
+#pragma unroll
+  for (int u = 0; u < SP_MAX_DIM_PER_LANE; ++u)
+    acc[u] = 0.0f;
+  for (i64 base = 0; base < count; base += 32) {
+    i64 idx = base + lane;
+    float ds = 0.0f;
+    int key = 0;
+    if (idx < count) {
+      key = keys[idx];
+      const float *kr = kBase + (i64)key * kStride;
+      const float *vr = vBase + (i64)key * vStride;
+      float dot = 0.0f, dp = 0.0f;
+      for (i64 t = 0; t < s.qkDim; ++t)
+        dot += qs[t] * kr[t];
+      for (i64 t = 0; t < s.vDim; ++t)
+        dp += dos[t] * vr[t];
+      float p = expf(dot * s.scale - rowLse);
+      ds = p * (dp - dd);
+    }
+    int valid = (int)(count - base < 32 ? count - base : 32);
+    for (int jj = 0; jj < valid; ++jj) {
+      float dsj = __shfl_sync(0xffffffffu, ds, jj);
+      int kj = __shfl_sync(0xffffffffu, key, jj);
+      const float *kr = kBase + (i64)kj * kStride;
+#pragma unroll
+      for (int u = 0; u < SP_MAX_DIM_PER_LANE; ++u) {
+        i64 t = lane + 32 * u;
+        if (t < s.qkDim)
+          acc[u] += dsj * kr[t];
+      }
+    }
+  }
+  float *dq = dQ + spTok(s, b, i, h, s.qkDim);
+#pragma unroll
+  for (int u = 0; u < SP_MAX_DIM_PER_LANE; ++u) {
+    i64 t = lane + 32 * u;
+    if (t < s.qkDim)
+      dq[t] = acc[u] * s.scale;
+  }
+}
+
+/// Backward, part 2: per key row j over the queries that attend it,
+/// dV_j = sum_i P_ij dO_i and dK_j = scale * sum_i P_ij (dO_i . v_j -
+/// Delta_i) q_i (overwritten).
+extern "C" __global__ void sp_attention_backward_dkdv(
+    SpAttnShape s, const SpMask *masks, const float *q, const float *k,
+    const float *v, const float *lse, const float *dO, const float *delta,
+    float *dK, float *dV) {
+  extern __shared__ float smem[];
+  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + warp;
+  if (row >= s.batch * s.heads * s.n)
+    return;
+  i64 j = row % s.n, bh = row / s.n, h = bh % s.heads, b = bh / s.heads;
+  const SpMask mask = masks[s.maskPerHead ? h : 0];
+  float *ks = smem + warp * (s.qkDim + s.vDim);
+  float *vs = ks + s.qkDim;
+  const float *kr = k + spTok(s, b, j, h, s.qkDim);
+  const float *vr = v + spTok(s, b, j, h, s.vDim);
+  for (i64 t = lane; t < s.qkDim; t += 32)
+    ks[t] = kr[t];
+  for (i64 t = lane; t < s.vDim; t += 32)
+    vs[t] = vr[t];
+  __syncwarp();
+  i64 start = mask.colStart[j], count = mask.colStart[j + 1] - start;
+  const int *queries = mask.colQueries + start;
+  const float *qBase = q + spTok(s, b, 0, h, s.qkDim);
+  const float *doBase = dO + spTok(s, b, 0, h, s.vDim);
+  i64 qStride = s.heads * s.qkDim, vStride = s.heads * s.vDim;
+  float accK[SP_MAX_DIM_PER_LANE], accV[SP_MAX_DIM_PER_LANE];
+#pragma unroll
+  for (int u = 0; u < SP_MAX_DIM_PER_LANE; ++u)
+    accK[u] = accV[u] = 0.0f;
+  for (i64 base = 0; base < count; base += 32) {
+    i64 idx = base + lane;
+    float p = 0.0f, ds = 0.0f;
+    int qi = 0;
+    if (idx < count) {
+      qi = queries[idx];
+      const float *qr = qBase + (i64)qi * qStride;
+      const float *dor = doBase + (i64)qi * vStride;
+      float dot = 0.0f, dp = 0.0f;
+      for (i64 t = 0; t < s.qkDim; ++t)
+        dot += qr[t] * ks[t];
+      for (i64 t = 0; t < s.vDim; ++t)
+        dp += dor[t] * vs[t];
+      p = expf(dot * s.scale - lse[bh * s.n + qi]);
+      ds = p * (dp - delta[bh * s.n + qi]);
+    }
+    int valid = (int)(count - base < 32 ? count - base : 32);
+    for (int ii = 0; ii < valid; ++ii) {
+      float pi = __shfl_sync(0xffffffffu, p, ii);
+      float dsi = __shfl_sync(0xffffffffu, ds, ii);
+      int q2 = __shfl_sync(0xffffffffu, qi, ii);
+      const float *qr = qBase + (i64)q2 * qStride;
+      const float *dor = doBase + (i64)q2 * vStride;
+#pragma unroll
+      for (int u = 0; u < SP_MAX_DIM_PER_LANE; ++u) {
+        i64 t = lane + 32 * u;
+        if (t < s.qkDim)
+          accK[u] += dsi * qr[t];
+        if (t < s.vDim)
+          accV[u] += pi * dor[t];
+      }
+    }
+  }
+  float *dk = dK + spTok(s, b, j, h, s.qkDim);
+  float *dv = dV + spTok(s, b, j, h, s.vDim);
+#pragma unroll
+  for (int u = 0; u < SP_MAX_DIM_PER_LANE; ++u) {
+    i64 t = lane + 32 * u;
+    if (t < s.qkDim)
+      dk[t] = accK[u] * s.scale;
+    if (t < s.vDim)
+      dv[t] = accV[u];
+  }
+}
+
+// --- Layout conversions for the tensor-core attention -----------------------
+//
+// The generated kernels take [batch * heads, n, D] arrays of 16-bit elements
+// (D = 32, 64 or 128); the model's projections are token-major fp32 [batch,
+// n, heads, dim] with dim <= D (the half-size q/k are zero-padded, which
+// leaves every dot product unchanged).
+
+__device__ __forceinline__ unsigned short spToHalf(float x, int bf16) {
+  unsigned short r;
+  if (bf16)
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(x));
+  else
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(x));
+  return r;
+}
+__device__ __forceinline__ float spFromHalf(unsigned short x, int bf16) {
+  if (bf16)
+    return __uint_as_float((unsigned)x << 16);
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x));
+  return f;
+}
+
+/// 16-bit copies of fp32 GEMM operands (a value beyond the format's range
+/// becomes inf, which fp16 loss scaling detects).
+extern "C" __global__ void sp_to_half(unsigned short *dst, const float *src,
+                                      i64 n, int bf16) {
+  SP_GRID_STRIDE(i, n) dst[i] = spToHalf(src[i], bf16);
+}
+
+/// dst[(b*heads + h), i, t] = t < dim ? src[b, i, h, t] : 0 for rows i in
+/// [rowBegin, rowBegin + rows) of sequences of length n (both sides).
+extern "C" __global__ void sp_pack_heads(unsigned short *dst, const float *src,
+                                         i64 batch, i64 heads, i64 n,
+                                         i64 rowBegin, i64 rows, i64 dim,
+                                         i64 D, int bf16) {
+  SP_GRID_STRIDE(e, batch * heads * rows * D) {
+    i64 t = e % D, r = e / D;
+    i64 i = rowBegin + r % rows, bh = r / rows;
+    i64 h = bh % heads, b = bh / heads;
+    float x = t < dim ? src[((b * n + i) * heads + h) * dim + t] : 0.0f;
+    dst[(bh * n + i) * D + t] = spToHalf(x, bf16);
+  }
+}
+
+/// dst[b, i, h, t] = src[(b*heads + h), i, t] for t < dim (overwrites).
+extern "C" __global__ void sp_unpack_heads(float *dst,
+                                           const unsigned short *src,
+                                           i64 batch, i64 heads, i64 n,
+                                           i64 dim, i64 D, int bf16) {
+  SP_GRID_STRIDE(e, batch * n * heads * dim) {
+    i64 t = e % dim, r = e / dim;
+    i64 h = r % heads, bi = r / heads;
+    i64 i = bi % n, b = bi / n;
+    dst[e] = spFromHalf(src[((b * heads + h) * n + i) * D + t], bf16);
+  }
+}

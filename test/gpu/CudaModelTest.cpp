@@ -1,0 +1,603 @@
+//===- CudaModelTest.cpp - the CUDA backend against the CPU backend -------===//
+//
+// Every op of the CUDA backend on fresh random inputs against the CPU
+// backend (the finite-difference-tested reference), outputs poisoned first;
+// the attention in fp32 (exact) and bf16/fp16 (tensor cores); decoding
+// against the forward pass; 20 training steps against the CPU's losses
+// (fp32 1e-4, bf16 2e-2); fp16 loss scaling through a forced overflow;
+// sampling reproducible in its seed. Skips without a GPU.
+//
+//===----------------------------------------------------------------------===//
+
+#include "sparsetx/Model/Backend.h"
+#include "sparsetx/Model/Trainer.h"
+#include "sparsetx/Model/Transformer.h"
+#include "sparsetx/Runtime/Cuda.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+
+using namespace sparsetx;
+using namespace sparsetx::model;
+
+namespace {
+
+constexpr const char *kFixed = R"(pattern fixed(l = 8, c = 2) {
+  causal;
+  heads = i / l == j / l || j % l >= l - c;
+})";
+constexpr const char *kPerHead = R"(pattern per_head(l = 8) {
+  causal;
+  heads[h] = i - j < l * (h + 1) || (i - j) % l == 0;
+})";
+constexpr const char *kLayered = R"(pattern interleaved(l = 8) {
+  causal;
+  layers = [i - j < l, (i - j) % l == 0];
+})";
+
+#define SKIP_WITHOUT_GPU()                                                     \
+  if (!cuda::isAvailable())                                                    \
+  GTEST_SKIP() << "no GPU: " << cuda::unavailableReason()
+
+std::unique_ptr<Backend> gpu(Precision precision = Precision::FP32) {
+  CudaBackendOptions o;
+  o.precision = precision;
+  auto b = createCudaBackend(o);
+  if (!b) {
+    ADD_FAILURE() << llvm::toString(b.takeError());
+    return nullptr;
+  }
+  return std::move(*b);
+}
+
+std::unique_ptr<AttentionPattern> loadPattern(const char *text, int64_t n,
+                                              int64_t heads) {
+  PatternSource s;
+  s.text = text;
+  s.path = "test.sp";
+  auto p = AttentionPattern::load(s, n, heads);
+  if (!p) {
+    ADD_FAILURE() << llvm::toString(p.takeError());
+    return nullptr;
+  }
+  return std::move(*p);
+}
+
+std::vector<float> randoms(int64_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> x(n);
+  for (float &v : x)
+    v = normal(rng);
+  return x;
+}
+
+/// The same host data in both backends' memory.
+struct Pair {
+  Buffer cpu, gpu;
+  int64_t count = 0;
+  float *c() const { return cpu.f32(); }
+  float *g() const { return gpu.f32(); }
+};
+
+class OpsTest : public ::testing::Test {
+protected:
+  void SetUp() override {
+    SKIP_WITHOUT_GPU();
+    cpuBackend = createCpuBackend();
+    gpuBackend = gpu();
+    ASSERT_TRUE(gpuBackend);
+  }
+  Pair make(const std::vector<float> &host) {
+    Pair p;
+    p.count = static_cast<int64_t>(host.size());
+    p.cpu = cpuBackend->allocateFloats(p.count);
+    p.gpu = gpuBackend->allocateFloats(p.count);
+    cpuBackend->upload(p.c(), host.data(), p.count * 4);
+    gpuBackend->upload(p.g(), host.data(), p.count * 4);
+    return p;
+  }
+  Pair random(int64_t n, uint32_t seed, float scale = 1.0f) {
+    return make(randoms(n, seed, scale));
+  }
+  /// An output both sides start as NaN (poisoned), or as the same values.
+  Pair poisoned(int64_t n) { return make(std::vector<float>(n, NAN)); }
+  Pair ints(const std::vector<int32_t> &host) {
+    std::vector<float> bits(host.size());
+    std::memcpy(bits.data(), host.data(), host.size() * 4);
+    return make(bits);
+  }
+  /// max |gpu - cpu| / max |cpu| <= tol (and no NaN).
+  void expectClose(const Pair &p, double tol, const char *what) {
+    std::vector<float> a(p.count), b(p.count);
+    cpuBackend->download(a.data(), p.c(), p.count * 4);
+    gpuBackend->download(b.data(), p.g(), p.count * 4);
+    ASSERT_FALSE(bool(gpuBackend->takeError())) << what;
+    double diff = 0, mag = 1e-30;
+    for (int64_t i = 0; i < p.count; ++i) {
+      ASSERT_TRUE(std::isfinite(b[i])) << what << " [" << i << "]";
+      diff = std::max(diff, double(std::fabs(a[i] - b[i])));
+      mag = std::max(mag, double(std::fabs(a[i])));
+    }
+    EXPECT_LE(diff / mag, tol) << what << ": max diff " << diff << ", max "
+                               << mag;
+  }
+  void expectEqual(const Pair &p, const char *what) {
+    std::vector<float> a(p.count), b(p.count);
+    cpuBackend->download(a.data(), p.c(), p.count * 4);
+    gpuBackend->download(b.data(), p.g(), p.count * 4);
+    EXPECT_EQ(0, std::memcmp(a.data(), b.data(), p.count * 4)) << what;
+  }
+  std::unique_ptr<Backend> cpuBackend, gpuBackend;
+};
+
+TEST_F(OpsTest, Matmuls) {
+  const int64_t m = 67, n = 45, k = 129;
+  for (bool transB : {false, true})
+    for (bool acc : {false, true}) {
+      Pair a = random(m * k, 1), b = random(k * n, 2), c = random(m * n, 3);
+      if (!acc)
+        c = poisoned(m * n);
+      cpuBackend->matmul(c.c(), a.c(), b.c(), m, n, k, transB, acc);
+      gpuBackend->matmul(c.g(), a.g(), b.g(), m, n, k, transB, acc);
+      expectClose(c, 1e-5, transB ? "matmul transB" : "matmul");
+      // Backward: da (+)= dc op(b)^T, db += ...
+      Pair dc = random(m * n, 4), da = random(m * k, 5), db = random(k * n, 6);
+      cpuBackend->matmulBackward(da.c(), acc, db.c(), dc.c(), a.c(), b.c(), m,
+                                 n, k, transB);
+      gpuBackend->matmulBackward(da.g(), acc, db.g(), dc.g(), a.g(), b.g(), m,
+                                 n, k, transB);
+      expectClose(da, 1e-5, "matmulBackward da");
+      expectClose(db, 1e-5, "matmulBackward db");
+    }
+}
+
+TEST_F(OpsTest, Elementwise) {
+  const int64_t rows = 77, c = 300, n = rows * c;
+  Pair x = random(n, 11), w = random(c, 12), bias = random(c, 13);
+  Pair out = poisoned(n), mean = poisoned(rows), rstd = poisoned(rows);
+  cpuBackend->layerNormForward(out.c(), mean.c(), rstd.c(), x.c(), w.c(),
+                               bias.c(), rows, c);
+  gpuBackend->layerNormForward(out.g(), mean.g(), rstd.g(), x.g(), w.g(),
+                               bias.g(), rows, c);
+  expectClose(out, 1e-5, "layerNorm out");
+  expectClose(mean, 1e-5, "layerNorm mean");
+  expectClose(rstd, 1e-5, "layerNorm rstd");
+  Pair dout = random(n, 14), dx = random(n, 15), dw = random(c, 16),
+       db = random(c, 17);
+  cpuBackend->layerNormBackward(dx.c(), dw.c(), db.c(), dout.c(), x.c(), w.c(),
+                                mean.c(), rstd.c(), rows, c);
+  gpuBackend->layerNormBackward(dx.g(), dw.g(), db.g(), dout.g(), x.g(), w.g(),
+                                mean.g(), rstd.g(), rows, c);
+  expectClose(dx, 1e-5, "layerNorm dx");
+  expectClose(dw, 1e-5, "layerNorm dweight");
+  expectClose(db, 1e-5, "layerNorm dbias");
+
+  Pair g = poisoned(n);
+  cpuBackend->geluForward(g.c(), x.c(), n);
+  gpuBackend->geluForward(g.g(), x.g(), n);
+  expectClose(g, 1e-6, "gelu");
+  Pair dg = random(n, 18);
+  cpuBackend->geluBackward(dg.c(), x.c(), dout.c(), n);
+  gpuBackend->geluBackward(dg.g(), x.g(), dout.g(), n);
+  expectClose(dg, 1e-6, "gelu backward");
+
+  Pair y = random(n, 19), dbias = random(c, 20);
+  cpuBackend->biasAddForward(y.c(), bias.c(), rows, c);
+  gpuBackend->biasAddForward(y.g(), bias.g(), rows, c);
+  expectClose(y, 1e-7, "bias add");
+  cpuBackend->biasAddBackward(dbias.c(), dout.c(), rows, c);
+  gpuBackend->biasAddBackward(dbias.g(), dout.g(), rows, c);
+  expectClose(dbias, 1e-5, "bias backward");
+
+  Pair acc = random(n, 21);
+  cpuBackend->accumulate(acc.c(), x.c(), n);
+  gpuBackend->accumulate(acc.g(), x.g(), n);
+  cpuBackend->scale(acc.c(), 0.37f, n);
+  gpuBackend->scale(acc.g(), 0.37f, n);
+  expectEqual(acc, "accumulate, scale");
+  Pair filled = poisoned(n), copied = poisoned(n);
+  cpuBackend->fill(filled.c(), 2.5f, n);
+  gpuBackend->fill(filled.g(), 2.5f, n);
+  expectEqual(filled, "fill");
+  cpuBackend->copy(copied.c(), x.c(), n * 4);
+  gpuBackend->copy(copied.g(), x.g(), n * 4);
+  expectEqual(copied, "copy");
+
+  // Dropout: the same elements dropped, bit for bit.
+  Pair dropped = poisoned(n), ddrop = random(n, 22);
+  cpuBackend->dropoutForward(dropped.c(), x.c(), n, 0.3f, 99);
+  gpuBackend->dropoutForward(dropped.g(), x.g(), n, 0.3f, 99);
+  expectEqual(dropped, "dropout");
+  cpuBackend->dropoutBackward(ddrop.c(), dout.c(), n, 0.3f, 99);
+  gpuBackend->dropoutBackward(ddrop.g(), dout.g(), n, 0.3f, 99);
+  expectClose(ddrop, 1e-7, "dropout backward"); // the GPU fuses to an FMA
+}
+
+TEST_F(OpsTest, EmbeddingsLossOptimizer) {
+  const int64_t rows = 150, c = 40, vocab = 257;
+  std::vector<int32_t> idHost(rows);
+  std::mt19937 rng(5);
+  for (int32_t &id : idHost)
+    id = static_cast<int32_t>(rng() % 20); // repeats: the backward sums
+  Pair ids = ints(idHost), table = random(vocab * c, 31);
+  for (bool accumulate : {false, true}) {
+    Pair out = accumulate ? random(rows * c, 32) : poisoned(rows * c);
+    const int32_t *ic = reinterpret_cast<const int32_t *>(ids.c()),
+                  *ig = reinterpret_cast<const int32_t *>(ids.g());
+    cpuBackend->embeddingForward(out.c(), ic, table.c(), rows, c, vocab,
+                                 accumulate);
+    gpuBackend->embeddingForward(out.g(), ig, table.g(), rows, c, vocab,
+                                 accumulate);
+    expectEqual(out, "embedding");
+  }
+  Pair dtable = random(vocab * c, 33), dout = random(rows * c, 34);
+  cpuBackend->embeddingBackward(dtable.c(),
+                                reinterpret_cast<const int32_t *>(ids.c()),
+                                dout.c(), rows, c, vocab);
+  gpuBackend->embeddingBackward(dtable.g(),
+                                reinterpret_cast<const int32_t *>(ids.g()),
+                                dout.g(), rows, c, vocab);
+  expectClose(dtable, 1e-6, "embedding backward");
+
+  // Cross-entropy over 256 bytes.
+  const int64_t V = 256;
+  std::vector<int32_t> targetHost(rows);
+  for (int32_t &t : targetHost)
+    t = static_cast<int32_t>(rng() % V);
+  Pair targets = ints(targetHost), logits = random(rows * V, 35, 3.0f);
+  Pair losses = poisoned(rows), dlogits = poisoned(rows * V);
+  double lc = cpuBackend->softmaxCrossEntropy(
+      losses.c(), dlogits.c(), logits.c(),
+      reinterpret_cast<const int32_t *>(targets.c()), rows, V, 0.5f);
+  double lg = gpuBackend->softmaxCrossEntropy(
+      losses.g(), dlogits.g(), logits.g(),
+      reinterpret_cast<const int32_t *>(targets.g()), rows, V, 0.5f);
+  EXPECT_NEAR(lg, lc, 1e-5 * lc);
+  expectClose(losses, 1e-5, "cross-entropy losses");
+  expectClose(dlogits, 1e-5, "cross-entropy dlogits");
+
+  // AdamW and clipping.
+  const int64_t P = 10007;
+  Pair params = random(P, 41), grads = random(P, 42, 0.1f),
+       m = random(P, 43, 0.01f), v = make(std::vector<float>(P, 0.02f));
+  for (int64_t step = 1; step <= 3; ++step) {
+    cpuBackend->adamw(params.c(), grads.c(), m.c(), v.c(), P, step, 1e-3f, 0.9f,
+                      0.95f, 1e-8f, 0.01f);
+    gpuBackend->adamw(params.g(), grads.g(), m.g(), v.g(), P, step, 1e-3f, 0.9f,
+                      0.95f, 1e-8f, 0.01f);
+  }
+  expectClose(params, 1e-6, "adamw params");
+  expectClose(m, 1e-6, "adamw m");
+  expectClose(v, 1e-6, "adamw v");
+  double nc = cpuBackend->clipGradNorm(grads.c(), P, 1.0);
+  double ng = gpuBackend->clipGradNorm(grads.g(), P, 1.0);
+  EXPECT_NEAR(ng, nc, 1e-9 * nc);
+  EXPECT_GT(nc, 1.0); // so that the clip scaled
+  expectClose(grads, 1e-6, "clipped grads");
+}
+
+//===----------------------------------------------------------------------===//
+// Attention
+//===----------------------------------------------------------------------===//
+
+struct AttentionCase {
+  const char *pattern;
+  Precision precision;
+  int64_t n, heads, qkDim, vDim;
+  double tol;
+};
+
+class AttentionTest : public OpsTest,
+                      public ::testing::WithParamInterface<AttentionCase> {};
+
+TEST_P(AttentionTest, MatchesCpu) {
+  const AttentionCase &ac = GetParam();
+  if (ac.precision != Precision::FP32)
+    gpuBackend = gpu(ac.precision);
+  ASSERT_TRUE(gpuBackend);
+  auto pattern = loadPattern(ac.pattern, ac.n, ac.heads);
+  ASSERT_TRUE(pattern);
+  AttentionDims dims;
+  dims.batch = 2;
+  dims.heads = ac.heads;
+  dims.seqLen = ac.n;
+  dims.qkDim = ac.qkDim;
+  dims.vDim = ac.vDim;
+  auto opC = cpuBackend->prepareAttention(*pattern, dims);
+  auto opG = gpuBackend->prepareAttention(*pattern, dims);
+  ASSERT_TRUE(bool(opC) && bool(opG))
+      << (opG ? "" : llvm::toString(opG.takeError()));
+  const int64_t B = 2, rowsQK = B * ac.n * ac.heads * ac.qkDim,
+                rowsV = B * ac.n * ac.heads * ac.vDim;
+  for (int64_t layer : {0, 1}) {
+    uint32_t seed = 100 + 10 * layer;
+    Pair q = random(rowsQK, seed), k = random(rowsQK, seed + 1),
+         v = random(rowsV, seed + 2), o = poisoned(rowsV),
+         lse = poisoned(B * ac.heads * ac.n);
+    (*opC)->forward(layer, B, q.c(), k.c(), v.c(), o.c(), lse.c());
+    (*opG)->forward(layer, B, q.g(), k.g(), v.g(), o.g(), lse.g());
+    expectClose(o, ac.tol, "attention o");
+    expectClose(lse, ac.tol, "attention lse");
+    Pair dO = random(rowsV, seed + 3), dQ = poisoned(rowsQK),
+         dK = poisoned(rowsQK), dV = poisoned(rowsV);
+    (*opC)->backward(layer, B, q.c(), k.c(), v.c(), o.c(), lse.c(), dO.c(),
+                     dQ.c(), dK.c(), dV.c());
+    (*opG)->backward(layer, B, q.g(), k.g(), v.g(), o.g(), lse.g(), dO.g(),
+                     dQ.g(), dK.g(), dV.g());
+    expectClose(dQ, ac.tol * 2, "attention dQ");
+    expectClose(dK, ac.tol * 2, "attention dK");
+    expectClose(dV, ac.tol * 2, "attention dV");
+    // Decode row by row against the forward's rows (caches = k, v).
+    const int64_t rowQK = ac.heads * ac.qkDim, rowV = ac.heads * ac.vDim;
+    std::vector<float> qHost(rowsQK), oHost(rowsV);
+    cpuBackend->download(qHost.data(), q.c(), rowsQK * 4);
+    cpuBackend->download(oHost.data(), o.c(), rowsV * 4);
+    Buffer qRow = gpuBackend->allocateFloats(B * rowQK),
+           oRow = gpuBackend->allocateFloats(B * rowV);
+    double diff = 0, mag = 1e-30;
+    for (int64_t t = 0; t < ac.n; ++t) {
+      for (int64_t b = 0; b < B; ++b)
+        gpuBackend->upload(qRow.f32() + b * rowQK,
+                           qHost.data() + (b * ac.n + t) * rowQK, rowQK * 4);
+      (*opG)->decode(layer, B, t, qRow.f32(), k.g(), v.g(), oRow.f32());
+      std::vector<float> got(B * rowV);
+      gpuBackend->download(got.data(), oRow.f32(), B * rowV * 4);
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t e = 0; e < rowV; ++e) {
+          float want = oHost[(b * ac.n + t) * rowV + e];
+          diff = std::max(diff, double(std::fabs(got[b * rowV + e] - want)));
+          mag = std::max(mag, double(std::fabs(want)));
+        }
+    }
+    ASSERT_FALSE(bool(gpuBackend->takeError()));
+    EXPECT_LE(diff / mag, ac.tol) << "decode, layer " << layer;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cuda, AttentionTest,
+    ::testing::Values(
+        AttentionCase{kFixed, Precision::FP32, 45, 2, 8, 16, 1e-5},
+        AttentionCase{kPerHead, Precision::FP32, 45, 2, 16, 16, 1e-5},
+        AttentionCase{kLayered, Precision::FP32, 45, 3, 8, 8, 1e-5},
+        AttentionCase{kFixed, Precision::BF16, 200, 2, 32, 64, 2e-2},
+        AttentionCase{kPerHead, Precision::BF16, 130, 2, 64, 64, 2e-2},
+        AttentionCase{kLayered, Precision::FP16, 200, 2, 16, 32, 5e-3},
+        AttentionCase{kFixed, Precision::FP16, 150, 4, 128, 128, 5e-3}));
+
+//===----------------------------------------------------------------------===//
+// Training
+//===----------------------------------------------------------------------===//
+
+data::Dataset textData(int64_t bytes, uint32_t seed = 7) {
+  std::mt19937 rng(seed);
+  std::vector<uint8_t> all(bytes);
+  const char *words[] = {"sparse ", "attention ", "the ", "of ", "block ", "\n"};
+  size_t k = 0;
+  while (k < all.size()) {
+    const char *w = words[rng() % 6];
+    for (; *w && k < all.size(); ++w)
+      all[k++] = static_cast<uint8_t>(*w);
+  }
+  data::DataInfo info;
+  info.source = "synthetic.txt";
+  int64_t valid = bytes / 10, test = bytes / 10;
+  std::vector<uint8_t> tr(all.begin(), all.end() - valid - test),
+      va(all.end() - valid - test, all.end() - test), te(all.end() - test, all.end());
+  return data::Dataset(info, tr, va, te);
+}
+
+struct Run {
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<AttentionPattern> pattern;
+  std::unique_ptr<Transformer> model;
+  std::unique_ptr<Trainer> trainer;
+};
+
+ModelConfig modelConfig(int64_t n) {
+  ModelConfig c;
+  c.seqLen = n;
+  c.dModel = 64;
+  c.numLayers = 2;
+  c.numHeads = 2;
+  c.embedStride = 8;
+  c.dropout = 0.1f;
+  return c;
+}
+
+TrainConfig trainConfig() {
+  TrainConfig t;
+  t.steps = 20;
+  t.batch = 4;
+  t.lr = 3e-3f;
+  t.warmupSteps = 4;
+  t.seed = 3;
+  return t;
+}
+
+std::unique_ptr<Run> makeRun(std::unique_ptr<Backend> backend,
+                             const data::Dataset &d, const TrainConfig &t,
+                             const char *text = kFixed, int64_t n = 64) {
+  auto r = std::make_unique<Run>();
+  r->backend = std::move(backend);
+  r->pattern = loadPattern(text, n, 2);
+  auto m = Transformer::create(*r->backend, modelConfig(n), *r->pattern, t.batch);
+  if (!m) {
+    ADD_FAILURE() << llvm::toString(m.takeError());
+    return nullptr;
+  }
+  r->model = std::move(*m);
+  r->model->initialize(t.seed);
+  r->trainer = std::make_unique<Trainer>(*r->model, t, d);
+  return r;
+}
+
+std::vector<double> train(Run &r, int64_t steps) {
+  std::vector<double> losses;
+  for (int64_t s = 0; s < steps; ++s) {
+    auto result = r.trainer->trainStep();
+    if (!result) {
+      ADD_FAILURE() << llvm::toString(result.takeError());
+      break;
+    }
+    losses.push_back(result->loss);
+  }
+  return losses;
+}
+
+class TrainingTest : public ::testing::TestWithParam<Precision> {};
+
+TEST_P(TrainingTest, TwentyStepsMatchTheCpu) {
+  SKIP_WITHOUT_GPU();
+  Precision precision = GetParam();
+  double tol = precision == Precision::FP32 ? 1e-4 : 2e-2;
+  data::Dataset d = textData(20000);
+  for (const char *text : {kFixed, kLayered}) {
+    auto cpuRun = makeRun(createCpuBackend(), d, trainConfig(), text);
+    auto gpuRun = makeRun(gpu(precision), d, trainConfig(), text);
+    ASSERT_TRUE(cpuRun && gpuRun);
+    std::vector<double> lc = train(*cpuRun, 20), lg = train(*gpuRun, 20);
+    ASSERT_EQ(lc.size(), lg.size());
+    for (size_t s = 0; s < lc.size(); ++s)
+      EXPECT_NEAR(lg[s], lc[s], tol * lc[s]) << "step " << s + 1;
+    EXPECT_LT(lc.back(), lc.front() - 0.5); // it learned something
+    // Evaluation agrees too.
+    auto ec = cpuRun->trainer->evaluate(data::Split::Valid, 0);
+    auto eg = gpuRun->trainer->evaluate(data::Split::Valid, 0);
+    ASSERT_TRUE(ec && eg);
+    EXPECT_NEAR(eg->bits, ec->bits, tol * ec->bits);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cuda, TrainingTest,
+                         ::testing::Values(Precision::FP32, Precision::BF16),
+                         [](const auto &info) {
+                           return toString(info.param).str();
+                         });
+
+TEST(CudaTraining, Fp16LossScalingSurvivesOverflow) {
+  SKIP_WITHOUT_GPU();
+  data::Dataset d = textData(20000);
+  TrainConfig t = trainConfig();
+  // dlogits * 2^30 / 256 tokens exceeds fp16's 65504: the first backward
+  // GEMM's operand overflows.
+  t.lossScale = std::ldexp(1.0f, 30);
+  t.lossScaleWindow = 5;
+  auto r = makeRun(gpu(Precision::FP16), d, t);
+  ASSERT_TRUE(r);
+  const int64_t P = r->model->numParams();
+  std::vector<float> before(P), after(P);
+  r->backend->download(before.data(), r->model->params(), P * 4);
+  auto first = r->trainer->trainStep();
+  ASSERT_TRUE(bool(first)) << llvm::toString(first.takeError());
+  EXPECT_TRUE(first->skipped);
+  EXPECT_EQ(first->lossScale, std::ldexp(1.0, 30));
+  r->backend->download(after.data(), r->model->params(), P * 4);
+  EXPECT_EQ(0, std::memcmp(before.data(), after.data(), P * 4))
+      << "a skipped step changed the parameters";
+  int skipped = 1, good = 0;
+  double lastScale = first->lossScale, lastLoss = 0;
+  for (int s = 0; s < 60; ++s) {
+    auto res = r->trainer->trainStep();
+    ASSERT_TRUE(bool(res)) << llvm::toString(res.takeError());
+    EXPECT_LE(res->lossScale, lastScale * 2);
+    lastScale = res->lossScale;
+    (res->skipped ? skipped : good) += 1;
+    if (!res->skipped)
+      lastLoss = res->loss;
+  }
+  EXPECT_GT(good, 30);
+  EXPECT_GE(skipped, 2);
+  r->backend->download(after.data(), r->model->params(), P * 4);
+  for (float x : after)
+    ASSERT_TRUE(std::isfinite(x));
+  EXPECT_LT(lastLoss, std::log(256.0) - 0.5);
+}
+
+TEST(CudaModel, DecodeMatchesForwardAndSamplingIsReproducible) {
+  SKIP_WITHOUT_GPU();
+  data::Dataset d = textData(20000);
+  for (Precision precision : {Precision::FP32, Precision::BF16}) {
+    for (const char *text : {kFixed, kPerHead, kLayered}) {
+      auto r = makeRun(gpu(precision), d, trainConfig(), text);
+      ASSERT_TRUE(r);
+      train(*r, 10);
+      const int64_t n = 64, B = 2;
+      std::vector<int32_t> inputs(B * n), targets(B * n);
+      std::mt19937 rng(4);
+      for (int64_t e = 0; e < B * n; ++e) {
+        targets[e] = static_cast<int32_t>(rng() % 256);
+        inputs[e] = e % n == 0 ? kStartToken : targets[e - 1];
+      }
+      std::vector<float> tokenLosses;
+      ASSERT_TRUE(bool(r->model->run(inputs, targets, B, false, 0, &tokenLosses)));
+      ASSERT_FALSE(bool(r->model->beginDecode(B)));
+      std::vector<float> logits;
+      double tol = precision == Precision::FP32 ? 1e-4 : 2e-2;
+      for (int64_t t = 0; t < n; ++t) {
+        ASSERT_FALSE(bool(r->model->decode({inputs[t], inputs[n + t]}, t, logits)));
+        for (int64_t b = 0; b < B; ++b) {
+          const float *z = logits.data() + b * kVocab;
+          double mx = *std::max_element(z, z + kVocab), sum = 0;
+          for (int64_t v = 0; v < kVocab; ++v)
+            sum += std::exp(z[v] - mx);
+          double nll = std::log(sum) + mx - z[targets[b * n + t]];
+          EXPECT_NEAR(nll, tokenLosses[b * n + t], tol * nll) << t;
+        }
+      }
+      SampleOptions o;
+      o.count = 3;
+      o.seed = 5;
+      o.prompt = {'t', 'h'};
+      auto s1 = sample(*r->model, o), s2 = sample(*r->model, o);
+      ASSERT_TRUE(s1 && s2);
+      EXPECT_EQ(*s1, *s2);
+      EXPECT_EQ((*s1)[0].size(), size_t(n));
+    }
+  }
+}
+
+TEST(CudaModel, CheckpointsMoveBetweenBackends) {
+  SKIP_WITHOUT_GPU();
+  data::Dataset d = textData(20000);
+  auto g = makeRun(gpu(Precision::FP32), d, trainConfig());
+  ASSERT_TRUE(g);
+  train(*g, 8);
+  PatternSource ps;
+  ps.text = kFixed;
+  ps.path = "test.sp";
+  DataSpec spec;
+  spec.source = "synthetic.txt";
+  auto c = g->trainer->snapshot(ps, spec);
+  ASSERT_TRUE(bool(c)) << llvm::toString(c.takeError());
+  auto cpuRun = makeRun(createCpuBackend(), d, trainConfig());
+  ASSERT_FALSE(bool(cpuRun->trainer->restore(*c, "memory")));
+  auto eg = g->trainer->evaluate(data::Split::Valid, 0);
+  auto ec = cpuRun->trainer->evaluate(data::Split::Valid, 0);
+  ASSERT_TRUE(eg && ec);
+  EXPECT_NEAR(eg->bits, ec->bits, 1e-4 * ec->bits);
+  // Both continue alike.
+  std::vector<double> lg = train(*g, 5), lc = train(*cpuRun, 5);
+  for (size_t s = 0; s < lc.size(); ++s)
+    EXPECT_NEAR(lg[s], lc[s], 1e-4 * lc[s]);
+}
+
+TEST(CudaModel, OutOfMemoryIsAnError) {
+  SKIP_WITHOUT_GPU();
+  auto backend = gpu();
+  ASSERT_TRUE(backend);
+  Buffer huge = backend->allocate(int64_t(1) << 50); // 1 PiB
+  EXPECT_EQ(huge.data(), nullptr);
+  std::string text = llvm::toString(backend->takeError());
+  EXPECT_NE(text.find("out of GPU memory: 1125899906842624 bytes could not be "
+                      "allocated"),
+            std::string::npos)
+      << text;
+}
+
+} // namespace

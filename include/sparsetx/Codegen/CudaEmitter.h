@@ -75,13 +75,20 @@ struct SegmentInfo {
   /// The same with dQ fused in (fp32 reductions into dq_acc; the fast
   /// default, not bit-reproducible): sparsetx_bwd_dkdvq_<...>.
   std::string backwardDkDvDqName;
+  /// Adds the parts of the key blocks whose query lists the runtime split
+  /// over several CTAs (fixed order): sparsetx_bwd_reduce_<...>.
+  std::string backwardReduceName;
 };
 
 struct ForwardKernelInfo {
   std::string name;         // sparsetx_fwd_<pattern>_m<mask>_k<kernel>
   std::string queryMap;
   int64_t numQueries = 0;   // mapped query indices
-  int64_t numQueryBlocks = 0; // grid.x
+  int64_t numQueryBlocks = 0; // grid.x = numQueryBlocks * batch groups
+  /// Table offset of the query blocks in dispatch order (longest key list
+  /// first): CTA x of the forward and dQ kernels takes query block
+  /// tables[orderOffset + x / groups] of batch group x % groups.
+  int64_t orderOffset = 0;
   /// Writes fp32 O and LSE into partial buffer `kernel` for the merge
   /// (several kernels), else the final O (element type) and LSE.
   bool partialOutput = false;

@@ -10,7 +10,7 @@
 //
 //   attention-bench [--out FILE] [--quick] [--patterns DIR]
 //                   [--case NAME/N/D ...] [--deterministic] [--compile-only]
-//                   [--split N] [--split-sweep N,N,...]
+//                   [--split N] [--split-sweep N,N,...] [--query-order N]
 //
 // --case limits the run to the named cases (e.g. --case fixed/16384/64);
 // --compile-only needs no GPU: it generates and NVRTC-compiles the selected
@@ -66,6 +66,10 @@ cl::opt<int64_t> split("split",
                                 "setBackwardSplit): 0 auto, -1 never, N > 0 "
                                 "at most N query blocks per CTA"),
                        cl::init(0));
+cl::opt<int> queryOrder("query-order",
+                        cl::desc("Forward/dQ query-block order (CodegenOptions::"
+                                 "queryOrder): 0 auto, 1 sorted, -1 index"),
+                        cl::init(0));
 cl::list<int64_t> splitSweep(
     "split-sweep",
     cl::desc("Also time forward+backward with these split settings"),
@@ -146,6 +150,7 @@ llvm::Expected<Result> runCase(const Case &c, std::mt19937_64 &rng) {
     return compiled.takeError();
   codegen::CodegenOptions cg;
   cg.headDim = c.headDim;
+  cg.queryOrder = queryOrder;
   auto generated = codegen::generateForward((*compiled)->pattern,
                                             (*compiled)->layout, cg);
   if (mlir::failed(generated))

@@ -550,16 +550,27 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
                             gen.tables[seg.offsets[2] + qb];
             }
           }
-        std::vector<int32_t> order(size_t(kernel.numQueryBlocks));
-        for (int64_t qb = 0; qb < kernel.numQueryBlocks; ++qb)
-          order[qb] = int32_t(qb);
-        std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
-          return blocks[a] > blocks[b];
-        });
-        FailureOr<int64_t> off = appendTable(gen.tables, order, maskOp);
-        if (failed(off))
-          return failure();
-        kernel.orderOffset = *off;
+        int64_t longest = 0, total = 0;
+        for (int64_t b : blocks) {
+          longest = std::max(longest, b);
+          total += b;
+        }
+        // Even lists (local, the strided band) gain nothing from the sort
+        // and keep index order, whose neighbours share K/V blocks.
+        bool sorted = options.queryOrder > 0 ||
+                      (options.queryOrder == 0 &&
+                       4 * longest * kernel.numQueryBlocks > 5 * total);
+        if (sorted) {
+          std::vector<int32_t> order(size_t(kernel.numQueryBlocks));
+          for (int64_t qb = 0; qb < kernel.numQueryBlocks; ++qb)
+            order[qb] = int32_t(qb);
+          std::stable_sort(order.begin(), order.end(),
+                           [&](int32_t a, int32_t b) { return blocks[a] > blocks[b]; });
+          FailureOr<int64_t> off = appendTable(gen.tables, order, maskOp);
+          if (failed(off))
+            return failure();
+          kernel.orderOffset = *off;
+        }
       }
       os << "struct " << prefix << " {\n";
       os << "  using Elem = " << elem << ";\n";
@@ -764,9 +775,10 @@ void printManifestJSON(const GeneratedAttention &gen, llvm::StringRef ptxFile,
     j.attributeObject("forward_args", [&] {
       j.attribute("signature",
                   "(q, k, v, o, lse, tables, float scale); grid.x = query "
-                  "blocks * batch groups, group fastest, CTA x taking query "
-                  "block tables[query_block_order + x / groups] (longest "
-                  "first); o and lse are the "
+                  "blocks * batch groups: CTA x takes query block "
+                  "tables[query_block_order + x / groups] (longest first) of "
+                  "group x % groups, or, where query_block_order is null, "
+                  "query block x % blocks of group x / blocks; o and lse are the "
                   "final outputs, or part `kernel` of the fp32 partial buffers "
                   "o_parts [kernels][batch_heads][seq_len][head_dim] and "
                   "lse_parts [kernels][batch_heads][seq_len] when "
@@ -877,7 +889,10 @@ void printManifestJSON(const GeneratedAttention &gen, llvm::StringRef ptxFile,
                 j.attribute("num_queries", k.numQueries);
                 j.attribute("partial_output", k.partialOutput);
                 flatGrid(k.numQueryBlocks, gridY);
-                j.attribute("query_block_order", k.orderOffset);
+                if (k.orderOffset >= 0)
+                  j.attribute("query_block_order", k.orderOffset);
+                else
+                  j.attribute("query_block_order", nullptr);
                 block(kForwardThreads);
                 j.attribute("shared_bytes", int64_t(gen.forwardSharedBytes));
                 if (!k.decodeName.empty())

@@ -323,13 +323,19 @@ struct SegmentLoop<V, SegmentList<S, Rest...>> {
 /// the generated table at V::kOrderOffset (longest key list first), so that
 /// the hardware, which dispatches CTAs in index order, starts the longest
 /// ones first across every batch-head and the short ones fill the tail.
+/// kOrderOffset < 0 (even lists): index order, query blocks fastest.
 template <typename V>
 __device__ __forceinline__ void queryBlockOfCta(const int32_t *tables, int &qb,
                                                 int64_t &group) {
   constexpr unsigned kBlocks = unsigned((V::kNumQueries + kBlockM - 1) / kBlockM);
-  const unsigned groups = gridDim.x / kBlocks;
-  group = blockIdx.x % groups;
-  qb = tables[V::kOrderOffset + blockIdx.x / groups];
+  if constexpr (V::kOrderOffset < 0) {
+    qb = int(blockIdx.x % kBlocks);
+    group = blockIdx.x / kBlocks;
+  } else {
+    const unsigned groups = gridDim.x / kBlocks;
+    group = blockIdx.x % groups;
+    qb = tables[V::kOrderOffset + blockIdx.x / groups];
+  }
 }
 
 template <typename V>

@@ -10,12 +10,18 @@
 //
 //   attention-bench [--out FILE] [--quick] [--patterns DIR]
 //                   [--case NAME/N/D ...] [--deterministic] [--compile-only]
+//                   [--split N] [--split-sweep N,N,...] [--query-order N]
 //
 // --case limits the run to the named cases (e.g. --case fixed/16384/64);
 // --compile-only needs no GPU: it generates and NVRTC-compiles the selected
 // cases, which fills the PTX cache ($SPARSETX_CACHE_DIR) a GPU run can reuse;
 // --deterministic times the bit-reproducible backward (separate dQ kernel)
-// instead of the default one (dQ fused into the dK/dV kernels).
+// instead of the default one (dQ fused into the dK/dV kernels); --split
+// sets the backward's split of long key-block lists (0: the plan's choice)
+// and --split-sweep times forward+backward again under other settings.
+// Decode (AttentionPlan::decode, one row at position n - 1, batch-heads 8,
+// caches of capacity n; median per call) is timed for dense, strided and
+// fixed at n = 16384 and fixed at n = 12288, D = 64.
 //
 //===----------------------------------------------------------------------===//
 
@@ -26,6 +32,7 @@
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Format.h"
+#include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
@@ -54,11 +61,26 @@ cl::opt<bool> compileOnly("compile-only",
 cl::opt<bool> deterministic("deterministic",
                             cl::desc("Time the deterministic backward"),
                             cl::init(false));
+cl::opt<int64_t> split("split",
+                       cl::desc("Backward split (AttentionPlan::"
+                                "setBackwardSplit): 0 auto, -1 never, N > 0 "
+                                "at most N query blocks per CTA"),
+                       cl::init(0));
+cl::opt<int> queryOrder("query-order",
+                        cl::desc("Forward/dQ query-block order (CodegenOptions::"
+                                 "queryOrder): 0 auto, 1 sorted, -1 index"),
+                        cl::init(0));
+cl::list<int64_t> splitSweep(
+    "split-sweep",
+    cl::desc("Also time forward+backward with these split settings"),
+    cl::CommaSeparated);
 
 struct Case {
   std::string name, file;
   std::vector<std::pair<std::string, int64_t>> defines;
   int64_t n, headDim;
+  /// Also time decode (one row at the last position, batch-heads 8).
+  bool decode = false;
 };
 
 std::vector<Case> cases() {
@@ -72,6 +94,11 @@ std::vector<Case> cases() {
     }
   all.push_back({"fixed", "fixed.sp", {{"l", 128}, {"c", 32}}, 12288, 64});
   all.push_back({"strided", "strided.sp", {{"l", 96}}, 3072, 64});
+  // Decode at n = 16384 (dense, strided, fixed) and enwik8's n = 12288.
+  for (Case &c : all)
+    c.decode = c.headDim == 64 &&
+               ((c.n == 16384 && c.name != "local") ||
+                (c.n == 12288 && c.name == "fixed"));
   return all;
 }
 
@@ -96,6 +123,14 @@ struct Result {
   double fwdMs = 0, tflops = 0, fwdBwdMs = 0, fwdBwdTflops = 0;
   int64_t pairs = 0;
   double efficiency = 0;
+  /// Decode: median per-call latency (us) at position n - 1, batch-heads 8,
+  /// and the row's attended keys (per batch-head).
+  double decodeUs = 0;
+  int64_t decodeKeys = 0;
+  /// The backward split the plan chose (split setting 0 unless --split).
+  AttentionPlan::BackwardSplitStats splitStats;
+  /// --split-sweep: (setting, fwd+bwd ms).
+  std::vector<std::pair<int64_t, double>> sweep;
   std::string error;
 };
 
@@ -115,6 +150,7 @@ llvm::Expected<Result> runCase(const Case &c, std::mt19937_64 &rng) {
     return compiled.takeError();
   codegen::CodegenOptions cg;
   cg.headDim = c.headDim;
+  cg.queryOrder = queryOrder;
   auto generated = codegen::generateForward((*compiled)->pattern,
                                             (*compiled)->layout, cg);
   if (mlir::failed(generated))
@@ -133,6 +169,7 @@ llvm::Expected<Result> runCase(const Case &c, std::mt19937_64 &rng) {
   if (!plan)
     return plan.takeError();
   plan->setDeterministicBackward(deterministic);
+  plan->setBackwardSplit(split);
 
   const int64_t heads = 8, bh = heads;
   size_t elems = size_t(bh * c.n * c.headDim);
@@ -169,6 +206,30 @@ llvm::Expected<Result> runCase(const Case &c, std::mt19937_64 &rng) {
     return stepTimes.takeError();
   std::sort(stepTimes->begin(), stepTimes->end());
   r.fwdBwdMs = (*stepTimes)[stepTimes->size() / 2];
+  r.splitStats = plan->getBackwardSplitStats();
+  for (int64_t setting : splitSweep) {
+    plan->setBackwardSplit(setting);
+    auto t = cuda::timeRuns(step, quick ? 3 : 10, quick ? 10 : 50);
+    if (!t)
+      return t.takeError();
+    std::sort(t->begin(), t->end());
+    r.sweep.push_back({setting, (*t)[t->size() / 2]});
+  }
+  plan->setBackwardSplit(split);
+  if (c.decode) {
+    // One new row at the last position against caches of capacity n (the
+    // K and V buffers), q the first batch-heads x D elements of Q.
+    const int64_t position = c.n - 1;
+    auto dec = [&]() -> llvm::Error {
+      return plan->decode(0, bh, position, q->get(), k->get(), v->get(), c.n,
+                          o->get(), lse->get());
+    };
+    auto decTimes = cuda::timeRuns(dec, quick ? 5 : 20, quick ? 20 : 200);
+    if (!decTimes)
+      return decTimes.takeError();
+    std::sort(decTimes->begin(), decTimes->end());
+    r.decodeUs = (*decTimes)[decTimes->size() / 2] * 1e3;
+  }
   int64_t useful = 0, computed = 0;
   for (const MaskLayout &m : (*compiled)->layout.masks)
     for (const ComponentLayout &comp : m.components) {
@@ -176,6 +237,29 @@ llvm::Expected<Result> runCase(const Case &c, std::mt19937_64 &rng) {
       computed += comp.computedPairs;
     }
   r.pairs = useful * heads;
+  if (c.decode) {
+    // Keys of the last row: the layout's useful pairs of that row are not
+    // kept, so count them from the mask as the peers do (causal patterns of
+    // bench: dense, strided, fixed).
+    const int64_t i = c.n - 1;
+    auto define = [&](const char *name, int64_t dflt) {
+      for (const auto &[k, v] : c.defines)
+        if (k == name)
+          return v;
+      return dflt;
+    };
+    const int64_t l = define("l", 128), cc = define("c", 32);
+    int64_t keys = 0;
+    for (int64_t j = 0; j <= i; ++j) {
+      bool on = true;
+      if (c.name == "strided")
+        on = (i - j) < l || (i - j) % l == 0;
+      else if (c.name == "fixed")
+        on = i / l == j / l || j % l >= l - cc;
+      keys += on;
+    }
+    r.decodeKeys = keys;
+  }
   r.efficiency = computed ? double(useful) / double(computed) : 1.0;
   r.tflops = 4.0 * double(r.pairs) * double(c.headDim) / (r.fwdMs * 1e9);
   // Backward: 2.5x the forward's matrix work (recomputing S, then dV, dP, dS,
@@ -241,19 +325,27 @@ int main(int argc, char **argv) {
   }
 
   llvm::outs() << "device: " << context->getDeviceName() << "\n";
-  llvm::outs() << llvm::format("%-8s %6s %4s %10s %10s %12s %10s %11s\n",
+  llvm::outs() << llvm::format("%-8s %6s %4s %10s %10s %12s %10s %11s %10s %s\n",
                                "pattern", "n", "D", "fwd ms", "fwd TF/s",
-                               "fwd+bwd ms", "f+b TF/s", "efficiency");
+                               "fwd+bwd ms", "f+b TF/s", "efficiency",
+                               "decode us", "bwd split");
   for (const Result &r : results) {
     if (!r.error.empty()) {
       llvm::outs() << llvm::format("%-8s %6lld %4lld  failed\n", r.c.name.c_str(),
                                    (long long)r.c.n, (long long)r.c.headDim);
       continue;
     }
+    std::string dec = r.c.decode ? llvm::formatv("{0:F1}", r.decodeUs).str() : "";
     llvm::outs() << llvm::format(
-        "%-8s %6lld %4lld %10.3f %10.1f %12.3f %10.1f %11.3f\n",
+        "%-8s %6lld %4lld %10.3f %10.1f %12.3f %10.1f %11.3f %10s %lld CTAs, "
+        "%lld split into %lld\n",
         r.c.name.c_str(), (long long)r.c.n, (long long)r.c.headDim, r.fwdMs,
-        r.tflops, r.fwdBwdMs, r.fwdBwdTflops, r.efficiency);
+        r.tflops, r.fwdBwdMs, r.fwdBwdTflops, r.efficiency, dec.c_str(),
+        (long long)r.splitStats.items, (long long)r.splitStats.splitKeyBlocks,
+        (long long)r.splitStats.parts);
+    for (const auto &[setting, ms] : r.sweep)
+      llvm::outs() << llvm::format("    split %lld: fwd+bwd %.3f ms\n",
+                                   (long long)setting, ms);
   }
 
   std::error_code ec;
@@ -285,6 +377,26 @@ int main(int argc, char **argv) {
           j.attribute("fwd_bwd_tflops", r.fwdBwdTflops);
           j.attribute("attended_pairs", r.pairs);
           j.attribute("work_efficiency", r.efficiency);
+          j.attributeObject("backward_split", [&] {
+            j.attribute("setting", int64_t(split));
+            j.attribute("ctas_per_batch_group", r.splitStats.items);
+            j.attribute("split_key_blocks", r.splitStats.splitKeyBlocks);
+            j.attribute("parts", r.splitStats.parts);
+          });
+          if (!r.sweep.empty())
+            j.attributeArray("split_sweep", [&] {
+              for (const auto &[setting, ms] : r.sweep)
+                j.object([&] {
+                  j.attribute("setting", setting);
+                  j.attribute("fwd_bwd_ms", ms);
+                });
+            });
+          if (r.c.decode) {
+            j.attribute("decode_us", r.decodeUs);
+            j.attribute("decode_position", r.c.n - 1);
+            j.attribute("decode_batch_heads", int64_t(8));
+            j.attribute("decode_keys", r.decodeKeys);
+          }
         });
     });
   });

@@ -24,7 +24,9 @@
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/SourceMgr.h"
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 
 using namespace mlir;
 
@@ -162,6 +164,7 @@ AttentionPlan::load(codegen::GeneratedAttention generated, llvm::StringRef ptx) 
       fns.dq.push_back(*dq);
       fns.dkdv.emplace_back();
       fns.dkdvdq.emplace_back();
+      fns.reduce.emplace_back();
       for (const codegen::SegmentInfo &seg : kernel.segments) {
         llvm::Expected<cuda::Function> fn =
             get(seg.backwardDkDvName, plan.gen.backwardDkDvSharedBytes);
@@ -173,6 +176,11 @@ AttentionPlan::load(codegen::GeneratedAttention generated, llvm::StringRef ptx) 
         if (!fused)
           return fused.takeError();
         fns.dkdvdq.back().push_back(*fused);
+        llvm::Expected<cuda::Function> reduce =
+            plan.module.getFunction(seg.backwardReduceName);
+        if (!reduce)
+          return reduce.takeError();
+        fns.reduce.back().push_back(*reduce);
       }
     }
     for (const codegen::ForwardKernelInfo &kernel : mask.kernels) {
@@ -218,6 +226,8 @@ AttentionPlan::load(codegen::GeneratedAttention generated, llvm::StringRef ptx) 
     if (!merge)
       return merge.takeError();
     plan.decodeMerge = *merge;
+  }
+  if (plan.gen.hasDecode() || plan.gen.hasBackward()) {
     llvm::Expected<int> sms = cuda::currentDeviceMultiprocessorCount();
     if (!sms)
       return sms.takeError();
@@ -308,7 +318,7 @@ llvm::Error AttentionPlan::forwardMask(size_t maskIndex, int64_t batchHeads,
       outLse = lseParts + kIdx * partRows * sizeof(float);
     }
     void *args[] = {&q, &k, &v, &out, &outLse, &tablePtr, &scaleArg};
-    cuda::Dim3 grid{unsigned(kernel.numQueryBlocks), gridY, 1};
+    cuda::Dim3 grid{unsigned(kernel.numQueryBlocks) * gridY, 1, 1};
     cuda::Dim3 block{codegen::kForwardThreads, 1, 1};
     if (llvm::Error err = cuda::launch(fns.kernels[kIdx], grid, block,
                                        gen.forwardSharedBytes, stream, args))
@@ -339,6 +349,164 @@ llvm::Error AttentionPlan::reserveBackwardWorkspace(int64_t batchHeads) {
   return llvm::Error::success();
 }
 
+namespace {
+
+/// Estimated makespan, in query-block steps, of dK/dV work items (lengths in
+/// dispatch order, each run `groups` times back to back) greedily placed on
+/// `slots` concurrent CTAs. A CTA costs one step beside its blocks (loading
+/// K and V, writing dK and dV), a part of a split key block one more (its
+/// partial store and the reduce's read).
+double estimateMakespan(llvm::ArrayRef<int64_t> lengths, bool split,
+                        int64_t groups, int64_t slots) {
+  std::vector<double> heap(size_t(std::max<int64_t>(slots, 1)), 0.0);
+  std::make_heap(heap.begin(), heap.end(), std::greater<double>());
+  double makespan = 0;
+  for (int64_t len : lengths) {
+    const double cost = double(len) + 1.0 + (split ? 1.0 : 0.0);
+    for (int64_t g = 0; g < groups; ++g) {
+      std::pop_heap(heap.begin(), heap.end(), std::greater<double>());
+      heap.back() += cost;
+      makespan = std::max(makespan, heap.back());
+      std::push_heap(heap.begin(), heap.end(), std::greater<double>());
+    }
+  }
+  return makespan;
+}
+
+/// Lengths of the items when every list longer than `chunk` is cut into
+/// ceil(count / chunk) near-equal parts, longest first.
+std::vector<int64_t> itemLengths(llvm::ArrayRef<int64_t> counts, int64_t chunk) {
+  std::vector<int64_t> lengths;
+  for (int64_t c : counts) {
+    if (c == 0)
+      continue;
+    const int64_t parts = c > chunk ? (c + chunk - 1) / chunk : 1;
+    for (int64_t p = 0; p < parts; ++p)
+      lengths.push_back((p + 1) * c / parts - p * c / parts);
+  }
+  std::stable_sort(lengths.begin(), lengths.end(), std::greater<int64_t>());
+  return lengths;
+}
+
+/// The longest list a CTA walks (lists longer are split), by `setting`
+/// (AttentionPlan::setBackwardSplit) or, for 0, the candidate with the lowest
+/// estimated makespan: the largest whose estimate is within 2% of the best,
+/// and none at all unless that saves 5%.
+int64_t chooseChunk(llvm::ArrayRef<int64_t> counts, int64_t groups,
+                    int64_t slots, int64_t setting) {
+  const int64_t longest =
+      counts.empty() ? 0 : *std::max_element(counts.begin(), counts.end());
+  if (setting < 0 || longest <= 2)
+    return std::max<int64_t>(longest, 1);
+  if (setting > 0)
+    return setting;
+  const double unsplit =
+      estimateMakespan(itemLengths(counts, longest), false, groups, slots);
+  std::vector<std::pair<int64_t, double>> candidates;
+  double best = unsplit;
+  for (int64_t k = 2; k <= 32; ++k) {
+    const int64_t chunk = std::max<int64_t>(2, (longest + k - 1) / k);
+    if (!candidates.empty() && candidates.back().first == chunk)
+      continue;
+    const double est =
+        estimateMakespan(itemLengths(counts, chunk), true, groups, slots);
+    candidates.push_back({chunk, est});
+    best = std::min(best, est);
+    if (chunk == 2)
+      break;
+  }
+  for (const auto &[chunk, est] : candidates) // largest chunk first
+    if (est <= best * 1.02)
+      return est <= 0.95 * unsplit ? chunk : longest;
+  return longest;
+}
+
+} // namespace
+
+llvm::Error AttentionPlan::planBackwardWork(int64_t batchHeads) {
+  if (batchHeads == backwardWorkBatchHeads)
+    return llvm::Error::success();
+  // Two dK/dV CTAs fit an SM at every head dim (registers: 128 threads of
+  // 182-254; shared memory 41-112 KiB).
+  const int64_t slots = 2 * int64_t(std::max(numSMs, 1));
+  std::vector<int32_t> table;
+  int64_t partialFloats = 0;
+  backwardWork.assign(gen.masks.size(), {});
+  for (size_t m = 0; m < gen.masks.size(); ++m) {
+    const codegen::MaskKernels &mask = gen.masks[m];
+    const int64_t groups = batchHeads / (mask.head ? gen.numHeads : 1);
+    for (const codegen::ForwardKernelInfo &kernel : mask.kernels) {
+      backwardWork[m].emplace_back();
+      for (const codegen::SegmentInfo &seg : kernel.segments) {
+        SegmentWork w;
+        // By key block: full offsets, full indices, partial offsets,
+        // partial indices.
+        std::vector<int64_t> counts(size_t(seg.numKeyBlocks), 0);
+        if (seg.byKeyOffsets.size() == 4)
+          for (int64_t kb = 0; kb < seg.numKeyBlocks; ++kb)
+            for (int t : {0, 2})
+              counts[kb] += gen.tables[seg.byKeyOffsets[t] + kb + 1] -
+                            gen.tables[seg.byKeyOffsets[t] + kb];
+        const int64_t chunk = chooseChunk(counts, groups, slots, backwardSplit);
+        w.maxBlocksPerCta = chunk;
+        struct Item {
+          int32_t kb, begin, end, slot;
+        };
+        std::vector<Item> items;
+        std::vector<int32_t> reduce;
+        for (int64_t kb = 0; kb < seg.numKeyBlocks; ++kb) {
+          const int64_t c = counts[kb];
+          if (c == 0)
+            continue; // nothing reaches it: its gradients stay zero
+          const int64_t parts = c > chunk ? (c + chunk - 1) / chunk : 1;
+          if (parts > 1)
+            reduce.insert(reduce.end(), {int32_t(kb), int32_t(w.numSlots),
+                                         int32_t(parts), 0});
+          for (int64_t p = 0; p < parts; ++p)
+            items.push_back({int32_t(kb), int32_t(p * c / parts),
+                             int32_t((p + 1) * c / parts),
+                             parts > 1 ? int32_t(w.numSlots + p) : -1});
+          if (parts > 1)
+            w.numSlots += parts;
+        }
+        // Longest first: the order the grid dispatches them in.
+        std::stable_sort(items.begin(), items.end(),
+                         [](const Item &a, const Item &b) {
+                           return a.end - a.begin > b.end - b.begin;
+                         });
+        w.workOffset = int64_t(table.size());
+        w.numItems = int64_t(items.size());
+        for (const Item &it : items)
+          table.insert(table.end(), {it.kb, it.begin, it.end, it.slot});
+        w.reduceOffset = int64_t(table.size());
+        w.numReduce = int64_t(reduce.size() / 4);
+        table.insert(table.end(), reduce.begin(), reduce.end());
+        partialFloats = std::max(partialFloats,
+                                 w.numSlots * groups * 2 * 64 * gen.headDim);
+        backwardWork[m].back().push_back(w);
+      }
+    }
+  }
+  llvm::Expected<cuda::DeviceBuffer> buffer = cuda::DeviceBuffer::allocate(
+      std::max<size_t>(16, table.size() * sizeof(int32_t)));
+  if (!buffer)
+    return buffer.takeError();
+  if (!table.empty())
+    if (llvm::Error err =
+            buffer->copyFromHost(table.data(), table.size() * sizeof(int32_t)))
+      return err;
+  backwardWorkTable = std::move(*buffer);
+  if (size_t(partialFloats) * sizeof(float) > backwardPartials.size()) {
+    llvm::Expected<cuda::DeviceBuffer> partials =
+        cuda::DeviceBuffer::allocate(size_t(partialFloats) * sizeof(float));
+    if (!partials)
+      return partials.takeError();
+    backwardPartials = std::move(*partials);
+  }
+  backwardWorkBatchHeads = batchHeads;
+  return llvm::Error::success();
+}
+
 llvm::Error AttentionPlan::backward(int64_t layer, int64_t batchHeads,
                                     cuda::DevicePtr q, cuda::DevicePtr k,
                                     cuda::DevicePtr v, cuda::DevicePtr o,
@@ -359,6 +527,8 @@ llvm::Error AttentionPlan::backward(int64_t layer, int64_t batchHeads,
   }
   if (llvm::Error err = reserveBackwardWorkspace(batchHeads))
     return err;
+  if (llvm::Error err = planBackwardWork(batchHeads))
+    return err;
   float scaleArg = float(scale > 0 ? scale : 1.0 / std::sqrt(double(gen.headDim)));
   long long rows = (long long)batchHeads * gen.seqLen;
   long long elems = rows * gen.headDim;
@@ -378,39 +548,63 @@ llvm::Error AttentionPlan::backward(int64_t layer, int64_t batchHeads,
     if (llvm::Error err = cuda::launch(backwardPrepare, grid, block, 0, stream, args))
       return err;
   }
+  cuda::DevicePtr partials = backwardPartials.get();
+  splitStats = BackwardSplitStats();
   for (size_t maskIndex : masks) {
     const codegen::MaskKernels &mask = gen.masks[maskIndex];
     const MaskFunctions &fns = functions[maskIndex];
     int64_t headsPerLaunch = mask.head ? gen.numHeads : 1;
     unsigned gridY = unsigned(batchHeads / headsPerLaunch);
+    int groups = int(gridY);
     for (size_t kIdx = 0; kIdx < mask.kernels.size(); ++kIdx) {
       const codegen::ForwardKernelInfo &kernel = mask.kernels[kIdx];
       if (deterministicBackward) {
         void *args[] = {&q, &k, &v, &dO, &lse, &delta, &dqAcc, &tablePtr, &scaleArg};
-        cuda::Dim3 grid{unsigned(kernel.numQueryBlocks), gridY, 1};
+        cuda::Dim3 grid{unsigned(kernel.numQueryBlocks) * gridY, 1, 1};
         if (llvm::Error err = cuda::launch(fns.dq[kIdx], grid, block,
                                            gen.backwardSharedBytes, stream, args))
           return err;
       }
       for (size_t s = 0; s < kernel.segments.size(); ++s) {
-        if (kernel.segments[s].numKeyBlocks == 0)
+        const SegmentWork &w = backwardWork[maskIndex][kIdx][s];
+        if (w.numItems == 0)
           continue;
-        cuda::Dim3 grid{unsigned(kernel.segments[s].numKeyBlocks), gridY, 1};
+        splitStats.items += w.numItems;
+        splitStats.splitKeyBlocks += w.numReduce;
+        splitStats.parts += w.numSlots;
+        splitStats.maxBlocksPerCta =
+            std::max(splitStats.maxBlocksPerCta, w.maxBlocksPerCta);
+        cuda::DevicePtr work =
+            backwardWorkTable.get() + size_t(w.workOffset) * sizeof(int32_t);
+        cuda::Dim3 grid{unsigned(w.numItems) * gridY, 1, 1};
         if (deterministicBackward) {
-          void *args[] = {&q,     &k,     &v,     &dO,       &lse,
-                          &delta, &dkAcc, &dvAcc, &tablePtr, &scaleArg};
+          void *args[] = {&q,     &k,        &v,    &dO,     &lse,
+                          &delta, &dkAcc,    &dvAcc, &tablePtr, &work,
+                          &groups, &partials, &scaleArg};
           if (llvm::Error err =
                   cuda::launch(fns.dkdv[kIdx][s], grid, block,
                                gen.backwardDkDvSharedBytes, stream, args))
             return err;
         } else {
-          void *args[] = {&q,     &k,     &v,     &dO,    &lse,      &delta,
-                          &dqAcc, &dkAcc, &dvAcc, &tablePtr, &scaleArg};
+          void *args[] = {&q,     &k,     &v,     &dO,       &lse,
+                          &delta, &dqAcc, &dkAcc, &dvAcc,    &tablePtr,
+                          &work,  &groups, &partials, &scaleArg};
           if (llvm::Error err =
                   cuda::launch(fns.dkdvdq[kIdx][s], grid, block,
                                gen.backwardDkDvSharedBytes, stream, args))
             return err;
         }
+        if (w.numReduce == 0)
+          continue;
+        // The parts of the split key blocks, before the next launch reuses
+        // the slots or adds into the same rows.
+        cuda::DevicePtr items =
+            backwardWorkTable.get() + size_t(w.reduceOffset) * sizeof(int32_t);
+        void *args[] = {&partials, &items, &groups, &dkAcc, &dvAcc};
+        cuda::Dim3 rgrid{unsigned(w.numReduce) * gridY, 1, 1};
+        if (llvm::Error err =
+                cuda::launch(fns.reduce[kIdx][s], rgrid, block, 0, stream, args))
+          return err;
       }
     }
   }

@@ -519,6 +519,8 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
                                                gen.pattern, m, k, s);
           seg.backwardDkDvDqName = llvm::formatv(
               "sparsetx_bwd_dkdvq_{0}_m{1}_k{2}_s{3}", gen.pattern, m, k, s);
+          seg.backwardReduceName = llvm::formatv(
+              "sparsetx_bwd_reduce_{0}_m{1}_k{2}_s{3}", gen.pattern, m, k, s);
         }
         os << "  __device__ __forceinline__ static int64_t keyPosition(int64_t t) {\n";
         emitPositionBody(comp.keyMap, n, os);
@@ -531,8 +533,49 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
         kernel.segments.push_back(std::move(seg));
       }
 
+      // The query blocks, longest key list (over every segment) first; ties
+      // in index order. The grid dispatches them in this order.
+      {
+        std::vector<int64_t> blocks(size_t(kernel.numQueryBlocks), 0);
+        for (const SegmentInfo &seg : kernel.segments)
+          for (int64_t qb = 0; qb < kernel.numQueryBlocks; ++qb) {
+            if (seg.rangeSchedule) {
+              int64_t begin = gen.tables[seg.offsets[0] + qb];
+              int64_t end = gen.tables[seg.offsets[0] + kernel.numQueryBlocks + qb];
+              blocks[qb] += std::max<int64_t>(0, end - begin);
+            } else {
+              blocks[qb] += gen.tables[seg.offsets[0] + qb + 1] -
+                            gen.tables[seg.offsets[0] + qb];
+              blocks[qb] += gen.tables[seg.offsets[2] + qb + 1] -
+                            gen.tables[seg.offsets[2] + qb];
+            }
+          }
+        int64_t longest = 0, total = 0;
+        for (int64_t b : blocks) {
+          longest = std::max(longest, b);
+          total += b;
+        }
+        // Even lists (local, the strided band) gain nothing from the sort
+        // and keep index order, whose neighbours share K/V blocks.
+        bool sorted = options.queryOrder > 0 ||
+                      (options.queryOrder == 0 &&
+                       4 * longest * kernel.numQueryBlocks > 5 * total);
+        if (sorted) {
+          std::vector<int32_t> order(size_t(kernel.numQueryBlocks));
+          for (int64_t qb = 0; qb < kernel.numQueryBlocks; ++qb)
+            order[qb] = int32_t(qb);
+          std::stable_sort(order.begin(), order.end(),
+                           [&](int32_t a, int32_t b) { return blocks[a] > blocks[b]; });
+          FailureOr<int64_t> off = appendTable(gen.tables, order, maskOp);
+          if (failed(off))
+            return failure();
+          kernel.orderOffset = *off;
+        }
+      }
       os << "struct " << prefix << " {\n";
       os << "  using Elem = " << elem << ";\n";
+      os << "  static constexpr int kOrderOffset = " << kernel.orderOffset
+         << ";\n";
       os << "  static constexpr int kHeadDim = " << options.headDim << ";\n";
       os << "  static constexpr bool kCausal = " << (gen.causal ? "true" : "false")
          << ";\n";
@@ -576,22 +619,31 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
               << "(const unsigned short *q, const unsigned short *k,\n"
                  "    const unsigned short *v, const unsigned short *dO,\n"
                  "    const float *lse, const float *delta, float *dkAcc,\n"
-                 "    float *dvAcc, const int *tables, float scale) {\n"
+                 "    float *dvAcc, const int *tables, const int *work,\n"
+                 "    int groups, float *partials, float scale) {\n"
               << "  sparsetx::attentionBackwardDkDv<sparsetx_gen::" << prefix
               << ", sparsetx_gen::" << segmentNames[s]
               << ", false>(q, k, v, dO, lse, delta, nullptr, dkAcc, dvAcc, "
-                 "tables, scale);\n}\n\n";
+                 "tables,\n      work, groups, partials, scale);\n}\n\n";
           eos << "extern \"C\" __global__ void __launch_bounds__("
               << kBackwardThreads << ", 1) " << seg.backwardDkDvDqName
               << "(const unsigned short *q, const unsigned short *k,\n"
                  "    const unsigned short *v, const unsigned short *dO,\n"
                  "    const float *lse, const float *delta, float *dqAcc,\n"
                  "    float *dkAcc, float *dvAcc, const int *tables,\n"
+                 "    const int *work, int groups, float *partials,\n"
                  "    float scale) {\n"
               << "  sparsetx::attentionBackwardDkDv<sparsetx_gen::" << prefix
               << ", sparsetx_gen::" << segmentNames[s]
               << ", true>(q, k, v, dO, lse, delta, dqAcc, dkAcc, dvAcc, "
-                 "tables, scale);\n}\n\n";
+                 "tables,\n      work, groups, partials, scale);\n}\n\n";
+          eos << "extern \"C\" __global__ void __launch_bounds__("
+              << kBackwardThreads << ") " << seg.backwardReduceName
+              << "(const float *partials, const int *items, int groups,\n"
+                 "    float *dkAcc, float *dvAcc) {\n"
+              << "  sparsetx::attentionBackwardDkDvReduce<sparsetx_gen::" << prefix
+              << ", sparsetx_gen::" << segmentNames[s]
+              << ">(partials, items, groups, dkAcc, dvAcc);\n}\n\n";
         }
       }
       if (decode) {
@@ -687,6 +739,14 @@ void printManifestJSON(const GeneratedAttention &gen, llvm::StringRef ptxFile,
       j.attribute("z", 1);
     });
   };
+  // Kernels indexed by (block, batch group) in grid.x, group fastest.
+  auto flatGrid = [&](int64_t x, llvm::StringRef y) {
+    j.attributeObject("grid", [&] {
+      j.attribute("x", std::to_string(x) + " * (" + y.str() + ")");
+      j.attribute("y", 1);
+      j.attribute("z", 1);
+    });
+  };
   auto block = [&](unsigned threads) {
     j.attributeArray("block", [&] {
       j.value(int64_t(threads));
@@ -714,7 +774,11 @@ void printManifestJSON(const GeneratedAttention &gen, llvm::StringRef ptxFile,
                 "lse: [batch_heads, seq_len] fp32, natural log");
     j.attributeObject("forward_args", [&] {
       j.attribute("signature",
-                  "(q, k, v, o, lse, tables, float scale); o and lse are the "
+                  "(q, k, v, o, lse, tables, float scale); grid.x = query "
+                  "blocks * batch groups: CTA x takes query block "
+                  "tables[query_block_order + x / groups] (longest first) of "
+                  "group x % groups, or, where query_block_order is null, "
+                  "query block x % blocks of group x / blocks; o and lse are the "
                   "final outputs, or part `kernel` of the fp32 partial buffers "
                   "o_parts [kernels][batch_heads][seq_len][head_dim] and "
                   "lse_parts [kernels][batch_heads][seq_len] when "
@@ -746,10 +810,23 @@ void printManifestJSON(const GeneratedAttention &gen, llvm::StringRef ptxFile,
         j.attribute("dq_signature",
                     "(q, k, v, d_o, lse, delta, dq_acc, tables, float scale)");
         j.attribute("dkdv_signature", "(q, k, v, d_o, lse, delta, dk_acc, "
-                                      "dv_acc, tables, float scale)");
+                                      "dv_acc, tables, work, int groups, "
+                                      "partials, float scale)");
         j.attribute("dkdv_dq_signature",
                     "(q, k, v, d_o, lse, delta, dq_acc, dk_acc, dv_acc, "
-                    "tables, float scale)");
+                    "tables, work, int groups, partials, float scale)");
+        j.attribute("dkdv_work",
+                    "grid x = work items * groups (groups = batch_heads / "
+                    "heads per launch; group fastest); work: int32 (key "
+                    "block, begin, end, slot) per item, walking [begin, end) "
+                    "of the key block's by-key list; slot < 0 adds dK, dV "
+                    "into dk_acc, dv_acc, else stores them into partials "
+                    "[slot][group][2][64][head_dim] fp32 for backward_reduce");
+        j.attribute("reduce_signature",
+                    "(partials, items, int groups, dk_acc, dv_acc); items: "
+                    "int32 (key block, first slot, parts, 0) per split key "
+                    "block; grid x = items * groups; sums the parts in slot "
+                    "order");
         j.attributeObject("convert", [&] {
           j.attribute("name", gen.backwardConvertName);
           j.attribute("signature", "(acc, dq, dk, dv, long long elems); elems = "
@@ -811,7 +888,11 @@ void printManifestJSON(const GeneratedAttention &gen, llvm::StringRef ptxFile,
                 j.attribute("query_map", k.queryMap);
                 j.attribute("num_queries", k.numQueries);
                 j.attribute("partial_output", k.partialOutput);
-                grid(k.numQueryBlocks, gridY);
+                flatGrid(k.numQueryBlocks, gridY);
+                if (k.orderOffset >= 0)
+                  j.attribute("query_block_order", k.orderOffset);
+                else
+                  j.attribute("query_block_order", nullptr);
                 block(kForwardThreads);
                 j.attribute("shared_bytes", int64_t(gen.forwardSharedBytes));
                 if (!k.decodeName.empty())
@@ -819,7 +900,7 @@ void printManifestJSON(const GeneratedAttention &gen, llvm::StringRef ptxFile,
                 if (!k.backwardDqName.empty())
                   j.attributeObject("backward_dq", [&] {
                     j.attribute("name", k.backwardDqName);
-                    grid(k.numQueryBlocks, gridY);
+                    flatGrid(k.numQueryBlocks, gridY);
                     block(kBackwardThreads);
                     j.attribute("shared_bytes", int64_t(gen.backwardSharedBytes));
                   });
@@ -841,17 +922,23 @@ void printManifestJSON(const GeneratedAttention &gen, llvm::StringRef ptxFile,
                         });
                         j.attributeObject("backward_dkdv", [&] {
                           j.attribute("name", s.backwardDkDvName);
-                          grid(s.numKeyBlocks, gridY);
+                          j.attribute("key_blocks", s.numKeyBlocks);
+                          j.attribute("grid_x", "work items * groups");
                           block(kBackwardThreads);
                           j.attribute("shared_bytes",
                                       int64_t(gen.backwardDkDvSharedBytes));
                         });
                         j.attributeObject("backward_dkdv_dq", [&] {
                           j.attribute("name", s.backwardDkDvDqName);
-                          grid(s.numKeyBlocks, gridY);
+                          j.attribute("key_blocks", s.numKeyBlocks);
+                          j.attribute("grid_x", "work items * groups");
                           block(kBackwardThreads);
                           j.attribute("shared_bytes",
                                       int64_t(gen.backwardDkDvSharedBytes));
+                        });
+                        j.attributeObject("backward_reduce", [&] {
+                          j.attribute("name", s.backwardReduceName);
+                          block(kBackwardThreads);
                         });
                       }
                     });

@@ -7,6 +7,9 @@
 # $OUT (or out/).
 #   bash .gpu/gpu-run.sh [--tests-only | --bench-only | --no-sanitize]
 #   GPU_TEST_FILTER='AttentionDecodeTest' restricts the test binaries (a regex).
+#   BENCH_ARGS / PEERS_ARGS: extra arguments of attention-bench / peers.py
+#   (e.g. '--case fixed/16384/64'). peers.py is the bundle's copy when it has
+#   one (so that a bundle carries its own), else bench/peers.py.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # The bundle's own bin/ when run from it, else .gpu/bin of the checkout.
@@ -31,8 +34,14 @@ if [ "$mode" != "--bench-only" ] && [ "$mode" != "--no-sanitize" ]; then
 fi
 if [ "$mode" != "--tests-only" ]; then
   if [ -x "$bin/attention-bench" ]; then
-    "$bin/attention-bench" --out "$out/sparsetx.json" 2>&1 | tee "$out/sparsetx.txt" | tail -n 40
+    # shellcheck disable=SC2086
+    "$bin/attention-bench" --out "$out/sparsetx.json" ${BENCH_ARGS:-} 2>&1 | tee "$out/sparsetx.txt" | tail -n 60
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
   fi
-  PYTHONUNBUFFERED=1 python3 bench/peers.py --out "$out/peers.json" 2>&1 | tee "$out/peers.txt" | tail -n 40
+  peers="bench/peers.py"
+  [ -f "$here/peers.py" ] && peers="$here/peers.py"
+  # shellcheck disable=SC2086
+  PYTHONUNBUFFERED=1 python3 "$peers" --out "$out/peers.json" ${PEERS_ARGS:-} 2>&1 | tee "$out/peers.txt" | tail -n 60
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 fi
 exit $status

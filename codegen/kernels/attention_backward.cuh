@@ -11,20 +11,29 @@
 //    dQacc, dKacc, dVacc [batchHeads, n, D] (one warp per row);
 //  - per kernel of each mask, either
 //    - fast (default): attentionBackwardDkDv<V, S, true> for each segment S:
-//      one CTA per (block of 64 *mapped* keys of S, batch-head), 4 warps x
-//      16 keys; walks the query blocks that reach its key block (the
-//      transposed tables fullByKey / partialByKey), adds dK, dV into the
-//      accumulators at the positions its key map covers, and per query block
-//      puts dS^T in shared memory and adds dS K into dQacc with fp32
-//      reductions (red.global.add): 5 products per attended pair;
+//      one CTA per (work item, batch group), 4 warps x 16 keys. A work item
+//      is a block of 64 *mapped* keys of S and a range [begin, end) of the
+//      query blocks that reach it (the transposed tables fullByKey /
+//      partialByKey): the whole list, or, where the host split a long list
+//      over several CTAs, one part of it. The CTA walks its range; a whole
+//      list adds dK, dV into the accumulators at the positions the key map
+//      covers, a part stores them (fp32) into a workspace slot, and
+//      attentionBackwardDkDvReduce, launched right after, adds the parts of
+//      each split key block in slot order. Per query block the CTA puts dS^T
+//      in shared memory and adds dS K into dQacc with fp32 reductions
+//      (red.global.add): 5 products per attended pair. The items come
+//      longest first and the batch group varies fastest in grid.x, so the
+//      hardware's in-order dispatch starts the longest walks first;
 //    - deterministic: attentionBackwardDq<V> (one CTA per block of 64 mapped
 //      queries, walking the forward schedule of every segment; recomputes S
 //      and dP, adds dQ into dQacc), then attentionBackwardDkDv<V, S, false>
 //      for each segment: 7 products per pair, no atomics anywhere;
 //  - attentionBackwardConvert: the accumulators to the element type.
-// dK and dV are deterministic in both modes: within a launch every CTA owns
-// distinct key rows (index maps are injective), and the launches of a mask
-// run one after another, each adding into the fp32 accumulators with plain
+// dK and dV are deterministic in both modes: within a launch every CTA that
+// adds into the accumulators owns distinct key rows (index maps are
+// injective; a split key block's parts only store into their own slots and
+// one reduce CTA adds them in a fixed order), and the launches of a mask run
+// one after another, each adding into the fp32 accumulators with plain
 // read-modify-write. The fast mode's dQ sums the key blocks' contributions
 // in the order the reductions land, so its last bits can vary between runs.
 //
@@ -335,7 +344,8 @@ attentionBackwardDkDv(const uint16_t *__restrict__ q, const uint16_t *__restrict
                       const float *__restrict__ lse, const float *__restrict__ delta,
                       float *__restrict__ dqAcc, float *__restrict__ dkAcc,
                       float *__restrict__ dvAcc, const int32_t *__restrict__ tables,
-                      float scale) {
+                      const int32_t *__restrict__ work, int groups,
+                      float *__restrict__ partials, float scale) {
   using Elem = typename V::Elem;
   constexpr int D = V::kHeadDim;
   static_assert(D == 32 || D == 64 || D == 128, "head dim must be 32, 64, 128");
@@ -355,8 +365,15 @@ attentionBackwardDkDv(const uint16_t *__restrict__ q, const uint16_t *__restrict
   float *slse = reinterpret_cast<float *>(sds + 64 * kDsStride); // two stages
   float *sdelta = slse + 2 * 64;                                 // two stages
 
-  const int kb = blockIdx.x;
-  const int64_t bh = (int64_t)blockIdx.y * V::kNumHeads + V::kHead;
+  // Work item (key block, [begin, end) of its query list, partial slot),
+  // batch group fastest so that the items' order (longest first) is the
+  // dispatch order across the whole grid.
+  // (The slot and the group are read again at the end: nothing of the item
+  // stays live through the loop but the key block and the list's end.)
+  const int32_t *item = work + 4 * (blockIdx.x / unsigned(groups));
+  const int kb = item[0], begin = item[1], end = item[2];
+  const int64_t bh =
+      (int64_t)(blockIdx.x % unsigned(groups)) * V::kNumHeads + V::kHead;
   const int64_t headOffset = bh * V::kSeqLen * D;
   q += headOffset;
   k += headOffset;
@@ -406,10 +423,10 @@ attentionBackwardDkDv(const uint16_t *__restrict__ q, const uint16_t *__restrict
     }
 
   typename S::ByKey schedule(tables, kb);
-  const int count = schedule.count();
-  if (kDoubleBuffer && count > 0) {
+  // Stage idx & 1 holds list entry idx.
+  if (kDoubleBuffer && begin < end) {
     bool full;
-    loadQueryBlock(schedule.block(0, full), 0);
+    loadQueryBlock(schedule.block(begin, full), begin & 1);
   }
   constexpr int kKvFrags = kRegKV ? D / 16 : 1;
   uint32_t kf[kKvFrags][4], vf[kKvFrags][4];
@@ -424,7 +441,7 @@ attentionBackwardDkDv(const uint16_t *__restrict__ q, const uint16_t *__restrict
     }
   }
 
-  for (int idx = 0; idx < count; ++idx) {
+  for (int idx = begin; idx < end; ++idx) {
     const int stage = idx & 1;
     bool full;
     const int qb = schedule.block(idx, full);
@@ -434,7 +451,7 @@ attentionBackwardDkDv(const uint16_t *__restrict__ q, const uint16_t *__restrict
       // (and with the dS tile) of the previous block: refill it.
       cpAsyncWait<0>();
       __syncthreads();
-      if (idx + 1 < count) {
+      if (idx + 1 < end) {
         bool nextFull;
         loadQueryBlock(schedule.block(idx + 1, nextFull), stage ^ 1);
       }
@@ -556,8 +573,72 @@ attentionBackwardDkDv(const uint16_t *__restrict__ q, const uint16_t *__restrict
     const int64_t t = (int64_t)kb * 64 + warp * 16 + g + 8 * r;
     rowOffset[r] = t < S::kNumKeys ? (bh * V::kSeqLen + keyPos[r]) * D : -1;
   }
-  addRows<D>(dkAcc, dk, rowOffset, scale);
-  addRows<D>(dvAcc, dv, rowOffset, 1.0f);
+  const int slot = work[4 * (blockIdx.x / unsigned(groups)) + 3];
+  if (slot < 0) {
+    addRows<D>(dkAcc, dk, rowOffset, scale);
+    addRows<D>(dvAcc, dv, rowOffset, 1.0f);
+    return;
+  }
+  // One part of a split key block: plain stores of the scaled dK and dV of
+  // all 64 rows into the slot; attentionBackwardDkDvReduce adds the parts.
+  const int group = int(blockIdx.x % unsigned(groups));
+  float *part = partials + ((int64_t)slot * groups + group) * 2 * 64 * D;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = warp * 16 + g + 8 * r;
+#pragma unroll
+    for (int dt = 0; dt < D / 8; ++dt) {
+      const int col = dt * 8 + t4 * 2;
+      *reinterpret_cast<float2 *>(part + row * D + col) =
+          make_float2(dk[dt][2 * r] * scale, dk[dt][2 * r + 1] * scale);
+      *reinterpret_cast<float2 *>(part + 64 * D + row * D + col) =
+          make_float2(dv[dt][2 * r], dv[dt][2 * r + 1]);
+    }
+  }
+}
+
+/// The parts of the split key blocks of segment S into dkAcc, dvAcc, in
+/// slot order (fixed: bit-identical between runs). Grid: split key blocks x
+/// batch groups (group fastest); block: kBwdThreads. `items`: per split key
+/// block (key block, first slot, parts, unused).
+template <typename V, typename S>
+__device__ __forceinline__ void
+attentionBackwardDkDvReduce(const float *__restrict__ partials,
+                            const int32_t *__restrict__ items, int groups,
+                            float *__restrict__ dkAcc, float *__restrict__ dvAcc) {
+  constexpr int D = V::kHeadDim;
+  constexpr int kVecs = 64 * D / 4; // float4 per 64 x D matrix
+  const int group = int(blockIdx.x % unsigned(groups));
+  const int32_t *item = items + 4 * (blockIdx.x / unsigned(groups));
+  const int kb = item[0], firstSlot = item[1], parts = item[2];
+  const int64_t bh = (int64_t)group * V::kNumHeads + V::kHead;
+#pragma unroll 1
+  for (int e = threadIdx.x; e < 2 * kVecs; e += kBwdThreads) {
+    const int which = e / kVecs, x = e % kVecs;
+    const int row = x / (D / 4), col = (x % (D / 4)) * 4;
+    const int64_t t = (int64_t)kb * 64 + row;
+    if (t >= S::kNumKeys)
+      continue;
+    float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll 1
+    for (int p = 0; p < parts; ++p) {
+      const float4 val = *reinterpret_cast<const float4 *>(
+          partials + ((int64_t)(firstSlot + p) * groups + group) * 2 * 64 * D +
+          which * 64 * D + row * D + col);
+      sum.x += val.x;
+      sum.y += val.y;
+      sum.z += val.z;
+      sum.w += val.w;
+    }
+    float *dst = (which ? dvAcc : dkAcc) +
+                 (bh * V::kSeqLen + S::keyPosition(t)) * D + col;
+    float4 cur = *reinterpret_cast<float4 *>(dst);
+    cur.x += sum.x;
+    cur.y += sum.y;
+    cur.z += sum.z;
+    cur.w += sum.w;
+    *reinterpret_cast<float4 *>(dst) = cur;
+  }
 }
 
 /// dQ of the query blocks of segment S (one segment of the dQ kernel).
@@ -669,8 +750,8 @@ struct DqSegmentLoop<V, SegmentList<S, Rest...>> {
   }
 };
 
-/// dQ of one kernel of a mask. Grid: (query blocks, batch-heads /
-/// kNumHeads); block: kBwdThreads; dynamic shared memory:
+/// dQ of one kernel of a mask. Grid: query blocks x batch groups
+/// (batch-heads / kNumHeads), ordered as the forward's (queryBlockOfCta); block: kBwdThreads; dynamic shared memory:
 /// backwardSharedBytes<D>().
 template <typename V>
 __device__ __forceinline__ void
@@ -688,8 +769,10 @@ attentionBackwardDq(const uint16_t *__restrict__ q, const uint16_t *__restrict__
   uint16_t *sq = sv + kTile;
   uint16_t *sdo = sq + kTile;
 
-  const int qb = blockIdx.x;
-  const int64_t bh = (int64_t)blockIdx.y * V::kNumHeads + V::kHead;
+  int qb;
+  int64_t group;
+  queryBlockOfCta<V>(tables, qb, group);
+  const int64_t bh = group * V::kNumHeads + V::kHead;
   const int64_t headOffset = bh * V::kSeqLen * D;
   q += headOffset;
   k += headOffset;

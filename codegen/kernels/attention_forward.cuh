@@ -22,8 +22,9 @@
 //
 // Variant (generated, see codegen/CudaEmitter.cpp):
 //   using Elem = BF16 | FP16;  kHeadDim; kCausal; kSeqLen; kNumQueries (mapped
-//   query indices); kNumHeads, kHead (batch-head = blockIdx.y * kNumHeads +
-//   kHead); kPartialOutput (O in fp32 for a later merge, else Elem);
+//   query indices); kNumHeads, kHead (batch-head = batch group * kNumHeads +
+//   kHead); kOrderOffset (the query blocks, longest key list first, in the
+//   tables: see queryBlockOfCta); kPartialOutput (O in fp32 for a later merge, else Elem);
 //   queryPosition(t); using Segments = SegmentList<...>.
 // Segment: kNumKeys; keyPosition(t); using Schedule = RangeSchedule<...> |
 //   TableSchedule<...>; mask(i, j) (the component's predicate, without the
@@ -317,6 +318,26 @@ struct SegmentLoop<V, SegmentList<S, Rest...>> {
 /// / kNumHeads); block: kThreads; dynamic shared memory:
 /// forwardSharedBytes<D>(). `o`/`lse` receive the rows at the positions the
 /// query map covers: O as Elem, or fp32 when the kernel's output is merged.
+/// The query block and batch group of this CTA. Grid: query blocks x batch
+/// groups in one dimension, group fastest; the query blocks in the order of
+/// the generated table at V::kOrderOffset (longest key list first), so that
+/// the hardware, which dispatches CTAs in index order, starts the longest
+/// ones first across every batch-head and the short ones fill the tail.
+/// kOrderOffset < 0 (even lists): index order, query blocks fastest.
+template <typename V>
+__device__ __forceinline__ void queryBlockOfCta(const int32_t *tables, int &qb,
+                                                int64_t &group) {
+  constexpr unsigned kBlocks = unsigned((V::kNumQueries + kBlockM - 1) / kBlockM);
+  if constexpr (V::kOrderOffset < 0) {
+    qb = int(blockIdx.x % kBlocks);
+    group = blockIdx.x / kBlocks;
+  } else {
+    const unsigned groups = gridDim.x / kBlocks;
+    group = blockIdx.x % groups;
+    qb = tables[V::kOrderOffset + blockIdx.x / groups];
+  }
+}
+
 template <typename V>
 __device__ __forceinline__ void
 attentionForward(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
@@ -333,8 +354,10 @@ attentionForward(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
   uint16_t *sk = sq + kBlockM * kStride;
   uint16_t *sv = sk + 2 * kTile;
 
-  const int qb = blockIdx.x;
-  const int64_t bh = (int64_t)blockIdx.y * V::kNumHeads + V::kHead;
+  int qb;
+  int64_t group;
+  queryBlockOfCta<V>(tables, qb, group);
+  const int64_t bh = group * V::kNumHeads + V::kHead;
   const int64_t headOffset = bh * V::kSeqLen * D;
   q += headOffset;
   k += headOffset;

@@ -139,9 +139,20 @@ TEST_P(AttentionBackwardTest, MatchesReference) {
         },
         ref[0], ref[1], ref[2]);
 
-    for (bool deterministic : {false, true}) {
-      SCOPED_TRACE(deterministic ? "deterministic backward" : "fused backward");
+    // Split settings: the plan's own choice, never, and every list cut into
+    // parts of at most 3 query blocks (the split path on every pattern).
+    struct Mode {
+      bool deterministic;
+      int64_t split;
+    };
+    for (Mode mode : {Mode{false, 0}, Mode{false, -1}, Mode{false, 3},
+                      Mode{true, 0}, Mode{true, 3}}) {
+      const bool deterministic = mode.deterministic;
+      SCOPED_TRACE((deterministic ? "deterministic backward, split "
+                                  : "fused backward, split ") +
+                   std::to_string(mode.split));
       plan->setDeterministicBackward(deterministic);
+      plan->setBackwardSplit(mode.split);
       std::vector<uint16_t> grads[2][3];
       for (int run = 0; run < 2; ++run) {
         ASSERT_NO_ERROR(ddq.fill(0xFF));
@@ -192,10 +203,19 @@ TEST_P(AttentionBackwardTest, MatchesReference) {
           }
         }
       }
-      std::printf("[ errors ] %s layer %lld %s: dQ %.2e, dK %.2e, dV %.2e\n",
+      const AttentionPlan::BackwardSplitStats stats =
+          plan->getBackwardSplitStats();
+      if (n == 3000 && (mode.split > 0 || (mode.split == 0 && name == "fixed")))
+        EXPECT_GT(stats.splitKeyBlocks, 0) << "the long lists were not split";
+      if (mode.split < 0)
+        EXPECT_EQ(stats.splitKeyBlocks, 0) << "split although told not to";
+      std::printf("[ errors ] %s layer %lld %s split %lld (%lld CTAs, %lld "
+                  "key blocks in %lld parts): dQ %.2e, dK %.2e, dV %.2e\n",
                   caseName(name, n, headDim, dtype).c_str(), (long long)layer,
-                  deterministic ? "deterministic" : "fused", err[0], err[1],
-                  err[2]);
+                  deterministic ? "deterministic" : "fused",
+                  (long long)mode.split, (long long)stats.items,
+                  (long long)stats.splitKeyBlocks, (long long)stats.parts,
+                  err[0], err[1], err[2]);
     }
   }
 }
@@ -214,6 +234,17 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values(int64_t(32), int64_t(64), int64_t(128)),
                        ::testing::Values(codegen::ElementType::BF16,
                                          codegen::ElementType::FP16)),
+    paramName);
+
+// Long by-key lists with n not a multiple of the 64-row block (3000 = 46 x
+// 64 + 56): the fixed pattern's summary key blocks are reached by up to 45
+// query blocks, which the automatic split cuts up too; D = 128 takes the
+// kernel's single-buffered path.
+INSTANTIATE_TEST_SUITE_P(
+    LongLists, AttentionBackwardTest,
+    ::testing::Values(Param{"fixed", 3000, 64, codegen::ElementType::BF16},
+                      Param{"dense", 3000, 64, codegen::ElementType::FP16},
+                      Param{"fixed", 3000, 128, codegen::ElementType::FP16}),
     paramName);
 
 } // namespace

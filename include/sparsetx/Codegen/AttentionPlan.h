@@ -111,6 +111,26 @@ public:
   void setDeterministicBackward(bool on) { deterministicBackward = on; }
   bool isDeterministicBackward() const { return deterministicBackward; }
 
+  /// How the dK/dV kernels share a key block's list of query blocks among
+  /// CTAs. 0 (default): per segment, from the lists' lengths, the batch and
+  /// the SM count, the split whose estimated makespan is lowest (none unless
+  /// it saves at least 5%); < 0: never split; > 0: every list longer than
+  /// that many query blocks is split into near-equal parts of at most that
+  /// many. The parts of a split key block write fp32 partial dK/dV into a
+  /// workspace that a reduce kernel adds up in a fixed order, so the
+  /// gradients stay bit-identical between runs (dK, dV always; dQ too in the
+  /// deterministic mode).
+  void setBackwardSplit(int64_t maxBlocksPerCta) {
+    backwardSplit = maxBlocksPerCta;
+    backwardWorkBatchHeads = 0;
+  }
+  /// What the last backward() ran, summed over the layer's segments: dK/dV
+  /// CTAs per batch group, key blocks split and their parts.
+  struct BackwardSplitStats {
+    int64_t items = 0, splitKeyBlocks = 0, parts = 0, maxBlocksPerCta = 0;
+  };
+  BackwardSplitStats getBackwardSplitStats() const { return splitStats; }
+
   /// Decode (sampling): attention of one new query row per batch-head at
   /// `position` (the same for every batch-head), residual layer `layer`,
   /// against a KV cache that holds keys and values of rows 0..position.
@@ -139,7 +159,7 @@ private:
     /// Backward: per kernel the dQ kernel and per segment the dK/dV kernel
     /// and the dK/dV kernel with dQ fused in.
     std::vector<cuda::Function> dq;
-    std::vector<std::vector<cuda::Function>> dkdv, dkdvdq;
+    std::vector<std::vector<cuda::Function>> dkdv, dkdvdq, reduce;
     /// Decode: per kernel the decode kernel and its query map at n (position
     /// -> mapped index).
     std::vector<cuda::Function> decode;
@@ -148,6 +168,7 @@ private:
   llvm::Error reserveDecodeWorkspace(size_t floats);
   llvm::Error reserveWorkspace(int64_t batchHeads);
   llvm::Error reserveBackwardWorkspace(int64_t batchHeads);
+  llvm::Error planBackwardWork(int64_t batchHeads);
 
   codegen::GeneratedAttention gen;
   cuda::Module module;
@@ -162,6 +183,20 @@ private:
   cuda::DeviceBuffer backwardWorkspace;
   int64_t backwardBatchHeads = 0;
   bool deterministicBackward = false;
+  /// The dK/dV work of one segment: items (key block, begin, end, slot) and
+  /// reduce items (key block, first slot, parts, 0) in backwardWorkTable.
+  struct SegmentWork {
+    int64_t workOffset = 0, numItems = 0, reduceOffset = 0, numReduce = 0;
+    int64_t numSlots = 0, maxBlocksPerCta = 0;
+  };
+  /// [mask][kernel][segment], for backwardWorkBatchHeads.
+  std::vector<std::vector<std::vector<SegmentWork>>> backwardWork;
+  cuda::DeviceBuffer backwardWorkTable;
+  /// Partial dK, dV of split key blocks: [slot][group][2][64][D] fp32.
+  cuda::DeviceBuffer backwardPartials;
+  int64_t backwardWorkBatchHeads = 0;
+  int64_t backwardSplit = 0;
+  BackwardSplitStats splitStats;
   cuda::Function decodeMerge = nullptr;
   /// Decode parts: O [parts][bh][D], then LSE [parts][bh], fp32.
   cuda::DeviceBuffer decodeWorkspace;

@@ -41,6 +41,11 @@ struct CodegenOptions {
   /// Also emit the decode kernels (one query row against a KV cache); only
   /// causal patterns get them.
   bool decode = true;
+  /// Dispatch order of the forward and dQ kernels' query blocks: 0 (auto)
+  /// sorts them longest key list first where the lists' lengths vary (the
+  /// longest over 1.25 x the mean, as in causal patterns), else keeps index
+  /// order; 1 always sorts; -1 never does.
+  int queryOrder = 0;
 };
 
 /// Threads per CTA and rows per merge CTA of the kernel templates.
@@ -75,13 +80,21 @@ struct SegmentInfo {
   /// The same with dQ fused in (fp32 reductions into dq_acc; the fast
   /// default, not bit-reproducible): sparsetx_bwd_dkdvq_<...>.
   std::string backwardDkDvDqName;
+  /// Adds the parts of the key blocks whose query lists the runtime split
+  /// over several CTAs (fixed order): sparsetx_bwd_reduce_<...>.
+  std::string backwardReduceName;
 };
 
 struct ForwardKernelInfo {
   std::string name;         // sparsetx_fwd_<pattern>_m<mask>_k<kernel>
   std::string queryMap;
   int64_t numQueries = 0;   // mapped query indices
-  int64_t numQueryBlocks = 0; // grid.x
+  int64_t numQueryBlocks = 0; // grid.x = numQueryBlocks * batch groups
+  /// Table offset of the query blocks in dispatch order (longest key list
+  /// first): CTA x of the forward and dQ kernels takes query block
+  /// tables[orderOffset + x / groups] of batch group x % groups. -1: index
+  /// order, query block x % numQueryBlocks of batch group x / numQueryBlocks.
+  int64_t orderOffset = -1;
   /// Writes fp32 O and LSE into partial buffer `kernel` for the merge
   /// (several kernels), else the final O (element type) and LSE.
   bool partialOutput = false;

@@ -103,11 +103,11 @@ unsigned alignmentOf(DevicePtr ptr) {
 struct Key {
   int64_t m, n, k;
   bool transA, transB;
-  GemmInputs inputs;
+  GemmMode mode;
   unsigned alignA, alignB, alignC;
   bool operator<(const Key &o) const {
-    return std::tie(m, n, k, transA, transB, inputs, alignA, alignB, alignC) <
-           std::tie(o.m, o.n, o.k, o.transA, o.transB, o.inputs, o.alignA,
+    return std::tie(m, n, k, transA, transB, mode, alignA, alignB, alignC) <
+           std::tie(o.m, o.n, o.k, o.transA, o.transB, o.mode, o.alignA,
                     o.alignB, o.alignC);
   }
 };
@@ -170,11 +170,14 @@ llvm::Expected<const Plan *> Blas::Impl::plan(const Key &key) {
     plans.erase(key);
     return std::move(e);
   };
-  cudaDataType_t inType = key.inputs == GemmInputs::BF16   ? CUDA_R_16BF
-                          : key.inputs == GemmInputs::FP16 ? CUDA_R_16F
-                                                           : CUDA_R_32F;
-  if (llvm::Error e = check(lt().descCreate(&stored.desc, CUBLAS_COMPUTE_32F,
-                                            CUDA_R_32F),
+  cudaDataType_t inType = key.mode == GemmMode::BF16   ? CUDA_R_16BF
+                          : key.mode == GemmMode::FP16 ? CUDA_R_16F
+                                                       : CUDA_R_32F;
+  cublasComputeType_t compute =
+      key.mode == GemmMode::FP32FastBF16   ? CUBLAS_COMPUTE_32F_FAST_16BF
+      : key.mode == GemmMode::FP32FastTF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                           : CUBLAS_COMPUTE_32F;
+  if (llvm::Error e = check(lt().descCreate(&stored.desc, compute, CUDA_R_32F),
                             "cublasLtMatmulDescCreate"))
     return fail(std::move(e));
   // Column-major: first operand op(B)^T (n x k), second op(A)^T (k x m).
@@ -246,13 +249,13 @@ llvm::Expected<const Plan *> Blas::Impl::plan(const Key &key) {
 
 llvm::Error Blas::gemm(DevicePtr c, DevicePtr a, DevicePtr b, int64_t m,
                        int64_t n, int64_t k, bool transA, bool transB,
-                       float alpha, float beta, GemmInputs inputs,
+                       float alpha, float beta, GemmMode mode,
                        Stream stream) {
   if (m <= 0 || n <= 0)
     return llvm::Error::success();
   if (k <= 0)
     return blasError("Blas::gemm: inner dimension " + llvm::Twine(k));
-  Key key{m, n, k, transA, transB, inputs, alignmentOf(a), alignmentOf(b),
+  Key key{m, n, k, transA, transB, mode, alignmentOf(a), alignmentOf(b),
           alignmentOf(c)};
   llvm::Expected<const Plan *> p = impl->plan(key);
   if (!p)

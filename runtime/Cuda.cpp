@@ -278,6 +278,46 @@ llvm::Error cuda::fill32(DevicePtr dst, uint32_t value, size_t count,
                "cuMemsetD32Async");
 }
 
+llvm::Expected<cuda::Event> cuda::createEvent() {
+  llvm::Expected<const Driver &> d = getDriver();
+  if (!d)
+    return d.takeError();
+  CUevent event = nullptr;
+  if (llvm::Error e = check(d->eventCreate(&event, CU_EVENT_DEFAULT),
+                            "cuEventCreate"))
+    return std::move(e);
+  return static_cast<Event>(event);
+}
+
+void cuda::destroyEvent(Event event) {
+  if (event)
+    driver().eventDestroy(static_cast<CUevent>(event));
+}
+
+llvm::Error cuda::recordEvent(Event event, Stream stream) {
+  llvm::Expected<const Driver &> d = getDriver();
+  if (!d)
+    return d.takeError();
+  return check(d->eventRecord(static_cast<CUevent>(event),
+                              static_cast<CUstream>(stream)),
+               "cuEventRecord");
+}
+
+llvm::Expected<float> cuda::elapsedMs(Event start, Event end) {
+  llvm::Expected<const Driver &> d = getDriver();
+  if (!d)
+    return d.takeError();
+  if (llvm::Error e = check(d->eventSynchronize(static_cast<CUevent>(end)),
+                            "cuEventSynchronize"))
+    return std::move(e);
+  float ms = 0;
+  if (llvm::Error e = check(d->eventElapsedTime(&ms, static_cast<CUevent>(start),
+                                                static_cast<CUevent>(end)),
+                            "cuEventElapsedTime"))
+    return std::move(e);
+  return ms;
+}
+
 llvm::Expected<std::pair<size_t, size_t>> cuda::memoryInfo() {
   llvm::Expected<const Driver &> d = getDriver();
   if (!d)

@@ -33,6 +33,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
@@ -150,6 +151,112 @@ private:
 // The backend
 //===----------------------------------------------------------------------===//
 
+/// With SPARSETX_PROFILE=1: GPU time per kind of op, from CUDA events around
+/// each op (the outermost only), printed to stderr when the backend goes.
+class OpProfiler {
+public:
+  bool enabled() const { return on; }
+  void enable() { on = true; }
+  ~OpProfiler() {
+    flush();
+    if (on && !totals.empty()) {
+      std::vector<std::pair<std::string, std::pair<double, int64_t>>> rows(
+          totals.begin(), totals.end());
+      std::sort(rows.begin(), rows.end(), [](const auto &a, const auto &b) {
+        return a.second.first > b.second.first;
+      });
+      double all = 0;
+      for (auto &r : rows)
+        all += r.second.first;
+      llvm::errs() << llvm::formatv("{0,-24} {1,12} {2,8} {3,10}\n", "op",
+                                    "GPU ms", "%", "calls");
+      for (auto &r : rows)
+        llvm::errs() << llvm::formatv("{0,-24} {1,12:f2} {2,8:f1} {3,10}\n",
+                                      r.first, r.second.first,
+                                      100 * r.second.first / all,
+                                      r.second.second);
+    }
+    for (cuda::Event e : pool)
+      cuda::destroyEvent(e);
+  }
+  void begin(const char *label) {
+    if (!on || depth++ > 0)
+      return;
+    current = label;
+    start = take();
+    if (start)
+      llvm::consumeError(cuda::recordEvent(start));
+  }
+  void end() {
+    if (!on || --depth > 0 || !start)
+      return;
+    cuda::Event stop = take();
+    if (!stop)
+      return;
+    llvm::consumeError(cuda::recordEvent(stop));
+    pending.push_back({current, start, stop});
+    start = nullptr;
+    if (pending.size() >= 4096)
+      flush();
+  }
+  /// Adds up the finished events (waits for them).
+  void flush() {
+    for (Pending &p : pending) {
+      llvm::Expected<float> ms = cuda::elapsedMs(p.start, p.stop);
+      if (ms) {
+        totals[p.label].first += *ms;
+        totals[p.label].second += 1;
+      } else {
+        llvm::consumeError(ms.takeError());
+      }
+      pool.push_back(p.start);
+      pool.push_back(p.stop);
+    }
+    pending.clear();
+  }
+
+private:
+  struct Pending {
+    std::string label;
+    cuda::Event start, stop;
+  };
+  cuda::Event take() {
+    if (!pool.empty()) {
+      cuda::Event e = pool.back();
+      pool.pop_back();
+      return e;
+    }
+    llvm::Expected<cuda::Event> e = cuda::createEvent();
+    if (!e) {
+      llvm::consumeError(e.takeError());
+      return nullptr;
+    }
+    return *e;
+  }
+  bool on = false;
+  int depth = 0;
+  std::string current;
+  cuda::Event start = nullptr;
+  std::vector<Pending> pending;
+  std::vector<cuda::Event> pool;
+  std::map<std::string, std::pair<double, int64_t>> totals;
+};
+
+/// Brackets one op for the profiler.
+class ProfileScope {
+public:
+  ProfileScope(OpProfiler &p, const char *label) : p(p) { p.begin(label); }
+  ~ProfileScope() { p.end(); }
+
+private:
+  OpProfiler &p;
+};
+
+/// How bf16 mode runs GEMMs on the model's fp32 buffers: operands rounded to
+/// bf16 by a kernel first, or fp32 operands with cuBLAS rounding them to
+/// bf16 or tf32 inside (SPARSETX_BF16_GEMM=convert|fast|tf32).
+enum class Bf16Gemm { Convert, Fast, TF32 };
+
 class CudaBackend final : public Backend {
 public:
   static llvm::Expected<std::unique_ptr<CudaBackend>>
@@ -194,18 +301,22 @@ public:
 
   // Memory.
   void upload(void *dst, const void *src, int64_t bytes) override {
+    ProfileScope scope(profiler, "upload");
     if (!failed() && bytes > 0)
       record(cuda::copyToDevice(dev(dst), src, bytes));
   }
   void download(void *dst, const void *src, int64_t bytes) override {
+    ProfileScope scope(profiler, "download");
     if (!failed() && bytes > 0)
       record(cuda::copyToHost(dst, dev(src), bytes));
   }
   void copy(void *dst, const void *src, int64_t bytes) override {
+    ProfileScope scope(profiler, "copy/fill");
     if (!failed() && bytes > 0)
       record(cuda::copyOnDevice(dev(dst), dev(src), bytes));
   }
   void fill(float *x, float value, int64_t n) override {
+    ProfileScope scope(profiler, "copy/fill");
     uint32_t bits;
     std::memcpy(&bits, &value, 4);
     if (!failed() && n > 0)
@@ -214,22 +325,27 @@ public:
   void synchronize() override {
     if (!failed())
       record(context.synchronize());
+    profiler.flush();
   }
 
   void accumulate(float *y, const float *x, int64_t n) override {
+    ProfileScope scope(profiler, "accumulate/scale");
     elementwise(fnAccumulate, n, y, x, n);
   }
   void scale(float *x, float s, int64_t n) override {
+    ProfileScope scope(profiler, "accumulate/scale");
     elementwise(fnScale, n, x, s, n);
   }
 
   void matmul(float *c, const float *a, const float *b, int64_t m, int64_t n,
               int64_t k, bool transB, bool accumulate) override {
+    ProfileScope scope(profiler, "gemm");
     gemm(c, a, b, m, n, k, false, transB, accumulate ? 1.0f : 0.0f);
   }
   void matmulBackward(float *da, bool accumulateDa, float *db, const float *dc,
                       const float *a, const float *b, int64_t m, int64_t n,
                       int64_t k, bool transB) override {
+    ProfileScope scope(profiler, "gemm backward");
     // c[m, n] = a[m, k] op(b).
     if (da) {
       if (transB) // b [n, k]: da = dc b
@@ -248,6 +364,7 @@ public:
   void layerNormForward(float *out, float *mean, float *rstd, const float *inp,
                         const float *weight, const float *bias, int64_t rows,
                         int64_t c) override {
+    ProfileScope scope(profiler, "layernorm");
     float eps = cpu::kLayerNormEps;
     rowsKernel(fnLayerNormForward, rows, out, mean, rstd, inp, weight, bias,
                rows, c, eps);
@@ -256,6 +373,7 @@ public:
                          const float *dout, const float *inp,
                          const float *weight, const float *mean,
                          const float *rstd, int64_t rows, int64_t c) override {
+    ProfileScope scope(profiler, "layernorm backward");
     if (dinp)
       rowsKernel(fnLayerNormBackwardInput, rows, dinp, dout, inp, weight, mean,
                  rstd, rows, c);
@@ -263,33 +381,40 @@ public:
       columnSums(dbias, dweight, dout, inp, mean, rstd, rows, c);
   }
   void geluForward(float *out, const float *inp, int64_t n) override {
+    ProfileScope scope(profiler, "gelu");
     elementwise(fnGeluForward, n, out, inp, n);
   }
   void geluBackward(float *dinp, const float *inp, const float *dout,
                     int64_t n) override {
+    ProfileScope scope(profiler, "gelu backward");
     elementwise(fnGeluBackward, n, dinp, inp, dout, n);
   }
   void biasAddForward(float *x, const float *bias, int64_t rows,
                       int64_t c) override {
+    ProfileScope scope(profiler, "bias");
     elementwise(fnBiasAdd, rows * c, x, bias, rows, c);
   }
   void biasAddBackward(float *dbias, const float *dout, int64_t rows,
                        int64_t c) override {
+    ProfileScope scope(profiler, "bias backward");
     columnSums(dbias, nullptr, dout, nullptr, nullptr, nullptr, rows, c);
   }
   void embeddingForward(float *out, const int32_t *ids, const float *table,
                         int64_t rows, int64_t c, int64_t,
                         bool accumulate) override {
+    ProfileScope scope(profiler, "embedding");
     int32_t acc = accumulate ? 1 : 0;
     elementwise(fnEmbeddingForward, rows * c, out, ids, table, rows, c, acc);
   }
   void embeddingBackward(float *dtable, const int32_t *ids, const float *dout,
                          int64_t rows, int64_t c, int64_t) override {
+    ProfileScope scope(profiler, "embedding backward");
     elementwise(fnEmbeddingBackward, rows * c, dtable, ids, dout, rows, c);
   }
   double softmaxCrossEntropy(float *losses, float *dlogits, const float *logits,
                              const int32_t *targets, int64_t rows,
                              int64_t vocab, float dlossScale) override {
+    ProfileScope scope(profiler, "cross-entropy");
     if (rows <= 0)
       return 0.0;
     float *lossOut = losses;
@@ -311,23 +436,27 @@ public:
   }
   void dropoutForward(float *out, const float *inp, int64_t n, float p,
                       uint64_t seed) override {
+    ProfileScope scope(profiler, "dropout");
     uint64_t h = splitmix64(seed);
     elementwise(fnDropoutForward, n, out, inp, n, p, h);
   }
   void dropoutBackward(float *dinp, const float *dout, int64_t n, float p,
                        uint64_t seed) override {
+    ProfileScope scope(profiler, "dropout backward");
     uint64_t h = splitmix64(seed);
     elementwise(fnDropoutBackward, n, dinp, dout, n, p, h);
   }
   void adamw(float *params, const float *grads, float *m, float *v, int64_t n,
              int64_t step, float lr, float beta1, float beta2, float eps,
              float weightDecay) override {
+    ProfileScope scope(profiler, "adamw");
     float c1 = static_cast<float>(1.0 - std::pow(double(beta1), double(step)));
     float c2 = static_cast<float>(1.0 - std::pow(double(beta2), double(step)));
     elementwise(fnAdamW, n, params, grads, m, v, n, lr, beta1, beta2, eps,
                 weightDecay, c1, c2);
   }
   double clipGradNorm(float *grads, int64_t n, double maxNorm) override {
+    ProfileScope scope(profiler, "clip");
     if (n <= 0)
       return 0.0;
     unsigned blocks = gridFor(n);
@@ -421,9 +550,14 @@ private:
             int64_t k, bool transA, bool transB, float beta) {
     if (failed())
       return;
-    if (options.precision == Precision::FP32) {
+    if (options.precision == Precision::FP32 ||
+        (options.precision == Precision::BF16 && bf16Gemm != Bf16Gemm::Convert)) {
+      cuda::GemmMode mode = options.precision == Precision::FP32
+                                ? cuda::GemmMode::FP32
+                            : bf16Gemm == Bf16Gemm::Fast ? cuda::GemmMode::FP32FastBF16
+                                                         : cuda::GemmMode::FP32FastTF32;
       record(blas->gemm(dev(c), dev(a), dev(b), m, n, k, transA, transB, 1.0f,
-                        beta, cuda::GemmInputs::FP32));
+                        beta, mode));
       return;
     }
     // Mixed precision: the operands rounded to 16 bits, fp32 accumulation
@@ -440,7 +574,7 @@ private:
       return;
     record(blas->gemm(dev(c), gemmA16.get(), gemmB16.get(), m, n, k, transA,
                       transB, 1.0f, beta,
-                      bf16 ? cuda::GemmInputs::BF16 : cuda::GemmInputs::FP16));
+                      bf16 ? cuda::GemmMode::BF16 : cuda::GemmMode::FP16));
   }
   void columnSums(float *dbias, float *dweight, const float *dout,
                   const float *inp, const float *mean, const float *rstd,
@@ -463,6 +597,11 @@ private:
                 static_cast<const float *>(partial), chunks, c);
   }
 
+public:
+  OpProfiler profiler;
+
+private:
+  Bf16Gemm bf16Gemm = Bf16Gemm::Fast;
   CudaBackendOptions options;
   cuda::Context context;
   int numSMs = 1;
@@ -559,6 +698,18 @@ llvm::Error CudaBackend::init() {
     return backendError(llvm::formatv(
         "{0} (sm_{1}) is older than sm_80, which the kernels need",
         context.getDeviceName(), cc));
+  if (const char *p = std::getenv("SPARSETX_PROFILE"); p && *p && *p != '0')
+    profiler.enable();
+  if (const char *g = std::getenv("SPARSETX_BF16_GEMM")) {
+    llvm::StringRef mode(g);
+    if (mode == "fast")
+      bf16Gemm = Bf16Gemm::Fast;
+    else if (mode == "tf32")
+      bf16Gemm = Bf16Gemm::TF32;
+    else if (mode != "convert")
+      return backendError("SPARSETX_BF16_GEMM must be convert, fast or tf32, "
+                          "got '" + mode + "'");
+  }
   llvm::Expected<std::unique_ptr<cuda::Blas>> b = cuda::Blas::create();
   if (!b)
     return b.takeError();
@@ -738,6 +889,7 @@ llvm::Error CudaExactAttention::upload() {
 void CudaExactAttention::forward(int64_t layer, int64_t batch, const float *q,
                                  const float *k, const float *v, float *o,
                                  float *lse) {
+  ProfileScope scope(backend.profiler, "attention");
   SpAttnShape s = shape(batch);
   int64_t rows = batch * dims.heads * dims.seqLen;
   uint64_t masks = masksOf(layer);
@@ -752,6 +904,7 @@ void CudaExactAttention::backward(int64_t layer, int64_t batch, const float *q,
                                   const float *o, const float *lse,
                                   const float *dO, float *dQ, float *dK,
                                   float *dV) {
+  ProfileScope scope(backend.profiler, "attention backward");
   SpAttnShape s = shape(batch);
   int64_t rows = batch * dims.heads * dims.seqLen;
   if (!backend.reserve(delta, static_cast<size_t>(rows) * 4))
@@ -770,6 +923,7 @@ void CudaExactAttention::backward(int64_t layer, int64_t batch, const float *q,
 void CudaExactAttention::decode(int64_t layer, int64_t batch, int64_t position,
                                 const float *q, const float *kCache,
                                 const float *vCache, float *o) {
+  ProfileScope scope(backend.profiler, "attention decode");
   SpAttnShape s = shape(batch);
   int64_t rows = batch * dims.heads;
   uint64_t masks = masksOf(layer);
@@ -801,6 +955,7 @@ bool CudaTensorAttention::reserve(int64_t batch, bool withBackward) {
 void CudaTensorAttention::forward(int64_t layer, int64_t batch, const float *q,
                                   const float *k, const float *v, float *o,
                                   float *lse) {
+  ProfileScope scope(backend.profiler, "attention");
   if (!reserve(batch, false))
     return;
   const int64_t H = dims.heads, n = dims.seqLen;
@@ -824,6 +979,7 @@ void CudaTensorAttention::backward(int64_t layer, int64_t batch, const float *q,
                                    const float *o, const float *lse,
                                    const float *dO, float *dQ, float *dK,
                                    float *dV) {
+  ProfileScope scope(backend.profiler, "attention backward");
   if (!reserve(batch, true))
     return;
   const int64_t H = dims.heads, n = dims.seqLen;
@@ -849,6 +1005,7 @@ void CudaTensorAttention::decode(int64_t layer, int64_t batch,
                                  int64_t position, const float *q,
                                  const float *kCache, const float *vCache,
                                  float *o) {
+  ProfileScope scope(backend.profiler, "attention decode");
   const int64_t H = dims.heads, n = dims.seqLen;
   size_t layers = static_cast<size_t>(layer) + 1;
   if (batch != decodeBatch) {

@@ -21,8 +21,10 @@
 
 namespace sparsetx::cuda {
 
-/// The element type of A and B.
-enum class GemmInputs { FP32, BF16, FP16 };
+/// The element type of A and B and the arithmetic: exact fp32; fp32 operands
+/// that cuBLAS may round to bf16 or tf32 inside the GEMM; bf16 or fp16
+/// operands. Accumulation is fp32 in every mode.
+enum class GemmMode { FP32, FP32FastBF16, FP32FastTF32, BF16, FP16 };
 
 class Blas {
 public:
@@ -33,11 +35,12 @@ public:
   ~Blas();
 
   /// C[m, n] = alpha op(A) op(B) + beta C, row-major, C fp32: A is [m, k]
-  /// ([k, m] when transA), B is [k, n] ([n, k] when transB), of `inputs`.
+  /// ([k, m] when transA), B is [k, n] ([n, k] when transB), of the mode's
+  /// element type.
   /// Enqueued on `stream`.
   llvm::Error gemm(DevicePtr c, DevicePtr a, DevicePtr b, int64_t m, int64_t n,
                    int64_t k, bool transA, bool transB, float alpha,
-                   float beta, GemmInputs inputs, Stream stream = nullptr);
+                   float beta, GemmMode mode, Stream stream = nullptr);
 
   struct Impl;
 

@@ -73,6 +73,14 @@ llvm::Error copyOnDevice(DevicePtr dst, DevicePtr src, size_t bytes,
                          Stream stream = nullptr);
 llvm::Error fill32(DevicePtr dst, uint32_t value, size_t count,
                    Stream stream = nullptr);
+/// CUDA events, for timing work on a stream.
+using Event = void *;
+llvm::Expected<Event> createEvent();
+void destroyEvent(Event event);
+llvm::Error recordEvent(Event event, Stream stream = nullptr);
+/// Milliseconds between two recorded events; waits for `end`.
+llvm::Expected<float> elapsedMs(Event start, Event end);
+
 /// Free and total bytes of the current device.
 llvm::Expected<std::pair<size_t, size_t>> memoryInfo();
 

@@ -104,10 +104,11 @@ struct Key {
   int64_t m, n, k;
   bool transA, transB;
   GemmMode mode;
+  bool bias;
   unsigned alignA, alignB, alignC;
   bool operator<(const Key &o) const {
-    return std::tie(m, n, k, transA, transB, mode, alignA, alignB, alignC) <
-           std::tie(o.m, o.n, o.k, o.transA, o.transB, o.mode, o.alignA,
+    return std::tie(m, n, k, transA, transB, mode, bias, alignA, alignB, alignC) <
+           std::tie(o.m, o.n, o.k, o.transA, o.transB, o.mode, o.bias, o.alignA,
                     o.alignB, o.alignC);
   }
 };
@@ -193,6 +194,22 @@ llvm::Expected<const Plan *> Blas::Impl::plan(const Key &key) {
                                                   &opSecond, sizeof(opSecond)),
                             "cublasLtMatmulDescSetAttribute(TRANSB)"))
     return fail(std::move(e));
+  if (key.bias) {
+    // Column-major D is n x m: its rows are the row-major columns.
+    cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    cudaDataType_t biasType = CUDA_R_32F;
+    if (llvm::Error e = check(lt().descSetAttribute(stored.desc,
+                                                    CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                                    &epilogue, sizeof(epilogue)),
+                              "cublasLtMatmulDescSetAttribute(EPILOGUE)"))
+      return fail(std::move(e));
+    if (llvm::Error e = check(
+            lt().descSetAttribute(stored.desc,
+                                  CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                  &biasType, sizeof(biasType)),
+            "cublasLtMatmulDescSetAttribute(BIAS_DATA_TYPE)"))
+      return fail(std::move(e));
+  }
   // Stored shapes (column-major rows x cols, ld).
   uint64_t fr = key.transB ? key.k : key.n, fc = key.transB ? key.n : key.k;
   uint64_t sr = key.transA ? key.m : key.k, sc = key.transA ? key.k : key.m;
@@ -250,17 +267,25 @@ llvm::Expected<const Plan *> Blas::Impl::plan(const Key &key) {
 llvm::Error Blas::gemm(DevicePtr c, DevicePtr a, DevicePtr b, int64_t m,
                        int64_t n, int64_t k, bool transA, bool transB,
                        float alpha, float beta, GemmMode mode,
-                       Stream stream) {
+                       DevicePtr bias, Stream stream) {
   if (m <= 0 || n <= 0)
     return llvm::Error::success();
   if (k <= 0)
     return blasError("Blas::gemm: inner dimension " + llvm::Twine(k));
-  Key key{m, n, k, transA, transB, mode, alignmentOf(a), alignmentOf(b),
-          alignmentOf(c)};
+  Key key{m,    n, k, transA, transB, mode, bias != 0, alignmentOf(a),
+          alignmentOf(b), alignmentOf(c)};
   llvm::Expected<const Plan *> p = impl->plan(key);
   if (!p)
     return p.takeError();
   const Plan &plan = **p;
+  if (bias) {
+    const void *ptr = reinterpret_cast<const void *>(bias);
+    if (llvm::Error e = check(lt().descSetAttribute(plan.desc,
+                                                    CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                    &ptr, sizeof(ptr)),
+                              "cublasLtMatmulDescSetAttribute(BIAS_POINTER)"))
+      return e;
+  }
   return check(
       lt().matmul(impl->handle, plan.desc, &alpha,
                   reinterpret_cast<const void *>(b), plan.first,

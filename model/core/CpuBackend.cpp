@@ -143,8 +143,11 @@ public:
   }
 
   void matmul(float *c, const float *a, const float *b, int64_t m, int64_t n,
-              int64_t k, bool transB, bool accumulate) override {
+              int64_t k, bool transB, bool accumulate,
+              const float *bias) override {
     cpu::matmulForward(c, a, b, m, n, k, transB, accumulate);
+    if (bias)
+      cpu::biasAddForward(c, bias, m, n);
   }
   void matmulBackward(float *da, bool accumulateDa, float *db, const float *dc,
                       const float *a, const float *b, int64_t m, int64_t n,
@@ -228,6 +231,16 @@ public:
   void dropoutBackward(float *dinp, const float *dout, int64_t n, float p,
                        uint64_t seed) override {
     cpu::dropoutBackward(dinp, dout, n, p, seed);
+  }
+  void residualDropout(float *out, const float *x, const float *branch,
+                       int64_t n, float p, uint64_t seed) override {
+    const float scale = 1.0f / (1.0f - p);
+    sparsetx::parallelForElements(0, static_cast<size_t>(n), [&](size_t i) {
+      float b = branch[i];
+      if (p > 0)
+        b = cpu::dropoutKeep(seed, i, p) ? b * scale : 0.0f;
+      out[i] = x[i] + b;
+    });
   }
   void adamw(float *params, const float *grads, float *m, float *v, int64_t n,
              int64_t step, float lr, float beta1, float beta2, float eps,

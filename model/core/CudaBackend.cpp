@@ -338,9 +338,10 @@ public:
   }
 
   void matmul(float *c, const float *a, const float *b, int64_t m, int64_t n,
-              int64_t k, bool transB, bool accumulate) override {
+              int64_t k, bool transB, bool accumulate,
+              const float *bias) override {
     ProfileScope scope(profiler, "gemm");
-    gemm(c, a, b, m, n, k, false, transB, accumulate ? 1.0f : 0.0f);
+    gemm(c, a, b, m, n, k, false, transB, accumulate ? 1.0f : 0.0f, bias);
   }
   void matmulBackward(float *da, bool accumulateDa, float *db, const float *dc,
                       const float *a, const float *b, int64_t m, int64_t n,
@@ -446,6 +447,12 @@ public:
     uint64_t h = splitmix64(seed);
     elementwise(fnDropoutBackward, n, dinp, dout, n, p, h);
   }
+  void residualDropout(float *out, const float *x, const float *branch,
+                       int64_t n, float p, uint64_t seed) override {
+    ProfileScope scope(profiler, "residual");
+    uint64_t h = splitmix64(seed);
+    elementwise(fnResidualDropout, n, out, x, branch, n, p, h);
+  }
   void adamw(float *params, const float *grads, float *m, float *v, int64_t n,
              int64_t step, float lr, float beta1, float beta2, float eps,
              float weightDecay) override {
@@ -547,9 +554,16 @@ private:
                    args...);
   }
   void gemm(float *c, const float *a, const float *b, int64_t m, int64_t n,
-            int64_t k, bool transA, bool transB, float beta) {
+            int64_t k, bool transA, bool transB, float beta,
+            const float *bias = nullptr) {
     if (failed())
       return;
+    if (bias && dev(bias) % 16 != 0) {
+      // The epilogue reads the bias vector in 16-byte pieces.
+      gemm(c, a, b, m, n, k, transA, transB, beta);
+      elementwise(fnBiasAdd, m * n, c, bias, m, n);
+      return;
+    }
     if (options.precision == Precision::FP32 ||
         (options.precision == Precision::BF16 && bf16Gemm != Bf16Gemm::Convert)) {
       cuda::GemmMode mode = options.precision == Precision::FP32
@@ -557,7 +571,7 @@ private:
                             : bf16Gemm == Bf16Gemm::Fast ? cuda::GemmMode::FP32FastBF16
                                                          : cuda::GemmMode::FP32FastTF32;
       record(blas->gemm(dev(c), dev(a), dev(b), m, n, k, transA, transB, 1.0f,
-                        beta, mode));
+                        beta, mode, dev(bias)));
       return;
     }
     // Mixed precision: the operands rounded to 16 bits, fp32 accumulation
@@ -574,7 +588,8 @@ private:
       return;
     record(blas->gemm(dev(c), gemmA16.get(), gemmB16.get(), m, n, k, transA,
                       transB, 1.0f, beta,
-                      bf16 ? cuda::GemmMode::BF16 : cuda::GemmMode::FP16));
+                      bf16 ? cuda::GemmMode::BF16 : cuda::GemmMode::FP16,
+                      dev(bias)));
   }
   void columnSums(float *dbias, float *dweight, const float *dout,
                   const float *inp, const float *mean, const float *rstd,
@@ -616,7 +631,8 @@ private:
                  fnLayerNormBackwardInput = nullptr,
                  fnColumnPartials = nullptr, fnColumnReduce = nullptr,
                  fnCrossEntropy = nullptr, fnPackHeads = nullptr,
-                 fnUnpackHeads = nullptr, fnToHalf = nullptr;
+                 fnUnpackHeads = nullptr, fnToHalf = nullptr,
+                 fnResidualDropout = nullptr;
   cuda::DeviceBuffer lossScratch, normScratch, columnScratch, gemmA16, gemmB16;
   std::string firstError;
   // The caching allocator: free blocks by rounded size.
@@ -746,6 +762,7 @@ llvm::Error CudaBackend::init() {
       {&fnPackHeads, "sp_pack_heads"},
       {&fnUnpackHeads, "sp_unpack_heads"},
       {&fnToHalf, "sp_to_half"},
+      {&fnResidualDropout, "sp_residual_dropout"},
       {&fnAttnForward, "sp_attention_forward"},
       {&fnAttnDecode, "sp_attention_decode"},
       {&fnAttnBackwardDq, "sp_attention_backward_dq"},

@@ -282,33 +282,29 @@ void Transformer::layerForward(int64_t l, int64_t batch, Acts &a,
   // Attention: h = x + dropout(attention(norm(x)) W_o + b_o).
   backend.layerNormForward(a.ln1.f32(), a.mean1.f32(), a.rstd1.f32(), x,
                            w.t[Ln1W], w.t[Ln1B], R, d);
-  backend.matmul(a.q.f32(), a.ln1.f32(), w.t[Wq], R, dqk, d, false, false);
-  backend.biasAddForward(a.q.f32(), w.t[Bq], R, dqk);
-  backend.matmul(a.k.f32(), a.ln1.f32(), w.t[Wk], R, dqk, d, false, false);
-  backend.biasAddForward(a.k.f32(), w.t[Bk], R, dqk);
-  backend.matmul(a.v.f32(), a.ln1.f32(), w.t[Wv], R, d, d, false, false);
-  backend.biasAddForward(a.v.f32(), w.t[Bv], R, d);
+  backend.matmul(a.q.f32(), a.ln1.f32(), w.t[Wq], R, dqk, d, false, false,
+                 w.t[Bq]);
+  backend.matmul(a.k.f32(), a.ln1.f32(), w.t[Wk], R, dqk, d, false, false,
+                 w.t[Bk]);
+  backend.matmul(a.v.f32(), a.ln1.f32(), w.t[Wv], R, d, d, false, false,
+                 w.t[Bv]);
   attention->forward(l, batch, a.q.f32(), a.k.f32(), a.v.f32(), a.o.f32(),
                      a.lse.f32());
-  backend.matmul(tmp.f32(), a.o.f32(), w.t[Wo], R, d, d, false, false);
-  backend.biasAddForward(tmp.f32(), w.t[Bo], R, d);
-  if (p > 0)
-    backend.dropoutForward(tmp.f32(), tmp.f32(), R * d, p, siteSeed(seed, l, 0));
-  backend.copy(a.h.f32(), x, R * d * 4);
-  backend.accumulate(a.h.f32(), tmp.f32(), R * d);
+  backend.matmul(tmp.f32(), a.o.f32(), w.t[Wo], R, d, d, false, false,
+                 w.t[Bo]);
+  backend.residualDropout(a.h.f32(), x, tmp.f32(), R * d, p,
+                          siteSeed(seed, l, 0));
 
   // Feed-forward: x' = h + dropout(W2 gelu(W1 norm(h) + b1) + b2).
   backend.layerNormForward(a.ln2.f32(), a.mean2.f32(), a.rstd2.f32(),
                            a.h.f32(), w.t[Ln2W], w.t[Ln2B], R, d);
-  backend.matmul(a.f1.f32(), a.ln2.f32(), w.t[W1], R, ff, d, false, false);
-  backend.biasAddForward(a.f1.f32(), w.t[B1], R, ff);
+  backend.matmul(a.f1.f32(), a.ln2.f32(), w.t[W1], R, ff, d, false, false,
+                 w.t[B1]);
   backend.geluForward(a.g.f32(), a.f1.f32(), R * ff);
-  backend.matmul(tmp.f32(), a.g.f32(), w.t[W2], R, d, ff, false, false);
-  backend.biasAddForward(tmp.f32(), w.t[B2], R, d);
-  if (p > 0)
-    backend.dropoutForward(tmp.f32(), tmp.f32(), R * d, p, siteSeed(seed, l, 1));
-  backend.copy(xNext, a.h.f32(), R * d * 4);
-  backend.accumulate(xNext, tmp.f32(), R * d);
+  backend.matmul(tmp.f32(), a.g.f32(), w.t[W2], R, d, ff, false, false,
+                 w.t[B2]);
+  backend.residualDropout(xNext, a.h.f32(), tmp.f32(), R * d, p,
+                          siteSeed(seed, l, 1));
 }
 
 // dx holds the gradient with respect to x_{l+1} on entry and with respect to
@@ -413,8 +409,8 @@ llvm::Expected<double> Transformer::run(llvm::ArrayRef<int32_t> inputs,
   // Dropout is only active in training.
   backend.layerNormForward(lnf.f32(), meanf.f32(), rstdf.f32(), xs[L].f32(),
                            P + offLnfW, P + offLnfB, R, d);
-  backend.matmul(logits.f32(), lnf.f32(), P + offWout, R, kVocab, d, false, false);
-  backend.biasAddForward(logits.f32(), P + offBout, R, kVocab);
+  backend.matmul(logits.f32(), lnf.f32(), P + offWout, R, kVocab, d, false, false,
+                 P + offBout);
   double loss = backend.softmaxCrossEntropy(
       losses.f32(), train ? dlogits.f32() : nullptr, logits.f32(),
       targetIds.i32(), R, kVocab, lossScale / static_cast<float>(R));
@@ -529,12 +525,12 @@ llvm::Error Transformer::decode(llvm::ArrayRef<int32_t> tokens, int64_t position
     Layer w = layerParams(P, l);
     backend.layerNormForward(a.ln1.f32(), a.mean1.f32(), a.rstd1.f32(), x,
                              w.t[Ln1W], w.t[Ln1B], S, d);
-    backend.matmul(a.q.f32(), a.ln1.f32(), w.t[Wq], S, dqk, d, false, false);
-    backend.biasAddForward(a.q.f32(), w.t[Bq], S, dqk);
-    backend.matmul(a.k.f32(), a.ln1.f32(), w.t[Wk], S, dqk, d, false, false);
-    backend.biasAddForward(a.k.f32(), w.t[Bk], S, dqk);
-    backend.matmul(a.v.f32(), a.ln1.f32(), w.t[Wv], S, d, d, false, false);
-    backend.biasAddForward(a.v.f32(), w.t[Bv], S, d);
+    backend.matmul(a.q.f32(), a.ln1.f32(), w.t[Wq], S, dqk, d, false, false,
+                   w.t[Bq]);
+    backend.matmul(a.k.f32(), a.ln1.f32(), w.t[Wk], S, dqk, d, false, false,
+                   w.t[Bk]);
+    backend.matmul(a.v.f32(), a.ln1.f32(), w.t[Wv], S, d, d, false, false,
+                   w.t[Bv]);
     for (int64_t s = 0; s < S; ++s) {
       backend.copy(kCache[l].f32() + (s * n + position) * dqk,
                    a.k.f32() + s * dqk, dqk * 4);
@@ -543,23 +539,23 @@ llvm::Error Transformer::decode(llvm::ArrayRef<int32_t> tokens, int64_t position
     }
     attention->decode(l, S, position, a.q.f32(), kCache[l].f32(),
                       vCache[l].f32(), a.o.f32());
-    backend.matmul(a.h.f32(), a.o.f32(), w.t[Wo], S, d, d, false, false);
-    backend.biasAddForward(a.h.f32(), w.t[Bo], S, d);
+    backend.matmul(a.h.f32(), a.o.f32(), w.t[Wo], S, d, d, false, false,
+                   w.t[Bo]);
     backend.accumulate(x, a.h.f32(), S * d);
     backend.layerNormForward(a.ln2.f32(), a.mean1.f32(), a.rstd1.f32(), x,
                              w.t[Ln2W], w.t[Ln2B], S, d);
-    backend.matmul(a.f1.f32(), a.ln2.f32(), w.t[W1], S, ff, d, false, false);
-    backend.biasAddForward(a.f1.f32(), w.t[B1], S, ff);
+    backend.matmul(a.f1.f32(), a.ln2.f32(), w.t[W1], S, ff, d, false, false,
+                   w.t[B1]);
     backend.geluForward(a.g.f32(), a.f1.f32(), S * ff);
-    backend.matmul(a.h.f32(), a.g.f32(), w.t[W2], S, d, ff, false, false);
-    backend.biasAddForward(a.h.f32(), w.t[B2], S, d);
+    backend.matmul(a.h.f32(), a.g.f32(), w.t[W2], S, d, ff, false, false,
+                   w.t[B2]);
     backend.accumulate(x, a.h.f32(), S * d);
   }
   backend.layerNormForward(a.ln1.f32(), a.mean1.f32(), a.rstd1.f32(), x,
                            P + offLnfW, P + offLnfB, S, d);
   float *lg = logits.f32();
-  backend.matmul(lg, a.ln1.f32(), P + offWout, S, kVocab, d, false, false);
-  backend.biasAddForward(lg, P + offBout, S, kVocab);
+  backend.matmul(lg, a.ln1.f32(), P + offWout, S, kVocab, d, false, false,
+                 P + offBout);
   out.resize(S * kVocab);
   backend.download(out.data(), lg, S * kVocab * 4);
   return backend.takeError();

@@ -137,14 +137,23 @@ protected:
 
 TEST_F(OpsTest, Matmuls) {
   const int64_t m = 67, n = 45, k = 129;
+  // The bias fused into the GEMM (16-byte aligned) and added apart (not).
+  Pair biases = random(n + 1, 7);
+  for (bool transB : {false, true})
+    for (bool acc : {false, true})
+      for (int biasCase = 0; biasCase < 3; ++biasCase) {
+        Pair a = random(m * k, 1), b = random(k * n, 2), c = random(m * n, 3);
+        if (!acc)
+          c = poisoned(m * n);
+        const float *bc = biasCase == 0 ? nullptr : biases.c() + (biasCase - 1);
+        const float *bg = biasCase == 0 ? nullptr : biases.g() + (biasCase - 1);
+        cpuBackend->matmul(c.c(), a.c(), b.c(), m, n, k, transB, acc, bc);
+        gpuBackend->matmul(c.g(), a.g(), b.g(), m, n, k, transB, acc, bg);
+        expectClose(c, 1e-5, transB ? "matmul transB" : "matmul");
+      }
   for (bool transB : {false, true})
     for (bool acc : {false, true}) {
-      Pair a = random(m * k, 1), b = random(k * n, 2), c = random(m * n, 3);
-      if (!acc)
-        c = poisoned(m * n);
-      cpuBackend->matmul(c.c(), a.c(), b.c(), m, n, k, transB, acc);
-      gpuBackend->matmul(c.g(), a.g(), b.g(), m, n, k, transB, acc);
-      expectClose(c, 1e-5, transB ? "matmul transB" : "matmul");
+      Pair a = random(m * k, 1), b = random(k * n, 2);
       // Backward: da (+)= dc op(b)^T, db += ...
       Pair dc = random(m * n, 4), da = random(m * k, 5), db = random(k * n, 6);
       cpuBackend->matmulBackward(da.c(), acc, db.c(), dc.c(), a.c(), b.c(), m,
@@ -216,6 +225,12 @@ TEST_F(OpsTest, Elementwise) {
   cpuBackend->dropoutBackward(ddrop.c(), dout.c(), n, 0.3f, 99);
   gpuBackend->dropoutBackward(ddrop.g(), dout.g(), n, 0.3f, 99);
   expectClose(ddrop, 1e-7, "dropout backward"); // the GPU fuses to an FMA
+  for (float p : {0.0f, 0.3f}) {
+    Pair res = poisoned(n);
+    cpuBackend->residualDropout(res.c(), x.c(), dout.c(), n, p, 98);
+    gpuBackend->residualDropout(res.g(), x.g(), dout.g(), n, p, 98);
+    expectClose(res, 1e-7, "residual dropout");
+  }
 }
 
 TEST_F(OpsTest, EmbeddingsLossOptimizer) {

@@ -126,9 +126,12 @@ public:
   virtual void synchronize() {}
 
   // Dense ops; shapes as in model/cpu Ops.h.
-  /// c[m, n] (+)= a[m, k] b (b is [k, n], or [n, k] when transB).
+  /// c[m, n] (+)= a[m, k] b (b is [k, n], or [n, k] when transB), plus
+  /// bias[n] on every row when bias is not null (fused where the backend
+  /// can).
   virtual void matmul(float *c, const float *a, const float *b, int64_t m,
-                      int64_t n, int64_t k, bool transB, bool accumulate) = 0;
+                      int64_t n, int64_t k, bool transB, bool accumulate,
+                      const float *bias) = 0;
   /// da (+)= dc b^T, db += a^T dc (or their transB forms); da may be null.
   virtual void matmulBackward(float *da, bool accumulateDa, float *db,
                               const float *dc, const float *a, const float *b,
@@ -172,6 +175,10 @@ public:
   /// dinp += dout where kept, scaled.
   virtual void dropoutBackward(float *dinp, const float *dout, int64_t n,
                                float p, uint64_t seed) = 0;
+  /// out = x + dropout(branch) (as dropoutForward with `p` and `seed`; p may
+  /// be 0): the end of a residual block in one pass.
+  virtual void residualDropout(float *out, const float *x, const float *branch,
+                               int64_t n, float p, uint64_t seed) = 0;
   /// One AdamW step over n parameters (step is 1-based).
   virtual void adamw(float *params, const float *grads, float *m, float *v,
                      int64_t n, int64_t step, float lr, float beta1,

@@ -37,10 +37,12 @@ public:
   /// C[m, n] = alpha op(A) op(B) + beta C, row-major, C fp32: A is [m, k]
   /// ([k, m] when transA), B is [k, n] ([n, k] when transB), of the mode's
   /// element type.
-  /// Enqueued on `stream`.
+  /// With `bias` (fp32, n values, 0 for none) the epilogue adds bias[j] to
+  /// every row's column j. Enqueued on `stream`.
   llvm::Error gemm(DevicePtr c, DevicePtr a, DevicePtr b, int64_t m, int64_t n,
                    int64_t k, bool transA, bool transB, float alpha,
-                   float beta, GemmMode mode, Stream stream = nullptr);
+                   float beta, GemmMode mode, DevicePtr bias = 0,
+                   Stream stream = nullptr);
 
   struct Impl;
 

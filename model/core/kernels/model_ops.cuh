@@ -117,6 +117,19 @@ extern "C" __global__ void sp_dropout_backward(float *dinp, const float *dout,
   SP_GRID_STRIDE(i, n) if (spDropoutKeep(seedHash, i, p)) dinp[i] += dout[i] * scale;
 }
 
+/// out = x + dropout(branch); p = 0 keeps every element unscaled.
+extern "C" __global__ void sp_residual_dropout(float *out, const float *x,
+                                               const float *branch, i64 n,
+                                               float p, u64 seedHash) {
+  float scale = 1.0f / (1.0f - p);
+  SP_GRID_STRIDE(i, n) {
+    float b = branch[i];
+    if (p > 0.0f)
+      b = spDropoutKeep(seedHash, i, p) ? b * scale : 0.0f;
+    out[i] = x[i] + b;
+  }
+}
+
 /// c1 = 1 - beta1^step, c2 = 1 - beta2^step (host, as the CPU computes them).
 extern "C" __global__ void sp_adamw(float *params, const float *grads, float *m,
                                     float *v, i64 n, float lr, float beta1,

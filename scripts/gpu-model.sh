@@ -4,8 +4,9 @@
 # run per precision, and the training-throughput benchmarks of sparsetx and of
 # the PyTorch FlexAttention peer (bench/model_peer.py) in the same run. Logs
 # and JSON go to $OUT (or out/).
-#   bash .gpu-model/gpu-model.sh [--tests-only | --bench-only]
-#   GTEST_FILTER works for the tests; MODEL_BENCH='enwik8 long' picks benches.
+#   bash .gpu-model/gpu-model.sh [--tests-only | --bench-only | --train]
+#   (--train: the tests, then the tiny model trained in fp32 and bf16)
+#   GTEST_FILTER works for the tests.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/.."
@@ -27,27 +28,30 @@ run() { # name, command...
 }
 if [ "$mode" != "--bench-only" ]; then
   run CudaModelTest "$bin/CudaModelTest" --gtest_brief=1
+fi
+if [ "$mode" = "--train" ]; then
   for p in fp32 bf16; do
     run "train-tiny-$p" "$bin/sparsetx-run" --pattern patterns/fixed.sp \
-      --data "$data" --device cuda --precision "$p" --steps 600 \
-      --out "$out/tiny-$p" train
+      --data "$data" --device cuda --precision "$p" --out "$out/tiny-$p" train
   done
 fi
-if [ "$mode" != "--tests-only" ]; then
-  for b in ${MODEL_BENCH:-enwik8}; do
-    case "$b" in
-    enwik8)
-      run bench-enwik8 "$bin/sparsetx-run" --preset enwik8 --pattern patterns/fixed.sp \
-        --data "$data" --device cuda --batch 2 --steps 8 --json "$out/enwik8.json" bench
-      run bench-enwik8-recompute "$bin/sparsetx-run" --preset enwik8 --pattern patterns/fixed.sp \
-        --data "$data" --device cuda --batch 2 --steps 8 --recompute \
-        --json "$out/enwik8-recompute.json" bench
-      run peer-enwik8 python3 bench/model_peer.py --preset enwik8 --batch 2 \
-        --steps 8 --out "$out/peer-enwik8.json"
-      run peer-enwik8-ckpt python3 bench/model_peer.py --preset enwik8 --batch 2 \
-        --steps 8 --checkpoint --out "$out/peer-enwik8-ckpt.json"
-      ;;
-    esac
-  done
+if [ "$mode" != "--tests-only" ] && [ "$mode" != "--train" ]; then
+  # The enwik8 model (preset: dropout 0.4, clipping, recompute), batch 2,
+  # ours and the PyTorch FlexAttention peer in the same run.
+  common=(--preset enwik8 --pattern patterns/fixed.sp --data "$data" --device cuda --batch 2)
+  run bench-enwik8-recompute timeout 150 "$bin/sparsetx-run" "${common[@]}" --steps 8 \
+    --json "$out/enwik8-recompute.json" bench
+  run bench-enwik8 timeout 150 "$bin/sparsetx-run" "${common[@]}" --steps 8 --recompute=false \
+    --json "$out/enwik8.json" bench
+  run peer-enwik8 timeout 200 python3 bench/model_peer.py --preset enwik8 --batch 2 \
+    --steps 8 --out "$out/peer-enwik8.json"
+  run peer-enwik8-ckpt timeout 200 python3 bench/model_peer.py --preset enwik8 --batch 2 \
+    --steps 8 --checkpoint --out "$out/peer-enwik8-ckpt.json"
+  # Sampling speed: one step makes a checkpoint; batch 1, 1024 bytes.
+  run sample-enwik8-setup timeout 100 "$bin/sparsetx-run" "${common[@]}" --batch 1 --steps 1 \
+    --samples 0 --eval-tokens 12288 --out "$out/enwik8-run" train
+  run sample-enwik8 timeout 100 "$bin/sparsetx-run" --device cuda --out "$out/enwik8-run" \
+    --samples 1 --length 1024 sample
+  rm -f "$out/enwik8-run/checkpoint.bin"
 fi
 exit $status

@@ -54,38 +54,33 @@ AttentionPattern::load(const PatternSource &source, int64_t seqLen,
     return error("cannot evaluate the masks of pattern '" + result->name + "'");
   result->perHead = evaluator->isPerHead();
   result->numLayerMasks = evaluator->getNumMasks();
-  int64_t heads = result->perHead ? numHeads : 1;
-  for (int64_t m = 0; m < result->numLayerMasks; ++m) {
-    const MaskProgram &mask = evaluator->getMask(m);
-    std::vector<RowSparsity> perHead;
-    for (int64_t h = 0; h < heads; ++h) {
-      // A causal pattern's rows stop at the diagonal; any other is evaluated
-      // over all keys so that a later key is seen (and rejected below).
-      perHead.push_back(RowSparsity::fromRows(
-          seqLen,
-          [&](int64_t i, int64_t count, uint8_t *out) {
-            mask.evaluateRow(i, h, 0, count, out);
-          },
-          evaluator->isCausal()));
-      if (!requireCausal)
-        continue;
-      const RowSparsity &rows = perHead.back();
-      for (int64_t i = 0; i < seqLen; ++i) {
-        llvm::ArrayRef<int32_t> keys = rows.keys(i);
-        if (keys.empty() || keys.back() <= i)
-          continue;
-        return error(llvm::formatv(
-            "pattern '{0}' is not causal: query {1} attends key {2}{3}{4}; an "
-            "autoregressive model must not see later positions (declare "
-            "`causal;` or mask j <= i)",
-            result->name, i, keys.back(),
-            result->numLayerMasks > 1 ? llvm::formatv(" in layer {0}", m).str()
-                                      : std::string(),
-            result->perHead ? llvm::formatv(" in head {0}", h).str()
-                            : std::string()));
+  result->evaluator = std::make_unique<PatternEvaluator>(std::move(*evaluator));
+  result->rows.resize(result->numLayerMasks);
+  // A pattern that declares `causal;` is causal by construction; any other
+  // is evaluated now, over all keys, so that a later key is found (and
+  // rejected with its position).
+  if (requireCausal && !result->evaluator->isCausal()) {
+    for (int64_t m = 0; m < result->numLayerMasks; ++m) {
+      const std::vector<RowSparsity> &perHead = result->masksOf(m);
+      for (size_t h = 0; h < perHead.size(); ++h) {
+        const RowSparsity &rows = perHead[h];
+        for (int64_t i = 0; i < seqLen; ++i) {
+          llvm::ArrayRef<int32_t> keys = rows.keys(i);
+          if (keys.empty() || keys.back() <= i)
+            continue;
+          return error(llvm::formatv(
+              "pattern '{0}' is not causal: query {1} attends key {2}{3}{4}; "
+              "an autoregressive model must not see later positions (declare "
+              "`causal;` or mask j <= i)",
+              result->name, i, keys.back(),
+              result->numLayerMasks > 1
+                  ? llvm::formatv(" in layer {0}", m).str()
+                  : std::string(),
+              result->perHead ? llvm::formatv(" in head {0}", h).str()
+                              : std::string()));
+        }
       }
     }
-    result->rows.push_back(std::move(perHead));
   }
   result->compiled = std::move(*compiled);
   return std::move(result);
@@ -98,19 +93,42 @@ std::optional<int64_t> AttentionPattern::getParam(llvm::StringRef param) const {
   return std::nullopt;
 }
 
+const std::vector<RowSparsity> &
+AttentionPattern::masksOf(int64_t layerMask) const {
+  std::vector<RowSparsity> &lists = rows[layerMask];
+  if (!lists.empty())
+    return lists;
+  const MaskProgram &mask = evaluator->getMask(layerMask);
+  int64_t heads = perHead ? numHeads : 1;
+  for (int64_t h = 0; h < heads; ++h)
+    lists.push_back(RowSparsity::fromRows(
+        seqLen,
+        [&](int64_t i, int64_t count, uint8_t *out) {
+          mask.evaluateRow(i, h, 0, count, out);
+        },
+        evaluator->isCausal()));
+  return lists;
+}
+
 llvm::SmallVector<const RowSparsity *, 8>
 AttentionPattern::layerMasks(int64_t layer) const {
-  const std::vector<RowSparsity> &masks = rows[layer % numLayerMasks];
   llvm::SmallVector<const RowSparsity *, 8> result;
-  for (const RowSparsity &m : masks)
+  for (const RowSparsity &m : masksOf(layer % numLayerMasks))
     result.push_back(&m);
   return result;
 }
 
 int64_t AttentionPattern::pairsOfLayer(int64_t layer) const {
-  const std::vector<RowSparsity> &masks = rows[layer % numLayerMasks];
+  // The compiled layout's masks are disjoint components with exact pair
+  // counts; a mask without a head serves every head.
   int64_t pairs = 0;
-  for (const RowSparsity &m : masks)
-    pairs += m.numPairs();
-  return masks.size() == 1 ? pairs * numHeads : pairs;
+  for (const MaskLayout &mask : compiled->layout.masks) {
+    if (mask.layer && *mask.layer != layer % numLayerMasks)
+      continue;
+    int64_t maskPairs = 0;
+    for (const ComponentLayout &c : mask.components)
+      maskPairs += c.usefulPairs;
+    pairs += mask.head ? maskPairs : maskPairs * numHeads;
+  }
+  return pairs;
 }

@@ -249,6 +249,26 @@ TEST(AttentionPattern, CompilerDiagnosticsAreLocated) {
   EXPECT_NE(text.find("'m'"), std::string::npos) << text;
 }
 
+// The pair counts the summary prints come from the compiler's layout; they
+// equal the exact key lists' (built lazily, on first use).
+TEST(AttentionPattern, PairsFromTheLayoutEqualTheKeyLists) {
+  for (const char *text : {kFixed, kPerHead, kLayered})
+    for (int64_t n : {16, 77}) {
+      auto pattern = loadPattern(text, n, 3);
+      ASSERT_TRUE(pattern);
+      for (int64_t layer = 0; layer < 4; ++layer) {
+        int64_t fromLayout = pattern->pairsOfLayer(layer);
+        int64_t fromLists = 0;
+        auto masks = pattern->layerMasks(layer);
+        for (const RowSparsity *m : masks)
+          fromLists += m->numPairs();
+        if (masks.size() == 1)
+          fromLists *= 3;
+        EXPECT_EQ(fromLayout, fromLists) << text << " n=" << n << " layer " << layer;
+      }
+    }
+}
+
 TEST(AttentionPattern, HeadsAndLayers) {
   auto fixed = loadPattern(kFixed, 16, 2);
   auto perHead = loadPattern(kPerHead, 16, 3);

@@ -24,6 +24,7 @@
 
 namespace sparsetx {
 struct CompiledPattern;
+class PatternEvaluator;
 } // namespace sparsetx
 
 namespace sparsetx::model {
@@ -63,9 +64,12 @@ public:
   std::optional<int64_t> getParam(llvm::StringRef param) const;
 
   /// The masks of residual block `layer`: one per head for a per-head
-  /// pattern, else one for every head.
+  /// pattern, else one for every head. Evaluated on first use (a causal
+  /// pattern's lists are not needed by the GPU's tensor-core attention, and
+  /// at long n they are large: n = 2^20 strided holds 3.2 G pairs).
   llvm::SmallVector<const RowSparsity *, 8> layerMasks(int64_t layer) const;
-  /// Attended (query, key) pairs of block `layer`, summed over heads.
+  /// Attended (query, key) pairs of block `layer`, summed over heads (from
+  /// the compiler's block layout; no key lists are built).
   int64_t pairsOfLayer(int64_t layer) const;
 
   /// The compiler's output (specialized pattern and block layout), for the
@@ -80,9 +84,11 @@ private:
   int64_t seqLen = 0, numHeads = 0, numLayerMasks = 1;
   bool perHead = false;
   std::vector<std::pair<std::string, int64_t>> params;
-  /// [layer mask][head or 0].
-  std::vector<std::vector<RowSparsity>> rows;
+  /// [layer mask][head or 0], each built on first use.
+  mutable std::vector<std::vector<RowSparsity>> rows;
+  std::unique_ptr<PatternEvaluator> evaluator;
   std::unique_ptr<CompiledPattern> compiled;
+  const std::vector<RowSparsity> &masksOf(int64_t layerMask) const;
 };
 
 } // namespace sparsetx::model

@@ -47,6 +47,11 @@ if [ "$mode" != "--tests-only" ] && [ "$mode" != "--train" ]; then
     --steps 8 --out "$out/peer-enwik8.json"
   run peer-enwik8-ckpt timeout 200 python3 bench/model_peer.py --preset enwik8 --batch 2 \
     --steps 8 --checkpoint --out "$out/peer-enwik8-ckpt.json"
+  # Long sequences: the 3.8M-parameter model (d 256, 4 layers, 4
+  # heads, strided l = 1024, recompute) at n = 2^20, batch 1.
+  run bench-long-1m timeout 200 "$bin/sparsetx-run" --pattern patterns/strided.sp -D l=1024 \
+    --data "$data" --device cuda --seq-len 1048576 --layers 4 --d-model 256 --heads 4 \
+    --recompute --batch 1 --steps 3 --json "$out/long-1m.json" bench
   # Sampling speed: one step makes a checkpoint; batch 1, 1024 bytes.
   run sample-enwik8-setup timeout 100 "$bin/sparsetx-run" "${common[@]}" --batch 1 --steps 1 \
     --samples 0 --eval-tokens 12288 --out "$out/enwik8-run" train

@@ -74,6 +74,8 @@ int64_t sparsetx::model::trainingExample(uint64_t seed, int64_t step, int64_t b,
   return static_cast<int64_t>(h % static_cast<uint64_t>(numExamples));
 }
 
+DataParallel::~DataParallel() = default;
+
 Trainer::Trainer(Transformer &model, const TrainConfig &config,
                  const data::Dataset &data)
     : model(model), config(config), data(data) {
@@ -83,8 +85,24 @@ Trainer::Trainer(Transformer &model, const TrainConfig &config,
     lossScale = config.lossScale;
 }
 
+llvm::Error Trainer::setDataParallel(DataParallel *p) {
+  if (p && config.batch % p->worldSize() != 0)
+    return trainError(llvm::formatv(
+        "the batch ({0} sequences) does not divide over {1} GPUs: pass a "
+        "--batch that is a multiple of --gpus",
+        config.batch, p->worldSize()));
+  parallel = p;
+  return llvm::Error::success();
+}
+
+int64_t Trainer::localBatch() const {
+  return parallel ? config.batch / parallel->worldSize() : config.batch;
+}
+
 llvm::Expected<StepResult> Trainer::trainStep() {
-  const int64_t n = model.getConfig().seqLen, batch = config.batch;
+  const int64_t n = model.getConfig().seqLen, batch = localBatch();
+  // Data parallelism: this rank's slice of the global batch.
+  const int64_t first = parallel ? parallel->rank() * batch : 0;
   const int64_t numExamples =
       data.numExamples(data::Split::Train, exampleLength(data, n));
   if (numExamples <= 0)
@@ -94,22 +112,40 @@ llvm::Expected<StepResult> Trainer::trainStep() {
   const int64_t s = step + 1;
   std::vector<int64_t> examples(batch);
   for (int64_t b = 0; b < batch; ++b)
-    examples[b] = trainingExample(config.seed, s, b, numExamples);
+    examples[b] = trainingExample(config.seed, s, first + b, numExamples);
   if (llvm::Error e =
           makeBatch(data, data::Split::Train, examples, n, inputs, targets))
     return std::move(e);
 
   const float scale = static_cast<float>(lossScale);
-  llvm::Expected<double> loss =
-      model.run(inputs, targets, batch, true, hash3(config.seed, s, 0xd20b0u),
-                nullptr, scale);
+  // Dropout's masks are a function of the seed and the position in the
+  // local batch, so each rank draws its own (rank 0 those of a 1-GPU run).
+  uint64_t dropoutSeed = hash3(config.seed, s, 0xd20b0u);
+  if (parallel && parallel->rank() > 0)
+    dropoutSeed = hash3(dropoutSeed, static_cast<uint64_t>(parallel->rank()),
+                        0x7a2bu);
+  llvm::Expected<double> loss = model.run(inputs, targets, batch, true,
+                                          dropoutSeed, nullptr, scale);
   if (!loss)
     return loss.takeError();
+  Backend &backend = model.getBackend();
+  if (parallel) {
+    // The mean over the ranks (each loss is a mean over as many tokens), so
+    // that every rank takes the same decisions; then the gradients', before
+    // the norm is taken and clipped.
+    double sum[1] = {*loss};
+    if (llvm::Error e = parallel->sumDoubles(sum))
+      return std::move(e);
+    *loss = sum[0] / parallel->worldSize();
+    if (std::isfinite(*loss))
+      if (llvm::Error e =
+              parallel->averageFloats(model.grads(), model.numParams()))
+        return std::move(e);
+  }
   if (!std::isfinite(*loss))
     return trainError(llvm::formatv("the loss is {0} at step {1}; stopping "
                                     "before the parameters are updated "
                                     "(try a lower --lr)", *loss, s));
-  Backend &backend = model.getBackend();
   const bool scaling = backend.precision() == Precision::FP16;
   StepResult result;
   result.loss = *loss;
@@ -173,11 +209,16 @@ llvm::Expected<EvalResult> Trainer::evaluate(data::Split split,
   if (maxTokens > 0)
     all.resize(std::min<int64_t>(all.size(), (maxTokens + n - 1) / n));
 
+  // Data parallelism: rank r scores the batches r, r + N, ...; the sums
+  // are added over the ranks.
+  const size_t ranks = parallel ? parallel->worldSize() : 1,
+               rank = parallel ? parallel->rank() : 0;
+  const size_t per = model.getMaxBatch();
   double nats = 0;
   int64_t tokens = 0;
   std::vector<float> losses;
-  for (size_t begin = 0; begin < all.size(); begin += model.getMaxBatch()) {
-    size_t end = std::min(all.size(), begin + model.getMaxBatch());
+  for (size_t begin = rank * per; begin < all.size(); begin += ranks * per) {
+    size_t end = std::min(all.size(), begin + per);
     llvm::ArrayRef<int64_t> examples = llvm::ArrayRef(all).slice(begin, end - begin);
     if (llvm::Error e = makeBatch(data, split, examples, n, inputs, targets))
       return std::move(e);
@@ -189,10 +230,50 @@ llvm::Expected<EvalResult> Trainer::evaluate(data::Split split,
       nats += l;
     tokens += static_cast<int64_t>(losses.size());
   }
+  if (parallel) {
+    double sums[2] = {nats, static_cast<double>(tokens)};
+    if (llvm::Error e = parallel->sumDoubles(sums))
+      return std::move(e);
+    nats = sums[0];
+    tokens = static_cast<int64_t>(sums[1]);
+  }
   EvalResult result;
   result.tokens = tokens;
   result.bits = nats / tokens / std::log(2.0);
   return result;
+}
+
+llvm::Error Trainer::broadcastState() {
+  if (!parallel)
+    return llvm::Error::success();
+  const int64_t total = model.numParams();
+  for (float *p : {model.params(), adamM.f32(), adamV.f32()})
+    if (llvm::Error e = parallel->broadcastFloats(p, total))
+      return e;
+  return model.getBackend().takeError();
+}
+
+llvm::Error Trainer::checkReplicasAgree() {
+  if (!parallel)
+    return llvm::Error::success();
+  const int64_t total = model.numParams();
+  std::vector<uint32_t> words(total);
+  Backend &backend = model.getBackend();
+  backend.download(words.data(), model.params(), total * 4);
+  if (llvm::Error e = backend.takeError())
+    return e;
+  uint64_t h = 0x9e3779b97f4a7c15ull;
+  for (uint32_t w : words)
+    h = splitmix64(h ^ w);
+  llvm::Expected<bool> same = parallel->sameOnAllRanks(h);
+  if (!same)
+    return same.takeError();
+  if (!*same)
+    return trainError(llvm::formatv(
+        "the parameters differ across the GPUs at step {0} (checksum "
+        "{1:x16} on rank {2}): the replicas diverged; stopping",
+        step, h, parallel->rank()));
+  return llvm::Error::success();
 }
 
 llvm::Expected<Checkpoint> Trainer::snapshot(const PatternSource &pattern,

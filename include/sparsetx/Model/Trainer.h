@@ -31,6 +31,24 @@ llvm::Error makeBatch(const data::Dataset &data, data::Split split,
 int64_t trainingExample(uint64_t seed, int64_t step, int64_t b,
                         int64_t numExamples);
 
+/// The other ranks of a data-parallel run, as the trainer sees them (one
+/// process per GPU, each with a replica of the model; Distributed.h has the
+/// NCCL implementation). Every rank makes the same calls in the same order.
+class DataParallel {
+public:
+  virtual ~DataParallel();
+  virtual int rank() const = 0;
+  virtual int worldSize() const = 0;
+  /// `data` (backend memory, n floats) := its mean over the ranks.
+  virtual llvm::Error averageFloats(float *data, int64_t n) = 0;
+  /// `data` (backend memory, n floats) := rank 0's.
+  virtual llvm::Error broadcastFloats(float *data, int64_t n) = 0;
+  /// Host values := their sums over the ranks.
+  virtual llvm::Error sumDoubles(llvm::MutableArrayRef<double> values) = 0;
+  /// Whether every rank passed the same value.
+  virtual llvm::Expected<bool> sameOnAllRanks(uint64_t value) = 0;
+};
+
 struct StepResult {
   double loss = 0;     ///< mean over the batch, nats per token
   double gradNorm = 0; ///< before clipping (inf when skipped)
@@ -56,8 +74,26 @@ public:
   int64_t getStep() const { return step; }
   const TrainConfig &getConfig() const { return config; }
 
+  /// Data parallelism: the global batch (config.batch, which must divide
+  /// by the world size) is split over the ranks, rank r taking entries
+  /// [r B/N, (r+1) B/N) of each step's examples; the gradients are averaged
+  /// over the ranks after backward and before clipping, and the loss
+  /// reported is the mean over the ranks. The model must take batches of
+  /// B/N. Null (the default): one process does everything.
+  llvm::Error setDataParallel(DataParallel *parallel);
+  DataParallel *getDataParallel() const { return parallel; }
+  /// The batch entries this rank computes per step.
+  int64_t localBatch() const;
+
   /// One optimizer step on the next batch.
   llvm::Expected<StepResult> trainStep();
+
+  /// Data parallelism: makes the parameters and the optimizer state rank
+  /// 0's (at the start and after a restore), and checks that they still
+  /// agree (a checksum of the parameters compared over the ranks; an error
+  /// naming the step when they differ).
+  llvm::Error broadcastState();
+  llvm::Error checkReplicasAgree();
 
   /// Bits per byte/dim over `split`: consecutive windows of n bytes from the
   /// start (text, audio) or whole images, up to `maxTokens` tokens (0: all).
@@ -74,6 +110,7 @@ private:
   Transformer &model;
   TrainConfig config;
   const data::Dataset &data;
+  DataParallel *parallel = nullptr;
   int64_t step = 0;
   /// fp16 loss scaling (the backend's precision decides whether it is on).
   double lossScale = 1;

@@ -26,9 +26,11 @@
 #include "sparsetx/Model/Data/AudioLoader.h"
 #include "sparsetx/Model/Data/ImageLoader.h"
 #include "sparsetx/Model/Data/TextLoader.h"
+#include "sparsetx/Model/Distributed.h"
 #include "sparsetx/Model/Trainer.h"
 #include "sparsetx/Model/Transformer.h"
 #include "sparsetx/Runtime/Cuda.h"
+#include "sparsetx/Runtime/Nccl.h"
 #include "sparsetx/Support/AtomicFile.h"
 
 #include "llvm/ADT/StringExtras.h"
@@ -48,6 +50,7 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <optional>
 #include <unistd.h>
 
@@ -129,6 +132,27 @@ cl::opt<int64_t> evalTokens("eval-tokens",
                             cl::cat(category));
 cl::opt<int64_t> saveEvery("save-every", cl::desc("Checkpoint every N steps"),
                            cl::cat(category));
+// Several GPUs (train and bench).
+cl::opt<int> gpus("gpus",
+                  cl::desc("Train on N GPUs of this host, one process each "
+                           "(data parallel through NCCL)"),
+                  cl::cat(category));
+cl::opt<double> ncclTimeout(
+    "nccl-timeout",
+    cl::desc("Seconds a collective may wait for the other GPUs before every "
+             "rank stops with an error (default 300)"),
+    cl::init(300.0), cl::cat(category));
+cl::opt<int64_t> checkEvery(
+    "check-every",
+    cl::desc("Compare the parameters across GPUs every N steps (0: never)"),
+    cl::init(100), cl::cat(category));
+cl::opt<std::string> allreduceType(
+    "allreduce", cl::desc("Gradient all-reduce precision: fp32 (default)"),
+    cl::init("fp32"), cl::cat(category));
+// Set by the process that spawns the ranks of --gpus N.
+cl::opt<int> rankOpt("rank", cl::Hidden, cl::init(-1), cl::cat(category));
+cl::opt<int> worldOpt("world", cl::Hidden, cl::init(0), cl::cat(category));
+
 cl::opt<int64_t> threads("threads", cl::desc("Worker threads (default: all cores)"),
                          cl::init(0), cl::cat(category));
 
@@ -148,8 +172,33 @@ cl::opt<int64_t> sampleLength("length", cl::desc("Sample length (default n)"),
 volatile std::sig_atomic_t interrupted = 0;
 void onInterrupt(int) { interrupted = 1; }
 
+/// This process's place in a data-parallel run (Distributed.h).
+struct ParallelRun {
+  bool enabled = false;
+  int rank = 0, world = 1, device = 0;
+  /// How the ranks were started, for messages: "--gpus N" or the variables.
+  std::string how;
+  std::unique_ptr<RankSupervisor> supervisor; // rank 0 of --gpus N
+  std::unique_ptr<DataParallel> dp;
+};
+ParallelRun parallelRun;
+std::vector<std::string> commandLine; // argv[1..], for spawned ranks
+
+std::string rankPrefix() {
+  return parallelRun.enabled && parallelRun.rank > 0
+             ? "rank " + std::to_string(parallelRun.rank) + ": "
+             : "";
+}
+
 [[noreturn]] void die(const llvm::Twine &message) {
-  llvm::WithColor::error(llvm::errs(), "sparsetx-run") << message << "\n";
+  llvm::WithColor::error(llvm::errs(), "sparsetx-run")
+      << rankPrefix() << message << "\n";
+  if (parallelRun.supervisor)
+    parallelRun.supervisor->killRanks();
+  // With other ranks, no destructors: a communicator whose peers are gone
+  // may not come apart cleanly.
+  if (parallelRun.enabled)
+    std::_Exit(1);
   std::exit(1);
 }
 
@@ -290,12 +339,191 @@ std::unique_ptr<Backend> makeBackend() {
   if (device == "cuda" && !cuda::isAvailable())
     die("--device cuda: " + cuda::unavailableReason());
   CudaBackendOptions options;
+  options.device = parallelRun.device;
   options.precision = *precision;
   options.deterministic = deterministic;
   llvm::Expected<std::unique_ptr<Backend>> backend = createCudaBackend(options);
   if (!backend)
     die("--device cuda: " + llvm::toString(backend.takeError()));
   return std::move(*backend);
+}
+
+//===----------------------------------------------------------------------===//
+// Several GPUs
+//===----------------------------------------------------------------------===//
+
+std::optional<int> intFromEnv(const char *name) {
+  const char *v = std::getenv(name);
+  int value = 0;
+  if (!v || !*v)
+    return std::nullopt;
+  if (llvm::StringRef(v).trim().getAsInteger(10, value))
+    die(llvm::Twine(name) + " must be an integer, got '" + v + "'");
+  return value;
+}
+
+/// Works out this process's rank from --gpus, the hidden --rank/--world of
+/// a spawned rank, or a launcher's variables (SPARSETX_WORLD_SIZE, or
+/// mpirun's OMPI_COMM_WORLD_SIZE together with SPARSETX_NCCL_ID_FILE); checks
+/// what a run on several GPUs needs (the CUDA backend, a batch that divides,
+/// the GPUs, NCCL); then starts the other ranks or meets them. Nothing to do
+/// without any of those.
+void prepareParallel(int64_t globalBatch, bool batchFromCheckpoint) {
+  ParallelRun &p = parallelRun;
+  const char *idFile = std::getenv("SPARSETX_NCCL_ID_FILE");
+  bool launcher = std::getenv("SPARSETX_WORLD_SIZE") ||
+                  (std::getenv("OMPI_COMM_WORLD_SIZE") && idFile);
+  if (rankOpt.getNumOccurrences()) {
+    p.rank = rankOpt;
+    p.world = worldOpt;
+    p.how = "--gpus " + std::to_string(p.world);
+  } else if (launcher) {
+    if (gpus.getNumOccurrences())
+      die("--gpus starts the ranks itself; it cannot be combined with a "
+          "launcher's SPARSETX_WORLD_SIZE");
+    p.world = intFromEnv("SPARSETX_WORLD_SIZE")
+                  .value_or(intFromEnv("OMPI_COMM_WORLD_SIZE").value_or(0));
+    std::optional<int> rank = intFromEnv("SPARSETX_RANK");
+    if (!rank)
+      rank = intFromEnv("OMPI_COMM_WORLD_RANK");
+    if (!rank)
+      die("SPARSETX_WORLD_SIZE is set but SPARSETX_RANK (or mpirun's "
+          "OMPI_COMM_WORLD_RANK) is not: every rank needs its number");
+    p.rank = *rank;
+    std::optional<int> local = intFromEnv("SPARSETX_LOCAL_RANK");
+    if (!local)
+      local = intFromEnv("OMPI_COMM_WORLD_LOCAL_RANK");
+    p.how = "SPARSETX_WORLD_SIZE=" + std::to_string(p.world);
+    if (p.world > 1 && (!idFile || !*idFile))
+      die("SPARSETX_WORLD_SIZE=" + std::to_string(p.world) +
+          " needs SPARSETX_NCCL_ID_FILE: a path all ranks can read, where "
+          "rank 0 writes NCCL's bootstrap id");
+    p.device = local.value_or(p.rank);
+    if (p.world >= 1 && (p.rank < 0 || p.rank >= p.world))
+      die(llvm::formatv("SPARSETX_RANK={0} is not a rank of "
+                        "SPARSETX_WORLD_SIZE={1} (0 to {2})",
+                        p.rank, p.world, p.world - 1));
+  } else if (gpus.getNumOccurrences()) {
+    p.world = gpus;
+    p.how = "--gpus " + std::to_string(p.world);
+  } else {
+    if (allreduceType != "fp32")
+      die("--allreduce is for runs on several GPUs (--gpus)");
+    return;
+  }
+  if (p.world < 1)
+    die(p.how + ": the number of GPUs must be at least 1");
+  if (!launcher)
+    p.device = p.rank;
+  p.enabled = true;
+  if (allreduceType != "fp32")
+    die("--allreduce " + allreduceType +
+        ": this build all-reduces the gradients in fp32 only (bf16 needs a "
+        "conversion kernel in the CUDA backend)");
+  if (device == "cpu")
+    die(p.how + " runs one process per GPU and needs the CUDA backend; it "
+                "cannot be combined with --device cpu");
+  if (globalBatch % p.world != 0)
+    die(llvm::formatv("{0} of {1} sequences does not divide over {2} GPUs "
+                      "(each takes an equal share): use a batch that is a "
+                      "multiple of {2}",
+                      batchFromCheckpoint ? "the checkpoint's batch"
+                                          : "the batch (--batch)",
+                      globalBatch, p.world));
+  std::string why;
+  int present = nccl::cudaDeviceCount(&why);
+  std::string have = llvm::formatv("this machine has {0} GPU{1}{2}", present,
+                                   present == 1 ? "" : "s",
+                                   why.empty() ? "" : " (" + why + ")");
+  if (!launcher && p.world > present)
+    die(llvm::formatv("{0} asks for more GPUs than there are: {1}", p.how,
+                      have));
+  if (p.device >= present)
+    die(llvm::formatv("{0}: rank {1} needs GPU {2}, but {3}", p.how, p.rank,
+                      p.device, have));
+  if (!nccl::isAvailable())
+    die(p.how + ": NCCL is needed: " + nccl::unavailableReason());
+
+  if (rankOpt.getNumOccurrences()) {
+    // A spawned rank: the id comes from rank 0 in the environment.
+    exitWithParent(p.rank);
+    const char *hex = std::getenv(kSpawnIdVariable);
+    if (!hex)
+      die("--rank is for the ranks that --gpus starts (no NCCL id in the "
+          "environment)");
+    return;
+  }
+  if (launcher) {
+    if (p.rank == 0) {
+      nccl::UniqueId id = orDie(nccl::createUniqueId());
+      if (p.world > 1)
+        orDie(writeIdFile(idFile, id));
+      ::setenv(kSpawnIdVariable, id.toHex().c_str(), 1);
+    } else {
+      nccl::UniqueId id = orDie(waitForIdFile(idFile, ncclTimeout));
+      ::setenv(kSpawnIdVariable, id.toHex().c_str(), 1);
+    }
+    return;
+  }
+  // --gpus N: this process is rank 0 and starts the others.
+  nccl::UniqueId id = orDie(nccl::createUniqueId());
+  ::setenv(kSpawnIdVariable, id.toHex().c_str(), 1);
+  std::vector<pid_t> pids = orDie(spawnRanks(commandLine, p.world, id));
+  p.supervisor = std::make_unique<RankSupervisor>(
+      std::move(pids), [](const std::string &failure) {
+        llvm::errs() << "sparsetx-run: error: " << failure
+                     << "; stopping every rank\n";
+        parallelRun.supervisor->killRanks();
+        std::_Exit(1);
+      });
+}
+
+/// Joins the other ranks once the model exists: the communicator, the
+/// trainer's hook, and rank 0's parameters and optimizer state everywhere.
+void joinParallel(Trainer &trainer, Backend &backend) {
+  ParallelRun &p = parallelRun;
+  if (!p.enabled)
+    return;
+  nccl::UniqueId id =
+      orDie(nccl::UniqueId::fromHex(std::getenv(kSpawnIdVariable)));
+  p.dp = orDie(createNcclDataParallel(
+      backend, id, p.rank, p.world, ncclTimeout,
+      [](const std::string &reason) {
+        llvm::errs() << "sparsetx-run: error: rank " << parallelRun.rank
+                     << ": " << reason << "\n";
+        if (parallelRun.supervisor)
+          parallelRun.supervisor->killRanks();
+      }));
+  orDie(trainer.setDataParallel(p.dp.get()));
+  orDie(trainer.broadcastState());
+  if (p.rank == 0)
+    llvm::errs() << llvm::formatv(
+        "data parallel: {0} GPUs through NCCL {1}, {2} sequences each per "
+        "step\n",
+        p.world, nccl::version(), trainer.localBatch());
+}
+
+bool isRankZero() { return parallelRun.rank == 0; }
+
+/// Whether any rank asks to stop (Ctrl-C reaches them all, a kill one).
+bool anyRankInterrupted() {
+  if (!parallelRun.dp)
+    return interrupted;
+  double flag[1] = {interrupted ? 1.0 : 0.0};
+  orDie(parallelRun.dp->sumDoubles(flag));
+  return flag[0] > 0;
+}
+
+/// After the last collective: every rank leaves the communicator; rank 0
+/// later waits for the ranks it started.
+void leaveParallel() { parallelRun.dp.reset(); }
+
+void waitForRanks() {
+  if (parallelRun.supervisor) {
+    std::string failure = parallelRun.supervisor->waitRanks();
+    if (!failure.empty())
+      die(failure);
+  }
 }
 
 //===----------------------------------------------------------------------===//
@@ -553,55 +781,70 @@ int runTrain() {
     // A longer run may be asked for; nothing else may change.
     if (steps.getNumOccurrences())
       c.train.steps = steps;
-    openSession(s, c, ckptPath, c.train.batch);
-    llvm::errs() << "resuming " << ckptPath << " at step " << c.step << " of "
-                 << c.train.steps << "\n";
+    // The checkpoint holds no rank state: any number of GPUs resumes it.
+    prepareParallel(c.train.batch, /*batchFromCheckpoint=*/true);
+    openSession(s, c, ckptPath, c.train.batch / parallelRun.world);
+    if (isRankZero())
+      llvm::errs() << "resuming " << ckptPath << " at step " << c.step
+                   << " of " << c.train.steps << "\n";
   } else {
     Preset preset = orDie(findPreset(presetName));
     s.data = orDie(loadData(dataSource, 16000));
     s.patternSource = orDie(readPattern());
     auto [m, t] = configure(preset, s.data);
     orDie(t.validate());
-    s.backend = makeBackend();
     s.pattern = orDie(AttentionPattern::load(s.patternSource, m.seqLen, m.numHeads));
+    prepareParallel(t.batch, /*batchFromCheckpoint=*/false);
+    s.backend = makeBackend();
     if (m.kind != data::DataKind::Image)
       m.embedStride = chooseEmbedStride(*s.pattern, m.seqLen);
     s.modelConfig = m;
     s.trainConfig = t;
-    buildModel(s, t.batch);
+    buildModel(s, t.batch / parallelRun.world);
     s.model->initialize(t.seed);
   }
-  printModelSummary(s);
+  joinParallel(*s.trainer, *s.backend);
+  if (isRankZero())
+    printModelSummary(s);
   const data::DataInfo &info = s.data.dataset.info();
-  llvm::errs() << llvm::formatv(
-      "data: {0} ({1}), train {2} / valid {3} / test {4} bytes\n", info.source,
-      data::toString(info.kind), s.data.dataset.tokens(data::Split::Train).size(),
-      s.data.dataset.tokens(data::Split::Valid).size(),
-      s.data.dataset.tokens(data::Split::Test).size());
+  if (isRankZero())
+    llvm::errs() << llvm::formatv(
+        "data: {0} ({1}), train {2} / valid {3} / test {4} bytes\n",
+        info.source, data::toString(info.kind),
+        s.data.dataset.tokens(data::Split::Train).size(),
+        s.data.dataset.tokens(data::Split::Valid).size(),
+        s.data.dataset.tokens(data::Split::Test).size());
 
+  // Checkpoints, metrics, the loss curve and samples: rank 0 only.
+  const bool writer = isRankZero();
   Metrics metrics(dir, jsonl);
-  if (resume)
+  if (resume && writer)
     metrics.load(s.trainer->getStep());
   std::signal(SIGINT, onInterrupt);
   std::signal(SIGTERM, onInterrupt);
 
   const TrainConfig &t = s.trainConfig;
   const int64_t tokensPerStep = t.batch * s.modelConfig.seqLen;
-  const bool tty = ::isatty(2);
+  const bool tty = ::isatty(2) && writer;
   const char *unit = unitOf(s.modelConfig.kind);
   auto start = std::chrono::steady_clock::now();
   double elapsedBefore = metrics.elapsedSoFar();
   int64_t firstStep = s.trainer->getStep();
   auto save = [&]() {
+    if (!writer)
+      return;
     orDie(saveCheckpoint(ckptPath, orDie(s.trainer->snapshot(s.patternSource, s.data.spec))));
     orDie(metrics.write());
     orDie(metrics.plot(llvm::formatv("{0} on {1}: loss ({2})",
                                      s.pattern->getName(), info.source, unit).str()));
   };
   double lastLoss = NAN;
-  while (s.trainer->getStep() < t.steps && !interrupted) {
+  bool stopping = false;
+  while (s.trainer->getStep() < t.steps && !stopping) {
     StepResult r = orDie(s.trainer->trainStep());
     int64_t step = s.trainer->getStep();
+    if (checkEvery > 0 && step % checkEvery == 0)
+      orDie(s.trainer->checkReplicasAgree());
     double seconds = std::chrono::duration<double>(
                          std::chrono::steady_clock::now() - start).count();
     MetricRow row;
@@ -632,23 +875,32 @@ int runTrain() {
                    << std::string(width - filled, '.') << "] " << line << "\x1b[K";
       if (evalNow)
         llvm::errs() << "\n";
-    } else if (evalNow || step % std::max<int64_t>(1, t.steps / 20) == 0 ||
-               step == firstStep + 1) {
+    } else if (writer &&
+               (evalNow || step % std::max<int64_t>(1, t.steps / 20) == 0 ||
+                step == firstStep + 1)) {
       llvm::errs() << line << "\n";
     }
     if ((t.saveEvery > 0 && step % t.saveEvery == 0) || step == t.steps)
       save();
+    // Every rank stops at the same step (a signal may reach only some).
+    stopping = anyRankInterrupted();
   }
+  leaveParallel();
   if (tty)
     llvm::errs() << "\n";
-  if (interrupted) {
+  if (stopping) {
     save();
+    if (!writer) // an agreed stop, not a failure of this rank
+      return 0;
     llvm::errs() << "interrupted: saved step " << s.trainer->getStep() << " to "
                  << ckptPath << " (continue with --resume)\n";
+    waitForRanks();
     return 130;
   }
   if (s.trainer->getStep() == firstStep)
     save();
+  if (!writer)
+    return 0;
   llvm::errs() << llvm::formatv("trained {0} steps: final training loss {1:f3} "
                                 "{2}; checkpoint {3}, metrics {4}, loss curve "
                                 "{5}\n",
@@ -677,6 +929,7 @@ int runTrain() {
       llvm::outs() << "\n------------------\n";
     }
   }
+  waitForRanks();
   return 0;
 }
 
@@ -760,15 +1013,19 @@ int runBench() {
   s.patternSource = orDie(readPattern());
   auto [m, t] = configure(preset, s.data);
   orDie(t.validate());
-  s.backend = makeBackend();
   s.pattern = orDie(AttentionPattern::load(s.patternSource, m.seqLen, m.numHeads));
+  prepareParallel(t.batch, /*batchFromCheckpoint=*/false);
+  s.backend = makeBackend();
   if (m.kind != data::DataKind::Image)
     m.embedStride = chooseEmbedStride(*s.pattern, m.seqLen);
   s.modelConfig = m;
   s.trainConfig = t;
-  buildModel(s, t.batch);
+  buildModel(s, t.batch / parallelRun.world);
   s.model->initialize(t.seed);
-  printModelSummary(s);
+  joinParallel(*s.trainer, *s.backend);
+  const bool writer = isRankZero();
+  if (writer)
+    printModelSummary(s);
   const int64_t timed = steps.getNumOccurrences() ? steps.getValue() : 10;
   if (timed <= 0)
     die("--steps must be positive");
@@ -783,10 +1040,15 @@ int runBench() {
                          std::chrono::steady_clock::now() - t0).count();
     if (i >= warm)
       ms.push_back(elapsed);
-    llvm::errs() << llvm::formatv("step {0}: {1:f1} ms, loss {2:f3}{3}\n",
-                                  i + 1, elapsed, r.loss,
-                                  r.skipped ? " (skipped: fp16 overflow)" : "");
+    if (writer)
+      llvm::errs() << llvm::formatv("step {0}: {1:f1} ms, loss {2:f3}{3}\n",
+                                    i + 1, elapsed, r.loss,
+                                    r.skipped ? " (skipped: fp16 overflow)"
+                                              : "");
   }
+  leaveParallel();
+  if (!writer)
+    return 0;
   std::vector<double> sorted = ms;
   std::sort(sorted.begin(), sorted.end());
   double median = sorted[sorted.size() / 2];
@@ -796,13 +1058,14 @@ int runBench() {
   double tokPerSec = tokens / (median / 1000.0);
   double gib = double(1 << 30);
   llvm::outs() << llvm::formatv(
-      "{0,-10} {1,8} {2,6} {3,12} {4,12} {5,14} {6,14}\n", "backend", "n",
-      "batch", "ms/step", "tokens/s", "buffers GiB", "device GiB");
+      "{0,-10} {1,5} {2,8} {3,6} {4,12} {5,12} {6,14} {7,14}\n", "backend",
+      "gpus", "n", "batch", "ms/step", "tokens/s", "buffers GiB",
+      "device GiB");
   llvm::outs() << llvm::formatv(
-      "{0,-10} {1,8} {2,6} {3,12:f1} {4,12:f0} {5,14:f2} {6,14:f2}\n",
+      "{0,-10} {1,5} {2,8} {3,6} {4,12:f1} {5,12:f0} {6,14:f2} {7,14:f2}\n",
       s.backend->name().str() + "/" + toString(s.backend->precision()).str(),
-      m.seqLen, t.batch, median, tokPerSec, s.backend->peakBufferBytes() / gib,
-      s.backend->deviceBytesInUse() / gib);
+      parallelRun.world, m.seqLen, t.batch, median, tokPerSec,
+      s.backend->peakBufferBytes() / gib, s.backend->deviceBytesInUse() / gib);
   if (!benchJson.empty()) {
     llvm::json::Array times;
     for (double x : ms)
@@ -816,6 +1079,7 @@ int runBench() {
         {"heads", m.numHeads},
         {"seq_len", m.seqLen},
         {"batch", t.batch},
+        {"gpus", parallelRun.world},
         {"recompute", m.recompute},
         {"parameters", s.model->numParams()},
         {"ms_per_step_median", median},
@@ -828,6 +1092,7 @@ int runBench() {
     os << llvm::formatv("{0:2}", llvm::json::Value(std::move(o))) << "\n";
     orDie(writeFileAtomically(benchJson, text));
   }
+  waitForRanks();
   return 0;
 }
 
@@ -882,6 +1147,10 @@ int main(int argc, char **argv) {
       "  sparsetx-run --pattern patterns/strided.sp -D l=28 --data fashion-mnist train\n"
       "  sparsetx-run --out runs/fixed-tiny eval | sample\n"
       "  sparsetx-run --pattern patterns/fixed.sp --seq-len 1024 show\n");
+  commandLine.assign(argv + 1, argv + argc);
+  if ((gpus.getNumOccurrences() || rankOpt.getNumOccurrences()) &&
+      command != "train" && command != "bench")
+    die("--gpus is for train and bench (eval and sample run on one GPU)");
   if (threads.getNumOccurrences()) {
     if (threads <= 0)
       die("--threads must be positive");

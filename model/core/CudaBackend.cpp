@@ -596,7 +596,14 @@ private:
                   int64_t rows, int64_t c) {
     if (rows <= 0 || c <= 0)
       return;
-    int64_t chunks = std::min<int64_t>((rows + 63) / 64, 512);
+    // About four blocks per SM over (column tiles x row chunks): enough to
+    // stream dout at full bandwidth, few enough chunks that the ordered
+    // reduce (one thread per column) is short. Many small chunks made the
+    // reduce the bottleneck (2 blocks of threads summing hundreds of
+    // partials each).
+    int64_t tiles = (c + 31) / 32;
+    int64_t chunks = std::clamp<int64_t>((4 * numSMs + tiles - 1) / tiles, 1,
+                                         (rows + 63) / 64);
     int64_t rowsPerChunk = (rows + chunks - 1) / chunks;
     chunks = (rows + rowsPerChunk - 1) / rowsPerChunk;
     if (!reserve(columnScratch, static_cast<size_t>(2 * chunks * c) * 4))

@@ -44,9 +44,9 @@ if [ "$mode" != "--tests-only" ] && [ "$mode" != "--train" ]; then
   run bench-enwik8 timeout 150 "$bin/sparsetx-run" "${common[@]}" --steps 8 --recompute=false \
     --json "$out/enwik8.json" bench
   run peer-enwik8 timeout 200 python3 bench/model_peer.py --preset enwik8 --batch 2 \
-    --steps 8 --out "$out/peer-enwik8.json"
+    --steps 6 --warmup 3 --out "$out/peer-enwik8.json"
   run peer-enwik8-ckpt timeout 200 python3 bench/model_peer.py --preset enwik8 --batch 2 \
-    --steps 8 --checkpoint --out "$out/peer-enwik8-ckpt.json"
+    --steps 6 --warmup 3 --checkpoint --out "$out/peer-enwik8-ckpt.json"
   # Long sequences: the 3.8M-parameter model (d 256, 4 layers, 4
   # heads, strided l = 1024, recompute) at n = 2^20, batch 1.
   run bench-long-1m timeout 200 "$bin/sparsetx-run" --pattern patterns/strided.sp -D l=1024 \

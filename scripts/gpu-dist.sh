@@ -17,6 +17,8 @@ rm -rf "$out" && mkdir -p "$out" "$final"
 log="$final/summary.txt"
 trap 'tar -C "$out" -czf "$final/logs.tar.gz" --exclude="*.bin" . 2>/dev/null' EXIT
 say() { echo "$*" | tee -a "$log"; }
+rc() { # status, log: says it, and the log's end when it failed
+  say "  rc=$1"; [ "$1" = 0 ] || tail -n 6 "$2" | tee -a "$log"; }
 # Sections are skipped once the time left (GD_BUDGET seconds in all) is short.
 budget="${GD_BUDGET:-280}"
 have() { [ $((budget - SECONDS)) -ge "$1" ] || { say "(skipped: ${SECONDS} s used)"; false; }; }
@@ -37,9 +39,9 @@ tiny=(--pattern patterns/fixed.sp --data "$data" --preset tiny --device cuda
       --precision fp32 --deterministic --steps 50 --batch 16 --eval-every 25
       --eval-tokens 16384 --samples 0 --metrics jsonl --check-every 10)
 say "== 2. tiny, 50 steps, batch 16: 1 GPU, --gpus 1, --gpus 2"
-timeout 45 "$bin" "${tiny[@]}" --out "$out/t1" train >"$out/tiny-1gpu.log" 2>&1; say "1 GPU rc=$?"
-timeout 45 "$bin" "${tiny[@]}" --gpus 1 --out "$out/tg1" train >"$out/tiny-gpus1.log" 2>&1; say "--gpus 1 rc=$?"
-NCCL_DEBUG=INFO timeout 60 "$bin" "${tiny[@]}" --gpus 2 --out "$out/tg2" train >"$out/tiny-gpus2.log" 2>&1; say "--gpus 2 rc=$?"
+timeout 45 "$bin" "${tiny[@]}" --out "$out/t1" train >"$out/tiny-1gpu.log" 2>&1; rc $? "$out/tiny-1gpu.log"
+timeout 45 "$bin" "${tiny[@]}" --gpus 1 --out "$out/tg1" train >"$out/tiny-gpus1.log" 2>&1; rc $? "$out/tiny-gpus1.log"
+NCCL_DEBUG=INFO timeout 60 "$bin" "${tiny[@]}" --gpus 2 --out "$out/tg2" train >"$out/tiny-gpus2.log" 2>&1; rc $? "$out/tiny-gpus2.log"
 grep -E "NCCL INFO (Channel 00|Connected all|comm 0x.*rank 0 nRanks)|P2P|SHM|data parallel" "$out/tiny-gpus2.log" | head -n 8 | tee -a "$log"
 python3 - "$out" <<'PY' 2>&1 | tee -a "$log"
 import json, sys

@@ -73,6 +73,9 @@ public:
     std::lock_guard<std::mutex> lock(mutex);
     pending.clear();
   }
+  /// Whether the watchdog is ending the process (the collective the main
+  /// thread waited on returns with an error then, which it must not report).
+  bool isFiring() const { return firing.load(); }
 
 private:
   void loop() {
@@ -101,6 +104,7 @@ private:
   }
 
   [[noreturn]] void fatal(const std::string &reason) {
+    firing = true;
     if (onFatal)
       onFatal(reason);
     // ncclCommAbort lets the kernels that wait on a dead peer return; if it
@@ -115,6 +119,7 @@ private:
   double timeout;
   FatalHandler onFatal;
   std::atomic<nccl::Communicator *> comm{nullptr};
+  std::atomic<bool> firing{false};
   std::mutex mutex;
   std::condition_variable wake;
   bool stopping = false;
@@ -202,6 +207,9 @@ private:
       backend.synchronize();
       e = backend.takeError();
     }
+    // The watchdog aborted the communicator: it reports and ends the process.
+    while (watchdog.isFiring())
+      std::this_thread::sleep_for(std::chrono::seconds(1));
     watchdog.end();
     return e;
   }

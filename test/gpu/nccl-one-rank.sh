@@ -54,12 +54,23 @@ if diff <(strip "$tmp/one/metrics.jsonl") <(strip "$tmp/nccl/metrics.jsonl") >/d
   strip "$tmp/nccl/metrics.jsonl" | tail -n 2
   exit 0
 fi
-echo "FAIL: the 1-rank NCCL run differs from the single-GPU run: $(maxdiff "$tmp/one/metrics.jsonl" "$tmp/nccl/metrics.jsonl")"
-# Is the single-GPU run bit-reproducible by itself?
-"$run" "${common[@]}" --out "$tmp/again" train >"$tmp/again.log" 2>&1
+# Not identical: bit-identity can only be asked of a backend that repeats
+# itself. If the single-GPU run does not (the CUDA backend's embedding
+# backward adds with atomics), the 1-rank run must still agree exactly at
+# step 1 (the forward, before any update) and stay within 1e-4 bits after.
+"$run" "${common[@]}" --out "$tmp/again" train >"$tmp/again.log" 2>&1 ||
+  { cat "$tmp/again.log"; exit 1; }
 if diff <(strip "$tmp/one/metrics.jsonl") <(strip "$tmp/again/metrics.jsonl") >/dev/null; then
-  echo "(the single-GPU run repeats itself bit for bit)"
-else
-  echo "(the single-GPU run does not repeat itself either: $(maxdiff "$tmp/one/metrics.jsonl" "$tmp/again/metrics.jsonl"))"
+  echo "FAIL: the 1-rank NCCL run differs from the single-GPU run, which repeats itself bit for bit: $(maxdiff "$tmp/one/metrics.jsonl" "$tmp/nccl/metrics.jsonl")"
+  exit 1
 fi
-exit 1
+python3 -c '
+import json, sys
+one, nccl, again = ([json.loads(l) for l in open(f)] for f in sys.argv[1:4])
+spread = max(abs(x["loss_bits"] - y["loss_bits"]) for x, y in zip(one, again))
+dev = max(abs(x["loss_bits"] - y["loss_bits"]) for x, y in zip(one, nccl))
+ok = len(one) == len(nccl) and one[0]["loss_bits"] == nccl[0]["loss_bits"] and dev <= 1e-4
+print(("PASS" if ok else "FAIL") + f": the single-GPU run is not bit-reproducible itself "
+      f"(two runs differ by up to {spread:.3g} bits); the 1-rank NCCL run equals it at step 1 "
+      f"and differs by up to {dev:.3g} bits over {len(nccl)} steps (bound 1e-4)")
+sys.exit(0 if ok else 1)' "$tmp/one/metrics.jsonl" "$tmp/nccl/metrics.jsonl" "$tmp/again/metrics.jsonl"

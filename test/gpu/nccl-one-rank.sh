@@ -35,7 +35,7 @@ if ! "$run" "${common[@]}" --gpus 1 --out "$tmp/nccl" train >"$tmp/nccl.log" 2>&
   cat "$tmp/nccl.log"
   exit 1
 fi
-grep -q "data parallel: 1 GPUs through NCCL" "$tmp/nccl.log" ||
+grep -q "data parallel: 1 GPU through NCCL" "$tmp/nccl.log" ||
   { echo "the --gpus 1 run did not use NCCL:"; cat "$tmp/nccl.log"; exit 1; }
 strip() { sed -E 's/"(elapsed_s|tokens_per_s)":[^,}]*,?//g' "$1"; }
 # The largest difference of the losses, norms and validation losses.

@@ -498,9 +498,10 @@ void joinParallel(Trainer &trainer, Backend &backend) {
   orDie(trainer.broadcastState());
   if (p.rank == 0)
     llvm::errs() << llvm::formatv(
-        "data parallel: {0} GPUs through NCCL {1}, {2} sequences each per "
-        "step\n",
-        p.world, nccl::version(), trainer.localBatch());
+        "data parallel: {0} GPU{1} through NCCL {2}, {3} sequence{4} each "
+        "per step\n",
+        p.world, p.world == 1 ? "" : "s", nccl::version(),
+        trainer.localBatch(), trainer.localBatch() == 1 ? "" : "s");
 }
 
 bool isRankZero() { return parallelRun.rank == 0; }

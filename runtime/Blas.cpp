@@ -235,6 +235,13 @@ llvm::Expected<const Plan *> Blas::Impl::plan(const Key &key) {
            alignOut = key.alignC;
   cublasStatus_t status = lt().prefSetAttribute(
       pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsBytes, sizeof(wsBytes));
+  // No in-place split-K reduction: its order is not fixed, and the model's
+  // training steps are to be reproducible.
+  uint32_t reductions = CUBLASLT_REDUCTION_SCHEME_MASK &
+                        ~uint32_t(CUBLASLT_REDUCTION_SCHEME_INPLACE);
+  if (status == CUBLAS_STATUS_SUCCESS)
+    status = lt().prefSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                   &reductions, sizeof(reductions));
   if (status == CUBLAS_STATUS_SUCCESS)
     status = lt().prefSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
                                    &alignFirst, sizeof(alignFirst));

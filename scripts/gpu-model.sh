@@ -28,6 +28,8 @@ run() { # name, command...
 }
 if [ "$mode" != "--bench-only" ]; then
   run CudaModelTest "$bin/CudaModelTest" --gtest_brief=1
+  export NCCL_NVLS_ENABLE=0
+  run nccl-one-rank bash test/gpu/nccl-one-rank.sh "$bin/sparsetx-run" patterns "$data"
 fi
 if [ "$mode" = "--train" ]; then
   for p in fp32 bf16; do

@@ -408,9 +408,13 @@ public:
     elementwise(fnEmbeddingForward, rows * c, out, ids, table, rows, c, acc);
   }
   void embeddingBackward(float *dtable, const int32_t *ids, const float *dout,
-                         int64_t rows, int64_t c, int64_t) override {
+                         int64_t rows, int64_t c, int64_t vocab) override {
     ProfileScope scope(profiler, "embedding backward");
-    elementwise(fnEmbeddingBackward, rows * c, dtable, ids, dout, rows, c);
+    if (rows <= 0 || c <= 0 || vocab <= 0)
+      return;
+    launchKernel(fnEmbeddingBackward,
+                 {static_cast<unsigned>(vocab), static_cast<unsigned>((c + 127) / 128)},
+                 {128}, 0, dtable, ids, dout, rows, c);
   }
   double softmaxCrossEntropy(float *losses, float *dlogits, const float *logits,
                              const int32_t *targets, int64_t rows,

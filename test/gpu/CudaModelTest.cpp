@@ -495,6 +495,32 @@ INSTANTIATE_TEST_SUITE_P(Cuda, TrainingTest,
                            return toString(info.param).str();
                          });
 
+// No atomics: fp32 training (and bf16 with the deterministic attention
+// backward) repeats itself bit for bit.
+TEST(CudaTraining, RepeatsBitForBit) {
+  SKIP_WITHOUT_GPU();
+  data::Dataset d = textData(20000);
+  for (Precision precision : {Precision::FP32, Precision::BF16}) {
+    std::vector<std::vector<double>> losses;
+    std::vector<std::vector<float>> params;
+    for (int run = 0; run < 2; ++run) {
+      CudaBackendOptions o;
+      o.precision = precision;
+      o.deterministic = true;
+      auto b = createCudaBackend(o);
+      ASSERT_TRUE(bool(b)) << llvm::toString(b.takeError());
+      auto r = makeRun(std::move(*b), d, trainConfig());
+      ASSERT_TRUE(r);
+      losses.push_back(train(*r, 12));
+      params.emplace_back(r->model->numParams());
+      r->backend->download(params.back().data(), r->model->params(),
+                           params.back().size() * 4);
+    }
+    EXPECT_EQ(losses[0], losses[1]) << toString(precision).str();
+    EXPECT_EQ(params[0], params[1]) << toString(precision).str();
+  }
+}
+
 TEST(CudaTraining, Fp16LossScalingSurvivesOverflow) {
   SKIP_WITHOUT_GPU();
   data::Dataset d = textData(20000);

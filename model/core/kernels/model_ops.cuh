@@ -10,7 +10,7 @@
 // Reductions whose order would otherwise depend on scheduling (column sums of
 // bias and layer-norm gradients, the gradient norm, the loss) are written as
 // per-block partials and summed in a fixed order, so that a training step is
-// reproducible; only the embedding gradient uses atomics.
+// reproducible (no atomics anywhere).
 //
 //===----------------------------------------------------------------------===//
 
@@ -82,13 +82,30 @@ extern "C" __global__ void sp_embedding_forward(float *out, const int *ids,
   }
 }
 
+/// dtable[v, :] += the rows r of dout with ids[r] == v, added in row order
+/// (as the CPU does: deterministic, no atomics). Block (v, column tile):
+/// the block scans the ids in shared-memory chunks; thread t owns column
+/// tile * blockDim.x + t of entry v.
 extern "C" __global__ void sp_embedding_backward(float *dtable, const int *ids,
                                                  const float *dout, i64 rows,
                                                  i64 c) {
-  SP_GRID_STRIDE(i, rows * c) {
-    i64 r = i / c, t = i - r * c;
-    atomicAdd(&dtable[(i64)ids[r] * c + t], dout[i]);
+  __shared__ int chunk[256];
+  const int v = blockIdx.x;
+  const i64 col = (i64)blockIdx.y * blockDim.x + threadIdx.x;
+  float acc = col < c ? dtable[(i64)v * c + col] : 0.0f;
+  for (i64 base = 0; base < rows; base += 256) {
+    i64 count = rows - base < 256 ? rows - base : 256;
+    __syncthreads();
+    for (int k = threadIdx.x; k < count; k += blockDim.x)
+      chunk[k] = ids[base + k];
+    __syncthreads();
+    if (col < c)
+      for (int k = 0; k < count; ++k)
+        if (chunk[k] == v)
+          acc += dout[(base + k) * c + col];
   }
+  if (col < c)
+    dtable[(i64)v * c + col] = acc;
 }
 
 __device__ __forceinline__ u64 spSplitmix64(u64 x) {

@@ -412,9 +412,24 @@ public:
     ProfileScope scope(profiler, "embedding backward");
     if (rows <= 0 || c <= 0 || vocab <= 0)
       return;
+    // Groups of at least 256 rows, at most 256 groups and a partial buffer
+    // of at most 2^28 floats.
+    int64_t groups = std::clamp<int64_t>((rows + 255) / 256, 1, 256);
+    groups = std::max<int64_t>(
+        1, std::min<int64_t>(groups, (int64_t(1) << 28) / (vocab * c)));
+    int64_t rowsPerGroup = (rows + groups - 1) / groups;
+    groups = (rows + rowsPerGroup - 1) / rowsPerGroup;
+    size_t floats = static_cast<size_t>(groups * vocab * c);
+    if (!reserve(embeddingScratch, floats * 4))
+      return;
+    float *partial = reinterpret_cast<float *>(embeddingScratch.get());
+    record(cuda::fill32(embeddingScratch.get(), 0, floats));
     launchKernel(fnEmbeddingBackward,
-                 {static_cast<unsigned>(vocab), static_cast<unsigned>((c + 127) / 128)},
-                 {128}, 0, dtable, ids, dout, rows, c);
+                 {static_cast<unsigned>(groups),
+                  static_cast<unsigned>((c + 127) / 128)},
+                 {128}, 0, partial, ids, dout, rows, c, vocab, rowsPerGroup);
+    elementwise(fnEmbeddingReduce, vocab * c, dtable,
+                static_cast<const float *>(partial), groups, vocab, c);
   }
   double softmaxCrossEntropy(float *losses, float *dlogits, const float *logits,
                              const int32_t *targets, int64_t rows,
@@ -643,8 +658,9 @@ private:
                  fnColumnPartials = nullptr, fnColumnReduce = nullptr,
                  fnCrossEntropy = nullptr, fnPackHeads = nullptr,
                  fnUnpackHeads = nullptr, fnToHalf = nullptr,
-                 fnResidualDropout = nullptr;
-  cuda::DeviceBuffer lossScratch, normScratch, columnScratch, gemmA16, gemmB16;
+                 fnResidualDropout = nullptr, fnEmbeddingReduce = nullptr;
+  cuda::DeviceBuffer lossScratch, normScratch, columnScratch, gemmA16, gemmB16,
+      embeddingScratch;
   std::string firstError;
   // The caching allocator: free blocks by rounded size.
   std::map<size_t, std::vector<cuda::DevicePtr>> freeBlocks;
@@ -760,7 +776,8 @@ llvm::Error CudaBackend::init() {
       {&fnGeluBackward, "sp_gelu_backward"},
       {&fnBiasAdd, "sp_bias_add"},
       {&fnEmbeddingForward, "sp_embedding_forward"},
-      {&fnEmbeddingBackward, "sp_embedding_backward"},
+      {&fnEmbeddingBackward, "sp_embedding_backward_partial"},
+      {&fnEmbeddingReduce, "sp_embedding_backward_reduce"},
       {&fnDropoutForward, "sp_dropout_forward"},
       {&fnDropoutBackward, "sp_dropout_backward"},
       {&fnAdamW, "sp_adamw"},

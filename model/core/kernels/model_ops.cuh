@@ -82,30 +82,36 @@ extern "C" __global__ void sp_embedding_forward(float *out, const int *ids,
   }
 }
 
-/// dtable[v, :] += the rows r of dout with ids[r] == v, added in row order
-/// (as the CPU does: deterministic, no atomics). Block (v, column tile):
-/// the block scans the ids in shared-memory chunks; thread t owns column
-/// tile * blockDim.x + t of entry v.
-extern "C" __global__ void sp_embedding_backward(float *dtable, const int *ids,
-                                                 const float *dout, i64 rows,
-                                                 i64 c) {
-  __shared__ int chunk[256];
-  const int v = blockIdx.x;
+/// The embedding gradient without atomics, in two passes. Pass 1: the rows
+/// are cut into groups; block (group, column tile) walks its group's rows in
+/// order and thread t adds dout[r, col] into partial[group][ids[r]][col]
+/// (zeroed first; each thread owns its column, so the order is fixed).
+/// Pass 2 adds the groups in order into dtable. Work and traffic are
+/// O(rows x c + groups x vocab x c), whatever the vocabulary.
+extern "C" __global__ void sp_embedding_backward_partial(
+    float *partial, const int *ids, const float *dout, i64 rows, i64 c,
+    i64 vocab, i64 rowsPerGroup) {
+  const i64 g = blockIdx.x;
   const i64 col = (i64)blockIdx.y * blockDim.x + threadIdx.x;
-  float acc = col < c ? dtable[(i64)v * c + col] : 0.0f;
-  for (i64 base = 0; base < rows; base += 256) {
-    i64 count = rows - base < 256 ? rows - base : 256;
-    __syncthreads();
-    for (int k = threadIdx.x; k < count; k += blockDim.x)
-      chunk[k] = ids[base + k];
-    __syncthreads();
-    if (col < c)
-      for (int k = 0; k < count; ++k)
-        if (chunk[k] == v)
-          acc += dout[(base + k) * c + col];
+  if (col >= c)
+    return;
+  const i64 begin = g * rowsPerGroup;
+  const i64 end = begin + rowsPerGroup < rows ? begin + rowsPerGroup : rows;
+  float *slice = partial + g * vocab * c + col;
+  for (i64 r = begin; r < end; ++r)
+    slice[(i64)ids[r] * c] += dout[r * c + col];
+}
+
+extern "C" __global__ void sp_embedding_backward_reduce(float *dtable,
+                                                        const float *partial,
+                                                        i64 groups, i64 vocab,
+                                                        i64 c) {
+  SP_GRID_STRIDE(e, vocab * c) {
+    float acc = 0.0f;
+    for (i64 g = 0; g < groups; ++g)
+      acc += partial[g * vocab * c + e];
+    dtable[e] += acc;
   }
-  if (col < c)
-    dtable[(i64)v * c + col] = acc;
 }
 
 __device__ __forceinline__ u64 spSplitmix64(u64 x) {

@@ -764,6 +764,25 @@ void printModelSummary(const Session &s) {
       s.pattern->getName(), 100.0 * pairs / dense, s.backend->description());
 }
 
+/// A new run from the preset, the data, the pattern and the overrides: the
+/// backend, the model (initialized) and its trainer (train, bench).
+void newSession(Session &s) {
+  Preset preset = orDie(findPreset(presetName));
+  s.data = orDie(loadData(dataSource, 16000));
+  s.patternSource = orDie(readPattern());
+  auto [m, t] = configure(preset, s.data);
+  orDie(t.validate());
+  s.pattern = orDie(AttentionPattern::load(s.patternSource, m.seqLen, m.numHeads));
+  prepareParallel(t.batch, /*batchFromCheckpoint=*/false);
+  s.backend = makeBackend();
+  if (m.kind != data::DataKind::Image)
+    m.embedStride = chooseEmbedStride(*s.pattern, m.seqLen);
+  s.modelConfig = m;
+  s.trainConfig = t;
+  buildModel(s, t.batch / parallelRun.world);
+  s.model->initialize(t.seed);
+}
+
 int runTrain() {
   Session s;
   std::string dir = outDir.empty() ? defaultOutDir() : outDir.getValue();
@@ -789,20 +808,7 @@ int runTrain() {
       llvm::errs() << "resuming " << ckptPath << " at step " << c.step
                    << " of " << c.train.steps << "\n";
   } else {
-    Preset preset = orDie(findPreset(presetName));
-    s.data = orDie(loadData(dataSource, 16000));
-    s.patternSource = orDie(readPattern());
-    auto [m, t] = configure(preset, s.data);
-    orDie(t.validate());
-    s.pattern = orDie(AttentionPattern::load(s.patternSource, m.seqLen, m.numHeads));
-    prepareParallel(t.batch, /*batchFromCheckpoint=*/false);
-    s.backend = makeBackend();
-    if (m.kind != data::DataKind::Image)
-      m.embedStride = chooseEmbedStride(*s.pattern, m.seqLen);
-    s.modelConfig = m;
-    s.trainConfig = t;
-    buildModel(s, t.batch / parallelRun.world);
-    s.model->initialize(t.seed);
+    newSession(s);
   }
   joinParallel(*s.trainer, *s.backend);
   if (isRankZero())
@@ -1009,20 +1015,9 @@ int runSample() {
 /// --json, a JSON object.
 int runBench() {
   Session s;
-  Preset preset = orDie(findPreset(presetName));
-  s.data = orDie(loadData(dataSource, 16000));
-  s.patternSource = orDie(readPattern());
-  auto [m, t] = configure(preset, s.data);
-  orDie(t.validate());
-  s.pattern = orDie(AttentionPattern::load(s.patternSource, m.seqLen, m.numHeads));
-  prepareParallel(t.batch, /*batchFromCheckpoint=*/false);
-  s.backend = makeBackend();
-  if (m.kind != data::DataKind::Image)
-    m.embedStride = chooseEmbedStride(*s.pattern, m.seqLen);
-  s.modelConfig = m;
-  s.trainConfig = t;
-  buildModel(s, t.batch / parallelRun.world);
-  s.model->initialize(t.seed);
+  newSession(s);
+  const ModelConfig &m = s.modelConfig;
+  const TrainConfig &t = s.trainConfig;
   joinParallel(*s.trainer, *s.backend);
   const bool writer = isRankZero();
   if (writer)

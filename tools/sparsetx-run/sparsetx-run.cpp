@@ -1023,8 +1023,6 @@ int runBench() {
   if (writer)
     printModelSummary(s);
   const int64_t timed = steps.getNumOccurrences() ? steps.getValue() : 10;
-  if (timed <= 0)
-    die("--steps must be positive");
   const int64_t warm = 3;
   std::vector<double> ms;
   for (int64_t i = 0; i < warm + timed; ++i) {

@@ -11,6 +11,8 @@
 
 #include "sparsetx/Model/Trainer.h"
 
+#include "ModelTestUtil.h"
+
 #include "gtest/gtest.h"
 
 #include <condition_variable>
@@ -30,22 +32,7 @@ constexpr const char *kFixed = R"(pattern fixed(l = 4, c = 1) {
   heads = i / l == j / l || j % l >= l - c;
 })";
 
-data::Dataset textData(int64_t bytes) {
-  std::mt19937 rng(7);
-  std::vector<uint8_t> all(bytes);
-  const char *words[] = {"sparse ", "attention ", "the ", "of ", "block ", "\n"};
-  size_t k = 0;
-  while (k < all.size())
-    for (const char *w = words[rng() % 6]; *w && k < all.size(); ++w)
-      all[k++] = static_cast<uint8_t>(*w);
-  data::DataInfo info;
-  info.source = "synthetic.txt";
-  int64_t valid = bytes / 10, test = bytes / 10;
-  std::vector<uint8_t> tr(all.begin(), all.end() - valid - test),
-      va(all.end() - valid - test, all.end() - test),
-      te(all.end() - test, all.end());
-  return data::Dataset(info, tr, va, te);
-}
+data::Dataset textData(int64_t bytes) { return test::syntheticText(bytes); }
 
 /// The ranks' meeting point: each collective publishes every rank's buffer,
 /// lets each rank compute its result from all of them in rank order, and

@@ -19,6 +19,8 @@
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
 
+#include "ModelTestUtil.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -62,25 +64,7 @@ std::unique_ptr<AttentionPattern> loadPattern(const char *text, int64_t n,
 
 std::string errorText(llvm::Error e) { return llvm::toString(std::move(e)); }
 
-data::Dataset textData(int64_t bytes, uint32_t seed = 7) {
-  std::mt19937 rng(seed);
-  std::vector<uint8_t> all(bytes);
-  // Text-like: a small alphabet with repeats, so that there is something to
-  // learn.
-  const char *words[] = {"sparse ", "attention ", "the ", "of ", "block ", "\n"};
-  size_t k = 0;
-  while (k < all.size()) {
-    const char *w = words[rng() % 6];
-    for (; *w && k < all.size(); ++w)
-      all[k++] = static_cast<uint8_t>(*w);
-  }
-  data::DataInfo info;
-  info.source = "synthetic.txt";
-  int64_t valid = bytes / 10, test = bytes / 10;
-  std::vector<uint8_t> tr(all.begin(), all.end() - valid - test),
-      va(all.end() - valid - test, all.end() - test), te(all.end() - test, all.end());
-  return data::Dataset(info, tr, va, te);
-}
+data::Dataset textData(int64_t bytes) { return test::syntheticText(bytes); }
 
 ModelConfig smallConfig(int64_t n = 16) {
   ModelConfig c;

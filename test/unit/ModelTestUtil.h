@@ -1,7 +1,8 @@
 //===- ModelTestUtil.h - shared pieces of the model's tests -----*- C++ -*-===//
 //
-// Used by the CPU model tests (ModelTest, DataParallelTest) and the GPU model
-// test (test/gpu/CudaModelTest.cpp).
+// Used by the CPU model tests (ModelTest, DataParallelTest); the GPU model
+// test (test/gpu/CudaModelTest.cpp) still has its own copy (to fold in when
+// it next runs on a GPU).
 //
 //===----------------------------------------------------------------------===//
 

@@ -16,6 +16,7 @@
 #include "sparsetx/Runtime/ReferenceAttention.h"
 #include "sparsetx/Runtime/SparseAttention.h"
 
+#include "llvm/Support/CRC.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
 
@@ -930,6 +931,28 @@ TEST_F(TrainerTest, CheckpointErrors) {
   p = writeBytes("version.bin", version);
   EXPECT_EQ(loadError(p), p + ": offset 8: checkpoint version 9 is not "
                               "supported (this build reads version 1)");
+
+  // A META whose loss-scaling state is impossible (its CRC recomputed, so
+  // that the content is what is judged).
+  {
+    std::string meta(bytes.begin() + 28, bytes.begin() + 28 + metaLen);
+    size_t at = meta.find("\"good_steps\": 0");
+    ASSERT_NE(at, std::string::npos) << meta;
+    meta.replace(at, 15, "\"good_steps\": -3");
+    std::vector<uint8_t> bad(bytes.begin(), bytes.begin() + 20);
+    uint64_t len = meta.size();
+    bad.insert(bad.end(), reinterpret_cast<uint8_t *>(&len),
+               reinterpret_cast<uint8_t *>(&len) + 8);
+    bad.insert(bad.end(), meta.begin(), meta.end());
+    uint32_t crc = llvm::crc32(llvm::ArrayRef<uint8_t>(
+        reinterpret_cast<const uint8_t *>(meta.data()), meta.size()));
+    bad.insert(bad.end(), reinterpret_cast<uint8_t *>(&crc),
+               reinterpret_cast<uint8_t *>(&crc) + 4);
+    bad.insert(bad.end(), bytes.begin() + parm, bytes.end());
+    p = writeBytes("lossscale.bin", bad);
+    EXPECT_EQ(loadError(p), p + ": offset 16: metadata: loss_scale needs a "
+                                "scale >= 0 and good_steps >= 0");
+  }
 
   std::vector<uint8_t> extra = bytes;
   extra.push_back(0);

@@ -270,11 +270,11 @@ void Transformer::embedPositions() {
 }
 
 void Transformer::layerForward(int64_t l, int64_t batch, Acts &a,
-                               uint64_t seed) {
+                               uint64_t seed, bool train) {
   const int64_t d = config.dModel, dqk = config.qkDim(), ff = config.ffDim(),
                 R = batch * config.seqLen;
-  // Dropout only in training (run() sets dropoutActive).
-  const float p = dropoutActive ? config.dropout : 0.0f;
+  // Dropout only in training.
+  const float p = train ? config.dropout : 0.0f;
   Layer w = layerParams(params(), l);
   const float *x = xs[l].f32();
   float *xNext = xs[l + 1].f32();
@@ -313,8 +313,7 @@ void Transformer::layerBackward(int64_t l, int64_t batch, Acts &a,
                                 uint64_t seed) {
   const int64_t d = config.dModel, dqk = config.qkDim(), ff = config.ffDim(),
                 R = batch * config.seqLen;
-  // Dropout only in training (run() sets dropoutActive).
-  const float p = dropoutActive ? config.dropout : 0.0f;
+  const float p = config.dropout; // backward is always training
   Layer w = layerParams(params(), l);
   Layer g = layerParams(grads(), l);
 
@@ -391,7 +390,6 @@ llvm::Expected<double> Transformer::run(llvm::ArrayRef<int32_t> inputs,
   }
   backend.upload(ids.data(), inputs.data(), R * 4);
   backend.upload(targetIds.data(), targets.data(), R * 4);
-  dropoutActive = train;
   float *P = params();
 
   // Embeddings: x_0[b, t] = token[b, t] + positions[t].
@@ -405,7 +403,7 @@ llvm::Expected<double> Transformer::run(llvm::ArrayRef<int32_t> inputs,
     return *acts[config.recompute || !train ? 0 : l];
   };
   for (int64_t l = 0; l < L; ++l)
-    layerForward(l, batch, actsOf(l), train ? dropoutSeed : 0);
+    layerForward(l, batch, actsOf(l), dropoutSeed, train);
   // Dropout is only active in training.
   backend.layerNormForward(lnf.f32(), meanf.f32(), rstdf.f32(), xs[L].f32(),
                            P + offLnfW, P + offLnfB, R, d);
@@ -434,7 +432,7 @@ llvm::Expected<double> Transformer::run(llvm::ArrayRef<int32_t> inputs,
                             R, d);
   for (int64_t l = L - 1; l >= 0; --l) {
     if (config.recompute)
-      layerForward(l, batch, actsOf(l), dropoutSeed);
+      layerForward(l, batch, actsOf(l), dropoutSeed, true);
     layerBackward(l, batch, actsOf(l), dropoutSeed);
   }
   backend.embeddingBackward(G + offTok, ids.i32(), dx.f32(), R, d, kInputVocab);

@@ -103,7 +103,9 @@ private:
   llvm::Error allocate();
   Layer layerParams(float *base, int64_t l) const;
   void embedPositions();
-  void layerForward(int64_t l, int64_t batch, Acts &a, uint64_t seed);
+  /// Dropout (rate config.dropout, masks from `seed`) only when `train`.
+  void layerForward(int64_t l, int64_t batch, Acts &a, uint64_t seed,
+                    bool train);
   void layerBackward(int64_t l, int64_t batch, Acts &a, uint64_t seed);
 
   Backend &backend;
@@ -111,8 +113,6 @@ private:
   const AttentionPattern &pattern;
   int64_t maxBatch;
   std::unique_ptr<AttentionOp> attention;
-  /// Whether the current run() trains (dropout is off in evaluation).
-  bool dropoutActive = false;
 
   std::vector<ParamInfo> paramInfo;
   int64_t totalParams = 0, decayedParams = 0;

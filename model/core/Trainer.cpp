@@ -21,6 +21,10 @@ using namespace sparsetx::model;
 
 namespace {
 
+/// fp16 loss scaling never grows past 2^40 (gradients of order 1e-12 would
+/// still reach fp16's normal range; beyond, only overflows follow).
+constexpr double kMaxLossScale = 1099511627776.0;
+
 uint64_t hash3(uint64_t a, uint64_t b, uint64_t c) {
   return splitmix64(splitmix64(splitmix64(a) ^ b) ^ c);
 }
@@ -181,7 +185,7 @@ llvm::Expected<StepResult> Trainer::trainStep() {
   if (llvm::Error e = backend.takeError())
     return std::move(e);
   if (scaling && ++goodSteps >= config.lossScaleWindow) {
-    lossScale = std::min(lossScale * 2, 16777216.0 * 65536.0);
+    lossScale = std::min(lossScale * 2, kMaxLossScale);
     goodSteps = 0;
   }
   step = s;
@@ -262,7 +266,7 @@ llvm::Error Trainer::checkReplicasAgree() {
   backend.download(words.data(), model.params(), total * 4);
   if (llvm::Error e = backend.takeError())
     return e;
-  uint64_t h = 0x9e3779b97f4a7c15ull;
+  uint64_t h = kGoldenGamma;
   for (uint32_t w : words)
     h = splitmix64(h ^ w);
   llvm::Expected<bool> same = parallel->sameOnAllRanks(h);

@@ -14,6 +14,8 @@
 #include "sparsetx/Model/Transformer.h"
 #include "sparsetx/Runtime/Cuda.h"
 
+#include "../unit/ModelTestUtil.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -389,23 +391,7 @@ INSTANTIATE_TEST_SUITE_P(
 // Training
 //===----------------------------------------------------------------------===//
 
-data::Dataset textData(int64_t bytes, uint32_t seed = 7) {
-  std::mt19937 rng(seed);
-  std::vector<uint8_t> all(bytes);
-  const char *words[] = {"sparse ", "attention ", "the ", "of ", "block ", "\n"};
-  size_t k = 0;
-  while (k < all.size()) {
-    const char *w = words[rng() % 6];
-    for (; *w && k < all.size(); ++w)
-      all[k++] = static_cast<uint8_t>(*w);
-  }
-  data::DataInfo info;
-  info.source = "synthetic.txt";
-  int64_t valid = bytes / 10, test = bytes / 10;
-  std::vector<uint8_t> tr(all.begin(), all.end() - valid - test),
-      va(all.end() - valid - test, all.end() - test), te(all.end() - test, all.end());
-  return data::Dataset(info, tr, va, te);
-}
+data::Dataset textData(int64_t bytes) { return test::syntheticText(bytes); }
 
 struct Run {
   std::unique_ptr<Backend> backend;

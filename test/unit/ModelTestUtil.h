@@ -1,8 +1,7 @@
 //===- ModelTestUtil.h - shared pieces of the model's tests -----*- C++ -*-===//
 //
-// Used by the CPU model tests (ModelTest, DataParallelTest); the GPU model
-// test (test/gpu/CudaModelTest.cpp) still has its own copy (to fold in when
-// it next runs on a GPU).
+// Used by the CPU model tests (ModelTest, DataParallelTest) and the GPU model
+// test (test/gpu/CudaModelTest.cpp).
 //
 //===----------------------------------------------------------------------===//
 

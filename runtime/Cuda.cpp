@@ -50,7 +50,18 @@ namespace {
   X(eventRecord, cuEventRecord, "cuEventRecord")                               \
   X(eventSynchronize, cuEventSynchronize, "cuEventSynchronize")                \
   X(eventElapsedTime, cuEventElapsedTime_v2, "cuEventElapsedTime")             \
-  X(eventDestroy, cuEventDestroy_v2, "cuEventDestroy")
+  X(eventDestroy, cuEventDestroy_v2, "cuEventDestroy")                        \
+  X(memcpyHtoDAsync, cuMemcpyHtoDAsync_v2, "cuMemcpyHtoDAsync")                \
+  X(streamCreate, cuStreamCreate, "cuStreamCreate")                            \
+  X(streamDestroy, cuStreamDestroy_v2, "cuStreamDestroy")                      \
+  X(streamSynchronize, cuStreamSynchronize, "cuStreamSynchronize")             \
+  X(streamBeginCapture, cuStreamBeginCapture_v2, "cuStreamBeginCapture")       \
+  X(streamEndCapture, cuStreamEndCapture, "cuStreamEndCapture")                \
+  X(graphInstantiate, cuGraphInstantiateWithFlags,                            \
+    "cuGraphInstantiateWithFlags")                                             \
+  X(graphLaunch, cuGraphLaunch, "cuGraphLaunch")                               \
+  X(graphDestroy, cuGraphDestroy, "cuGraphDestroy")                            \
+  X(graphExecDestroy, cuGraphExecDestroy, "cuGraphExecDestroy")
 
 struct Driver {
 #define SPARSETX_DECLARE(member, symbol, name)                                 \
@@ -276,6 +287,99 @@ llvm::Error cuda::fill32(DevicePtr dst, uint32_t value, size_t count,
   return check(d->memsetD32Async(dst, value, count,
                                  static_cast<CUstream>(stream)),
                "cuMemsetD32Async");
+}
+
+llvm::Error cuda::copyToDeviceAsync(DevicePtr dst, const void *src,
+                                    size_t bytes, Stream stream) {
+  llvm::Expected<const Driver &> d = getDriver();
+  if (!d)
+    return d.takeError();
+  if (bytes == 0)
+    return llvm::Error::success();
+  return check(d->memcpyHtoDAsync(dst, src, bytes, static_cast<CUstream>(stream)),
+               "cuMemcpyHtoDAsync");
+}
+
+llvm::Expected<cuda::Stream> cuda::createStream() {
+  llvm::Expected<const Driver &> d = getDriver();
+  if (!d)
+    return d.takeError();
+  CUstream stream = nullptr;
+  // CU_STREAM_DEFAULT: ordered with the legacy default stream, so that the
+  // synchronous copies (and work others enqueue there) see this stream's.
+  if (llvm::Error e = check(d->streamCreate(&stream, CU_STREAM_DEFAULT),
+                            "cuStreamCreate"))
+    return std::move(e);
+  return static_cast<Stream>(stream);
+}
+
+void cuda::destroyStream(Stream stream) {
+  if (stream)
+    driver().streamDestroy(static_cast<CUstream>(stream));
+}
+
+llvm::Error cuda::synchronizeStream(Stream stream) {
+  llvm::Expected<const Driver &> d = getDriver();
+  if (!d)
+    return d.takeError();
+  return check(d->streamSynchronize(static_cast<CUstream>(stream)),
+               "cuStreamSynchronize");
+}
+
+llvm::Error cuda::beginCapture(Stream stream) {
+  llvm::Expected<const Driver &> d = getDriver();
+  if (!d)
+    return d.takeError();
+  // Relaxed: other threads' unrelated driver calls (the NCCL watchdog's
+  // queries) must not invalidate the capture.
+  return check(d->streamBeginCapture(static_cast<CUstream>(stream),
+                                     CU_STREAM_CAPTURE_MODE_RELAXED),
+               "cuStreamBeginCapture");
+}
+
+llvm::Expected<Graph> cuda::endCapture(Stream stream) {
+  llvm::Expected<const Driver &> d = getDriver();
+  if (!d)
+    return d.takeError();
+  CUgraph graph = nullptr;
+  if (llvm::Error e = check(d->streamEndCapture(static_cast<CUstream>(stream), &graph),
+                            "cuStreamEndCapture"))
+    return std::move(e);
+  CUgraphExec exec = nullptr;
+  llvm::Error e = check(d->graphInstantiate(&exec, graph, 0),
+                        "cuGraphInstantiateWithFlags");
+  d->graphDestroy(graph);
+  if (e)
+    return std::move(e);
+  Graph g;
+  g.exec = exec;
+  return g;
+}
+
+Graph::Graph(Graph &&o) noexcept : exec(o.exec) { o.exec = nullptr; }
+Graph &Graph::operator=(Graph &&o) noexcept {
+  if (this != &o) {
+    if (exec)
+      driver().graphExecDestroy(static_cast<CUgraphExec>(exec));
+    exec = o.exec;
+    o.exec = nullptr;
+  }
+  return *this;
+}
+Graph::~Graph() {
+  if (exec)
+    driver().graphExecDestroy(static_cast<CUgraphExec>(exec));
+}
+
+llvm::Error Graph::launch(Stream stream) const {
+  llvm::Expected<const Driver &> d = getDriver();
+  if (!d)
+    return d.takeError();
+  if (!exec)
+    return makeError("cuGraphLaunch: no graph was captured");
+  return check(d->graphLaunch(static_cast<CUgraphExec>(exec),
+                              static_cast<CUstream>(stream)),
+               "cuGraphLaunch");
 }
 
 llvm::Expected<cuda::Event> cuda::createEvent() {

@@ -73,6 +73,37 @@ llvm::Error copyOnDevice(DevicePtr dst, DevicePtr src, size_t bytes,
                          Stream stream = nullptr);
 llvm::Error fill32(DevicePtr dst, uint32_t value, size_t count,
                    Stream stream = nullptr);
+/// Enqueued on `stream`: a host-to-device copy (`src` must stay valid until
+/// the copy has run; pageable memory makes the call wait for it).
+llvm::Error copyToDeviceAsync(DevicePtr dst, const void *src, size_t bytes,
+                              Stream stream);
+
+/// A stream of the current context, ordered with the legacy default stream.
+llvm::Expected<Stream> createStream();
+void destroyStream(Stream stream);
+llvm::Error synchronizeStream(Stream stream);
+
+/// CUDA graphs: the work enqueued on `stream` between beginCapture and
+/// endCapture is recorded (not run) and instantiated; Graph::launch replays
+/// it with the same arguments (pointers, so current memory contents). The
+/// legacy default stream cannot be captured.
+class Graph {
+public:
+  Graph() = default;
+  Graph(Graph &&o) noexcept;
+  Graph &operator=(Graph &&o) noexcept;
+  Graph(const Graph &) = delete;
+  Graph &operator=(const Graph &) = delete;
+  ~Graph();
+  llvm::Error launch(Stream stream) const;
+
+private:
+  friend llvm::Expected<Graph> endCapture(Stream stream);
+  void *exec = nullptr;
+};
+llvm::Error beginCapture(Stream stream);
+llvm::Expected<Graph> endCapture(Stream stream);
+
 /// CUDA events, for timing work on a stream.
 using Event = void *;
 llvm::Expected<Event> createEvent();

@@ -657,13 +657,6 @@ llvm::Error AttentionPlan::decode(int64_t layer, int64_t batchHeads,
                                   int64_t capacity, cuda::DevicePtr o,
                                   cuda::DevicePtr lse, double scale,
                                   cuda::Stream stream) {
-  if (!gen.causal)
-    return makeError("decode: pattern '" + gen.pattern +
-                     "' is not causal; decode samples one position at a time "
-                     "and needs a causal pattern (row i attends no key j > i)");
-  if (!gen.hasDecode())
-    return makeError("decode: the plan of '" + gen.pattern +
-                     "' was generated without decode kernels");
   if (position < 0 || position >= gen.seqLen)
     return makeError("decode: position " + llvm::Twine(position) +
                      " is outside the plan's sequence [0, " +
@@ -672,6 +665,79 @@ llvm::Error AttentionPlan::decode(int64_t layer, int64_t batchHeads,
     return makeError("decode: position " + llvm::Twine(position) +
                      " is past the KV cache's capacity of " +
                      llvm::Twine(capacity) + " rows");
+  return decodeImpl(layer, batchHeads, position, 0, q, kCache, vCache,
+                    capacity, o, lse, scale, stream);
+}
+
+llvm::Error AttentionPlan::decodeAt(int64_t layer, int64_t batchHeads,
+                                    cuda::DevicePtr position, cuda::DevicePtr q,
+                                    cuda::DevicePtr kCache,
+                                    cuda::DevicePtr vCache, int64_t capacity,
+                                    cuda::DevicePtr o, cuda::DevicePtr lse,
+                                    double scale, cuda::Stream stream) {
+  if (!position)
+    return makeError("decode: no device position given");
+  return decodeImpl(layer, batchHeads, -1, position, q, kCache, vCache,
+                    capacity, o, lse, scale, stream);
+}
+
+llvm::Error AttentionPlan::buildDecodeTables() {
+  if (!decodeTables.empty())
+    return llvm::Error::success();
+  // Per mask and kernel: the query block of every position (-1 where the
+  // kernel's query map drops it or its row has no key blocks there), and the
+  // most key blocks any row has.
+  std::vector<int32_t> table;
+  std::vector<std::vector<DecodeTable>> built(gen.masks.size());
+  for (size_t m = 0; m < gen.masks.size(); ++m) {
+    const codegen::MaskKernels &mask = gen.masks[m];
+    for (size_t k = 0; k < mask.kernels.size(); ++k) {
+      DecodeTable entry;
+      entry.offset = int64_t(table.size());
+      std::vector<int64_t> blocksOf(size_t(mask.kernels[k].numQueryBlocks), -1);
+      for (int64_t p = 0; p < gen.seqLen; ++p) {
+        int64_t t = functions[m].queryMaps[k].index(p);
+        int32_t queryBlock = -1;
+        if (t >= 0) {
+          int64_t qb = t / gen.blockQ;
+          int64_t &blocks = blocksOf[size_t(qb)];
+          if (blocks < 0)
+            blocks = rowKeyBlocks(m, k, qb);
+          if (blocks > 0)
+            queryBlock = int32_t(qb);
+          entry.maxBlocks = std::max(entry.maxBlocks, blocks);
+        }
+        table.push_back(queryBlock);
+      }
+      built[m].push_back(entry);
+    }
+  }
+  llvm::Expected<cuda::DeviceBuffer> buffer =
+      cuda::DeviceBuffer::allocate(std::max<size_t>(1, table.size()) * 4);
+  if (!buffer)
+    return buffer.takeError();
+  if (!table.empty())
+    if (llvm::Error err = buffer->copyFromHost(table.data(), table.size() * 4))
+      return err;
+  decodeTableBuffer = std::move(*buffer);
+  decodeTables = std::move(built);
+  return llvm::Error::success();
+}
+
+llvm::Error AttentionPlan::decodeImpl(int64_t layer, int64_t batchHeads,
+                                      int64_t position,
+                                      cuda::DevicePtr devicePosition,
+                                      cuda::DevicePtr q, cuda::DevicePtr kCache,
+                                      cuda::DevicePtr vCache, int64_t capacity,
+                                      cuda::DevicePtr o, cuda::DevicePtr lse,
+                                      double scale, cuda::Stream stream) {
+  if (!gen.causal)
+    return makeError("decode: pattern '" + gen.pattern +
+                     "' is not causal; decode samples one position at a time "
+                     "and needs a causal pattern (row i attends no key j > i)");
+  if (!gen.hasDecode())
+    return makeError("decode: the plan of '" + gen.pattern +
+                     "' was generated without decode kernels");
   std::vector<size_t> masks = masksOfLayer(layer);
   for (size_t maskIndex : masks) {
     int64_t headsPerLaunch = gen.masks[maskIndex].head ? gen.numHeads : 1;
@@ -680,6 +746,10 @@ llvm::Error AttentionPlan::decode(int64_t layer, int64_t batchHeads,
                        " is not a positive multiple of the pattern's " +
                        llvm::Twine(headsPerLaunch) + " heads");
   }
+  const bool onDevice = devicePosition != 0;
+  if (onDevice)
+    if (llvm::Error err = buildDecodeTables())
+      return err;
   float scaleArg = float(scale > 0 ? scale : 1.0 / std::sqrt(double(gen.headDim)));
   cuda::DevicePtr tablePtr = tables.get();
   long long positionArg = position, capacityArg = capacity,
@@ -690,10 +760,12 @@ llvm::Error AttentionPlan::decode(int64_t layer, int64_t batchHeads,
   // wave; but at least two key blocks per CTA, so that the merge stays small
   // next to the row's loads.
   const int64_t targetCtas = 4 * int64_t(std::max(numSMs, 1));
-  constexpr int64_t kMinBlocksPerSplit = 2;
+  const int64_t minBlocks = codegen::kDecodeMinBlocksPerSplit;
 
   // Plan every mask's launches first: the workspace is sized once, before
   // anything is enqueued (reallocating it under running kernels would not do).
+  // With the position on the device, the launches are those of the longest
+  // row of each kernel, whatever the position (their shapes never change).
   struct Launch {
     size_t kernel;
     int queryBlock;
@@ -707,17 +779,22 @@ llvm::Error AttentionPlan::decode(int64_t layer, int64_t batchHeads,
     const MaskFunctions &fns = functions[maskIndex];
     const int64_t rows = batchHeads / (mask.head ? gen.numHeads : 1);
     for (size_t kIdx = 0; kIdx < mask.kernels.size(); ++kIdx) {
-      // A gather query map may not cover the position: that kernel has no
-      // part of this row.
-      int64_t t = fns.queryMaps[kIdx].index(position);
-      if (t < 0)
-        continue;
-      int64_t queryBlock = t / gen.blockQ;
-      int64_t blocks = rowKeyBlocks(maskIndex, kIdx, queryBlock);
-      if (blocks == 0)
+      int64_t queryBlock = 0, blocks = 0;
+      if (onDevice) {
+        blocks = decodeTables[maskIndex][kIdx].maxBlocks;
+      } else {
+        // A gather query map may not cover the position: that kernel has no
+        // part of this row.
+        int64_t t = fns.queryMaps[kIdx].index(position);
+        if (t < 0)
+          continue;
+        queryBlock = t / gen.blockQ;
+        blocks = rowKeyBlocks(maskIndex, kIdx, queryBlock);
+      }
+      if (blocks <= 0)
         continue;
       int64_t splits = targetCtas / rows;
-      splits = std::min(splits, (blocks + kMinBlocksPerSplit - 1) / kMinBlocksPerSplit);
+      splits = std::min(splits, (blocks + minBlocks - 1) / minBlocks);
       splits = std::max<int64_t>(splits, 1);
       launches[m].push_back({kIdx, int(queryBlock), splits});
       parts[m] += splits;
@@ -751,9 +828,14 @@ llvm::Error AttentionPlan::decode(int64_t layer, int64_t batchHeads,
         outLse = lseParts + size_t(partBase) * batchHeads * sizeof(float);
       }
       int queryBlock = l.queryBlock;
-      void *args[] = {&q,          &kCache,      &vCache,        &out,
-                      &outLse,     &tablePtr,    &scaleArg,      &positionArg,
-                      &queryBlock, &capacityArg, &batchHeadsArg, &finalOutput};
+      cuda::DevicePtr positionAt = devicePosition, queryBlockAt = 0;
+      if (onDevice)
+        queryBlockAt = decodeTableBuffer.get() +
+                       size_t(decodeTables[maskIndex][l.kernel].offset) * 4;
+      void *args[] = {&q,           &kCache,      &vCache,        &out,
+                      &outLse,      &tablePtr,    &scaleArg,      &positionArg,
+                      &queryBlock,  &capacityArg, &batchHeadsArg, &finalOutput,
+                      &positionAt,  &queryBlockAt};
       cuda::Dim3 grid{unsigned(l.splits), unsigned(rows), 1};
       if (llvm::Error err = cuda::launch(fns.decode[l.kernel], grid, block, 0,
                                          stream, args))

@@ -655,10 +655,12 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
                "    const unsigned short *vCache, void *o, float *lse,\n"
                "    const int *tables, float scale, long long position,\n"
                "    int queryBlock, long long capacity, long long batchHeads,\n"
-               "    int finalOutput) {\n"
+               "    int finalOutput, const int *positionAt,\n"
+               "    const int *queryBlockAt) {\n"
             << "  sparsetx::attentionDecode<sparsetx_gen::" << prefix
             << ">(q, kCache, vCache, o, lse, tables, scale, position, "
-               "queryBlock,\n      capacity, batchHeads, finalOutput);\n}\n\n";
+               "queryBlock,\n      capacity, batchHeads, finalOutput, "
+               "positionAt, queryBlockAt);\n}\n\n";
       }
       info.kernels.push_back(std::move(kernel));
     }
@@ -852,10 +854,15 @@ void printManifestJSON(const GeneratedAttention &gen, llvm::StringRef ptxFile,
         j.attribute("signature",
                     "(q, k_cache, v_cache, o, lse, tables, float scale, long "
                     "long position, int query_block, long long capacity, long "
-                    "long batch_heads, int final_output); final_output: o, "
-                    "lse are the outputs (grid.x = 1), else this launch's "
+                    "long batch_heads, int final_output, const int "
+                    "*position_at, const int *query_block_at); final_output: "
+                    "o, lse are the outputs (grid.x = 1), else this launch's "
                     "fp32 parts o_parts [splits][batch_heads][head_dim], "
-                    "lse_parts [splits][batch_heads]");
+                    "lse_parts [splits][batch_heads]; position_at (device, "
+                    "or null): the position is read there and the query "
+                    "block from query_block_at[position] (-1: no part), the "
+                    "row using min(grid.x, ceil(blocks / 2)) CTAs and the "
+                    "rest writing empty parts");
         block(kDecodeThreads);
         j.attributeObject("merge", [&] {
           j.attribute("name", gen.decodeMergeName);

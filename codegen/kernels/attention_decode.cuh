@@ -42,6 +42,9 @@ namespace sparsetx {
 
 constexpr int kDecodeThreads = 128;
 constexpr int kDecodeMergeThreads = 128;
+/// A row split over CTAs gives each at least this many key blocks, so that
+/// the merge stays small next to the row's loads.
+constexpr int kDecodeMinBlocksPerSplit = 2;
 
 /// 16 bytes through the read-only path (K, V, Q are not written by the
 /// kernel).
@@ -214,7 +217,8 @@ attentionDecode(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kCa
                 const uint16_t *__restrict__ vCache, void *__restrict__ o,
                 float *__restrict__ lse, const int32_t *__restrict__ tables,
                 float scale, int64_t position, int queryBlock, int64_t capacity,
-                int64_t batchHeads, int finalOutput) {
+                int64_t batchHeads, int finalOutput, const int *positionAt,
+                const int *queryBlockAt) {
   using Elem = typename V::Elem;
   constexpr int D = V::kHeadDim;
   static_assert(D == 32 || D == 64 || D == 128, "head dim must be 32, 64, 128");
@@ -243,10 +247,27 @@ attentionDecode(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kCa
   st.m = negInf();
   st.l = 0.0f;
 
-  const int total = DecodeSegments<V, typename V::Segments>::count(tables, queryBlock);
-  const int splits = (int)gridDim.x, split = (int)blockIdx.x;
-  const int first = (int)((int64_t)split * total / splits);
-  const int last = (int)((int64_t)(split + 1) * total / splits);
+  // Position from device memory (captured decode): the query block comes
+  // from the kernel's table over positions (-1: no part of that row), and
+  // the row takes as many of the launch's CTAs as it has pairs of key
+  // blocks; the others (and an out-of-range position) contribute an empty
+  // part (O = 0, LSE = -inf), which the merge weighs zero.
+  int splits = (int)gridDim.x;
+  bool idle = false;
+  if (positionAt) {
+    position = *positionAt;
+    idle = position < 0 || position >= capacity;
+    queryBlock = idle ? -1 : queryBlockAt[position];
+    idle = idle || queryBlock < 0;
+  }
+  const int total =
+      idle ? 0 : DecodeSegments<V, typename V::Segments>::count(tables, queryBlock);
+  if (positionAt)
+    splits = min(splits, max(1, (total + kDecodeMinBlocksPerSplit - 1) /
+                                    kDecodeMinBlocksPerSplit));
+  const int split = (int)blockIdx.x;
+  const int first = split < splits ? (int)((int64_t)split * total / splits) : 0;
+  const int last = split < splits ? (int)((int64_t)(split + 1) * total / splits) : 0;
   if (first < last)
     DecodeSegments<V, typename V::Segments>::run(st, k, v, tables, queryBlock,
                                                  position, first, last);

@@ -182,7 +182,8 @@ TEST_P(AttentionDecodeTest, MatchesForwardRowByRow) {
                      dv = alloc(elems * 2), dout = alloc(elems * 2),
                      dlse = alloc(rows * 4), qRow = alloc(bhs * d * 2),
                      kCache = alloc(cacheElems * 2), vCache = alloc(cacheElems * 2),
-                     oRow = alloc(bhs * d * 2), lseRow = alloc(bhs * 4);
+                     oRow = alloc(bhs * d * 2), lseRow = alloc(bhs * 4),
+                     positionBuf = alloc(4);
   ASSERT_TRUE(ok);
 
   std::random_device device;
@@ -243,9 +244,20 @@ TEST_P(AttentionDecodeTest, MatchesForwardRowByRow) {
       ASSERT_NO_ERROR(qRow.copyFromHost(hqRow.data(), bhs * d * 2));
       ASSERT_NO_ERROR(oRow.fill(0xFF));
       ASSERT_NO_ERROR(lseRow.fill(0xFF));
-      ASSERT_NO_ERROR(plan->decode(layer, bhs, t, qRow.get(), kCache.get(),
-                                   vCache.get(), capacity, oRow.get(),
-                                   lseRow.get()));
+      // Every other row through decodeAt (the position read on the device,
+      // launch shapes fixed for captured decoding).
+      if (checked % 2 == 0) {
+        ASSERT_NO_ERROR(plan->decode(layer, bhs, t, qRow.get(), kCache.get(),
+                                     vCache.get(), capacity, oRow.get(),
+                                     lseRow.get()));
+      } else {
+        SCOPED_TRACE("decodeAt");
+        int32_t position = int32_t(t);
+        ASSERT_NO_ERROR(positionBuf.copyFromHost(&position, 4));
+        ASSERT_NO_ERROR(plan->decodeAt(layer, bhs, positionBuf.get(),
+                                       qRow.get(), kCache.get(), vCache.get(),
+                                       capacity, oRow.get(), lseRow.get()));
+      }
       ASSERT_NO_ERROR(context.synchronize());
       std::vector<uint16_t> ho(bhs * d);
       std::vector<float> hl(bhs);

@@ -148,6 +148,19 @@ public:
                      cuda::DevicePtr lse, double scale = 0,
                      cuda::Stream stream = nullptr);
 
+  /// The same with the position read from device memory when the kernels
+  /// run (`position`: one int32): every launch has the same shape at every
+  /// position (that of the kernel's longest row; a shorter row leaves CTAs
+  /// idle), so that captured work (a CUDA graph) serves every position. A
+  /// position outside [0, min(n, capacity)) gives O = 0 and LSE = -inf. The
+  /// first call builds per kernel a table of query blocks over positions
+  /// (4 bytes per position and kernel).
+  llvm::Error decodeAt(int64_t layer, int64_t batchHeads,
+                       cuda::DevicePtr position, cuda::DevicePtr q,
+                       cuda::DevicePtr kCache, cuda::DevicePtr vCache,
+                       int64_t capacity, cuda::DevicePtr o, cuda::DevicePtr lse,
+                       double scale = 0, cuda::Stream stream = nullptr);
+
   /// Key blocks that mapped query block `queryBlock` of kernel `kernel` of
   /// mask `mask` visits (every segment); what decode splits.
   int64_t rowKeyBlocks(size_t mask, size_t kernel, int64_t queryBlock) const;
@@ -166,6 +179,13 @@ private:
     std::vector<BoundIndexMap> queryMaps;
   };
   llvm::Error reserveDecodeWorkspace(size_t floats);
+  /// decode (position >= 0) or decodeAt (devicePosition != 0).
+  llvm::Error decodeImpl(int64_t layer, int64_t batchHeads, int64_t position,
+                         cuda::DevicePtr devicePosition, cuda::DevicePtr q,
+                         cuda::DevicePtr kCache, cuda::DevicePtr vCache,
+                         int64_t capacity, cuda::DevicePtr o,
+                         cuda::DevicePtr lse, double scale, cuda::Stream stream);
+  llvm::Error buildDecodeTables();
   llvm::Error reserveWorkspace(int64_t batchHeads);
   llvm::Error reserveBackwardWorkspace(int64_t batchHeads);
   llvm::Error planBackwardWork(int64_t batchHeads);
@@ -200,6 +220,13 @@ private:
   cuda::Function decodeMerge = nullptr;
   /// Decode parts: O [parts][bh][D], then LSE [parts][bh], fp32.
   cuda::DeviceBuffer decodeWorkspace;
+  /// decodeAt: per mask and kernel, where its query blocks over positions
+  /// start in decodeTableBuffer and its longest row's key blocks.
+  struct DecodeTable {
+    int64_t offset = 0, maxBlocks = 0;
+  };
+  std::vector<std::vector<DecodeTable>> decodeTables;
+  cuda::DeviceBuffer decodeTableBuffer;
   /// Decode splits a row into enough CTAs to fill the device.
   int numSMs = 0;
 };

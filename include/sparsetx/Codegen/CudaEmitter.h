@@ -60,6 +60,9 @@ constexpr unsigned kBackwardConvertThreads = 256;
 /// split of a row, and the log-sum-exp merge of the parts, one CTA per row.
 constexpr unsigned kDecodeThreads = 128;
 constexpr unsigned kDecodeMergeThreads = 128;
+/// Decode splits a row over CTAs of at least this many key blocks each (as
+/// attention_decode.cuh's kDecodeMinBlocksPerSplit).
+constexpr int64_t kDecodeMinBlocksPerSplit = 2;
 
 /// Where one component's schedule lives in the table data (int32 offsets).
 struct SegmentInfo {

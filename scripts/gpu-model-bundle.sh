@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # Builds, here, what the GPU machine needs for the model (issue 6) and copies
 # it into .gpu-model/ (git-ignored), which a device call carries:
-# bin/CudaModelTest and bin/sparsetx-run (stripped; LLVM/MLIR linked
-# statically), the GCIDE dictionary and Fashion-MNIST (the GPU machine has no
-# Debian packages), and gpu-model.sh, which runs the tests, training and the
-# benchmarks there (scripts/table2-gpu.sh: the pattern comparison).
+# bin/CudaModelTest, bin/AttentionDecodeTest and bin/sparsetx-run (stripped;
+# LLVM/MLIR linked statically), the GCIDE dictionary and Fashion-MNIST (the
+# GPU machine has no Debian packages; IMAGES=0 leaves Fashion-MNIST out), and
+# gpu-model.sh, which runs the tests, training and the benchmarks there
+# (scripts/table2-gpu.sh: the pattern comparison).
 #   scripts/gpu-model-bundle.sh && (device) bash .gpu-model/gpu-model.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest="${1:-.gpu-model}"
 ./scripts/bootstrap.sh >/dev/null
-ninja -C build CudaModelTest sparsetx-run >/dev/null
+ninja -C build CudaModelTest AttentionDecodeTest sparsetx-run >/dev/null
 rm -rf "$dest" && mkdir -p "$dest/bin" "$dest/data"
 strip -o "$dest/bin/CudaModelTest" build/unittests/CudaModelTest
+strip -o "$dest/bin/AttentionDecodeTest" build/unittests/AttentionDecodeTest
 strip -o "$dest/bin/sparsetx-run" build/bin/sparsetx-run
 cp /usr/share/dictd/gcide.dict.dz "$dest/data/"
-cp -r /usr/share/datasets/fashion-mnist "$dest/data/"
+[ "${IMAGES:-1}" = 0 ] || cp -r /usr/share/datasets/fashion-mnist "$dest/data/"
 cp scripts/gpu-model.sh "$dest/"
 du -sh "$dest"

@@ -4,9 +4,12 @@
 # run per precision, and the training-throughput benchmarks of sparsetx and of
 # the PyTorch FlexAttention peer (bench/model_peer.py) in the same run. Logs
 # and JSON go to $OUT (or out/).
-#   bash .gpu-model/gpu-model.sh [--tests-only | --bench-only | --train]
-#   (--train: the tests, then the tiny model trained in fp32 and bf16)
-#   GTEST_FILTER works for the tests.
+#   bash .gpu-model/gpu-model.sh [--tests-only | --bench-only | --train |
+#                                 --sample [length]]
+#   (--train: the tests, then the tiny model trained in fp32 and bf16;
+#    --sample: the tests, then sampling speed of the enwik8 model, batch 1,
+#    with CUDA graphs (default) and without, and a per-op profile)
+#   GTEST_FILTER works for the tests; DECODE_TESTS=0 skips AttentionDecodeTest.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/.."
@@ -28,6 +31,7 @@ run() { # name, command...
 }
 if [ "$mode" != "--bench-only" ]; then
   run CudaModelTest "$bin/CudaModelTest" --gtest_brief=1
+  [ "${DECODE_TESTS:-1}" = 0 ] || run AttentionDecodeTest "$bin/AttentionDecodeTest" --gtest_brief=1
   export NCCL_NVLS_ENABLE=0
   run nccl-one-rank bash test/gpu/nccl-one-rank.sh "$bin/sparsetx-run" patterns "$data"
 fi
@@ -37,7 +41,22 @@ if [ "$mode" = "--train" ]; then
       --data "$data" --device cuda --precision "$p" --out "$out/tiny-$p" train
   done
 fi
-if [ "$mode" != "--tests-only" ] && [ "$mode" != "--train" ]; then
+if [ "$mode" = "--sample" ]; then
+  length="${2:-2048}"
+  common=(--preset enwik8 --pattern patterns/fixed.sp --data "$data" --device cuda)
+  run sample-enwik8-setup timeout 100 "$bin/sparsetx-run" "${common[@]}" --batch 1 --steps 1 \
+    --samples 0 --eval-tokens 12288 --out "$out/enwik8-run" train
+  for p in bf16 fp32; do
+    run "sample-enwik8-$p" timeout 120 "$bin/sparsetx-run" --device cuda --precision "$p" \
+      --out "$out/enwik8-run" --samples 1 --length "$length" sample
+    SPARSETX_CUDA_GRAPHS=0 run "sample-enwik8-$p-nographs" timeout 120 "$bin/sparsetx-run" \
+      --device cuda --precision "$p" --out "$out/enwik8-run" --samples 1 --length "$length" sample
+  done
+  SPARSETX_CUDA_GRAPHS=0 SPARSETX_PROFILE=1 run sample-enwik8-profile timeout 120 \
+    "$bin/sparsetx-run" --device cuda --out "$out/enwik8-run" --samples 1 --length 512 sample
+  rm -f "$out/enwik8-run/checkpoint.bin"
+fi
+if [ "$mode" != "--tests-only" ] && [ "$mode" != "--train" ] && [ "$mode" != "--sample" ]; then
   # The enwik8 model (preset: dropout 0.4, clipping, recompute), batch 2,
   # ours and the PyTorch FlexAttention peer in the same run.
   common=(--preset enwik8 --pattern patterns/fixed.sp --data "$data" --device cuda --batch 2)

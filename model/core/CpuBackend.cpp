@@ -44,6 +44,31 @@ void Buffer::reset() {
 
 AttentionOp::~AttentionOp() = default;
 Backend::~Backend() = default;
+Backend::CapturedWork::~CapturedWork() = default;
+
+void Backend::fusedLinear(llvm::ArrayRef<LinearOut> outs, const float *a,
+                          int64_t m, int64_t k, bool accumulate,
+                          const LinearFusion &fusion) {
+  const float *in = a;
+  if (fusion.lnWeight) {
+    layerNormForward(fusion.lnOut, fusion.lnMean, fusion.lnRstd, a,
+                     fusion.lnWeight, fusion.lnBias, m, k);
+    in = fusion.lnOut;
+  }
+  for (const LinearOut &out : outs) {
+    if (fusion.gelu) {
+      matmul(fusion.preGelu, in, out.b, m, out.n, k, false, false, out.bias);
+      geluForward(out.c, fusion.preGelu, m * out.n);
+    } else {
+      matmul(out.c, in, out.b, m, out.n, k, false, accumulate, out.bias);
+    }
+  }
+}
+
+llvm::Expected<std::unique_ptr<Backend::CapturedWork>> Backend::endCapture() {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                 name() + " cannot capture work");
+}
 
 llvm::StringRef sparsetx::model::toString(Precision precision) {
   switch (precision) {
@@ -105,21 +130,39 @@ public:
                                    qk(dK), vo(dV));
   }
 
-  void decode(int64_t layer, int64_t batch, int64_t position, const float *q,
-              const float *kCache, const float *vCache, float *o) override {
+  void beginDecode(int64_t batch, int64_t layers) override {
+    kCache.assign(layers, std::vector<float>(batch * dims.seqLen * dims.heads *
+                                             dims.qkDim));
+    vCache.assign(layers, std::vector<float>(batch * dims.seqLen * dims.heads *
+                                             dims.vDim));
+  }
+
+  void decode(int64_t layer, int64_t batch, const int32_t *positionAt,
+              const float *q, const float *k, const float *v,
+              float *o) override {
+    const int64_t position = *positionAt, n = dims.seqLen;
+    const int64_t kRow = dims.heads * dims.qkDim, vRow = dims.heads * dims.vDim;
+    float *kc = kCache[layer].data(), *vc = vCache[layer].data();
+    for (int64_t b = 0; b < batch; ++b) {
+      std::copy_n(k + b * kRow, kRow, kc + (b * n + position) * kRow);
+      std::copy_n(v + b * vRow, vRow, vc + (b * n + position) * vRow);
+    }
     // q and o hold one row per (batch, head): [batch, 1, heads, dim].
     auto row = [&](auto *x, int64_t dim) {
       using T = std::remove_pointer_t<decltype(x)>;
       return HeadView<T>{x, dims.heads * dim, dim, 0};
     };
     sparseAttentionDecode<float>(shape(batch), pattern.layerMasks(layer),
-                                 position, row(q, dims.qkDim), qk(kCache),
-                                 vo(vCache), row(o, dims.vDim));
+                                 position, row(q, dims.qkDim),
+                                 qk(static_cast<const float *>(kc)),
+                                 vo(static_cast<const float *>(vc)),
+                                 row(o, dims.vDim));
   }
 
 private:
   const AttentionPattern &pattern;
   AttentionDims dims;
+  std::vector<std::vector<float>> kCache, vCache;
 };
 
 class CpuBackend final : public Backend {

@@ -1,7 +1,9 @@
 //===- CudaBackend.cpp - the model's ops on the GPU -----------------------===//
 //
-// The Backend interface on one GPU, all work enqueued on the legacy default
-// stream (so host copies order themselves after it):
+// The Backend interface on one GPU, all work enqueued on the backend's
+// stream (a blocking one: the synchronous host copies, on the legacy default
+// stream, order themselves after it; and it can be captured, which the
+// legacy stream cannot: sampling replays one captured step per token):
 //  - GEMMs through cuBLASLt (runtime/Blas.h): exact fp32, or in the
 //    mixed-precision modes the operands rounded to bf16/fp16 (so an fp16
 //    overflow shows as inf, which loss scaling detects) and fp32
@@ -68,6 +70,24 @@ struct SpAttnShape {
   int32_t maskPerHead;
 };
 static_assert(sizeof(SpAttnShape) == 48, "SpAttnShape must match the kernel");
+constexpr int64_t kLinearMaxRows = 8, kLinearMaxOuts = 3, kLinearMaxNorm = 4096;
+struct SpLinearOut {
+  float *c;
+  const float *b, *bias;
+  int64_t n, firstTile;
+};
+struct SpLinear {
+  SpLinearOut out[kLinearMaxOuts];
+  int32_t outs;
+  const float *a, *lnWeight, *lnBias;
+  float eps;
+  int64_t m, k;
+  int32_t accumulate, gelu;
+  int64_t rowsPerSplit;
+  float *partials;
+  unsigned *counters;
+};
+static_assert(sizeof(SpLinear) == 208, "SpLinear must match the kernel");
 
 constexpr unsigned kThreads = 256;
 
@@ -90,8 +110,10 @@ public:
   void backward(int64_t layer, int64_t batch, const float *q, const float *k,
                 const float *v, const float *o, const float *lse,
                 const float *dO, float *dQ, float *dK, float *dV) override;
-  void decode(int64_t layer, int64_t batch, int64_t position, const float *q,
-              const float *kCache, const float *vCache, float *o) override;
+  void beginDecode(int64_t batch, int64_t layers) override;
+  void decode(int64_t layer, int64_t batch, const int32_t *position,
+              const float *q, const float *k, const float *v,
+              float *o) override;
 
 private:
   SpAttnShape shape(int64_t batch) const {
@@ -109,6 +131,8 @@ private:
   AttentionDims dims;
   int64_t numLayerMasks = 1, maskStride = 1;
   cuda::DeviceBuffer lists, maskTable, delta;
+  /// Decoding: per layer [batch, n, heads, dim] fp32 caches.
+  std::vector<cuda::DeviceBuffer> kCaches, vCaches;
 };
 
 /// bf16/fp16: the pattern's generated kernels on [batch * heads, n, D]
@@ -124,8 +148,10 @@ public:
   void backward(int64_t layer, int64_t batch, const float *q, const float *k,
                 const float *v, const float *o, const float *lse,
                 const float *dO, float *dQ, float *dK, float *dV) override;
-  void decode(int64_t layer, int64_t batch, int64_t position, const float *q,
-              const float *kCache, const float *vCache, float *o) override;
+  void beginDecode(int64_t batch, int64_t layers) override;
+  void decode(int64_t layer, int64_t batch, const int32_t *position,
+              const float *q, const float *k, const float *v,
+              float *o) override;
   AttentionPlan &getPlan() { return plan; }
 
 private:
@@ -140,10 +166,8 @@ private:
   bool reservedBackward = false;
   /// 16-bit [batch * heads, n, D]: q, k, v, o, then dO, dQ, dK, dV.
   std::vector<cuda::DeviceBuffer> halves;
-  // Decoding: per layer 16-bit caches and the rows they hold.
-  int64_t decodeBatch = 0;
+  // Decoding: per layer 16-bit caches [batch * heads, n, D]; q and o rows.
   std::vector<cuda::DeviceBuffer> kCache16, vCache16;
-  std::vector<int64_t> cachedRows;
   cuda::DeviceBuffer decodeRows, decodeLse;
 };
 
@@ -156,7 +180,12 @@ private:
 class OpProfiler {
 public:
   bool enabled() const { return on; }
-  void enable() { on = true; }
+  void enable(cuda::Stream s) {
+    on = true;
+    stream = s;
+  }
+  /// Off while work is captured (events would become graph nodes).
+  void pause(bool paused) { this->paused = paused; }
   ~OpProfiler() {
     flush();
     if (on && !totals.empty()) {
@@ -180,20 +209,20 @@ public:
       cuda::destroyEvent(e);
   }
   void begin(const char *label) {
-    if (!on || depth++ > 0)
+    if (!on || paused || depth++ > 0)
       return;
     current = label;
     start = take();
     if (start)
-      llvm::consumeError(cuda::recordEvent(start));
+      llvm::consumeError(cuda::recordEvent(start, stream));
   }
   void end() {
-    if (!on || --depth > 0 || !start)
+    if (!on || paused || --depth > 0 || !start)
       return;
     cuda::Event stop = take();
     if (!stop)
       return;
-    llvm::consumeError(cuda::recordEvent(stop));
+    llvm::consumeError(cuda::recordEvent(stop, stream));
     pending.push_back({current, start, stop});
     start = nullptr;
     if (pending.size() >= 4096)
@@ -233,7 +262,8 @@ private:
     }
     return *e;
   }
-  bool on = false;
+  bool on = false, paused = false;
+  cuda::Stream stream = nullptr;
   int depth = 0;
   std::string current;
   cuda::Event start = nullptr;
@@ -262,9 +292,12 @@ public:
   static llvm::Expected<std::unique_ptr<CudaBackend>>
   create(const CudaBackendOptions &options);
   ~CudaBackend() override {
+    if (stream)
+      llvm::consumeError(cuda::synchronizeStream(stream));
     for (auto &[bytes, blocks] : freeBlocks)
       for (cuda::DevicePtr p : blocks)
         cuda::freeRaw(p);
+    cuda::destroyStream(stream);
   }
 
   llvm::StringRef name() const override { return "cuda"; }
@@ -302,31 +335,37 @@ public:
   // Memory.
   void upload(void *dst, const void *src, int64_t bytes) override {
     ProfileScope scope(profiler, "upload");
+    capturedHostCopy |= capturing;
     if (!failed() && bytes > 0)
       record(cuda::copyToDevice(dev(dst), src, bytes));
   }
   void download(void *dst, const void *src, int64_t bytes) override {
     ProfileScope scope(profiler, "download");
+    capturedHostCopy |= capturing;
     if (!failed() && bytes > 0)
       record(cuda::copyToHost(dst, dev(src), bytes));
   }
   void copy(void *dst, const void *src, int64_t bytes) override {
     ProfileScope scope(profiler, "copy/fill");
     if (!failed() && bytes > 0)
-      record(cuda::copyOnDevice(dev(dst), dev(src), bytes));
+      record(cuda::copyOnDevice(dev(dst), dev(src), bytes, stream));
   }
   void fill(float *x, float value, int64_t n) override {
     ProfileScope scope(profiler, "copy/fill");
     uint32_t bits;
     std::memcpy(&bits, &value, 4);
     if (!failed() && n > 0)
-      record(cuda::fill32(dev(x), bits, n));
+      record(cuda::fill32(dev(x), bits, n, stream));
   }
   void synchronize() override {
     if (!failed())
       record(context.synchronize());
     profiler.flush();
   }
+
+  bool beginCapture() override;
+  llvm::Expected<std::unique_ptr<CapturedWork>> endCapture() override;
+  cuda::Stream getStream() const { return stream; }
 
   void accumulate(float *y, const float *x, int64_t n) override {
     ProfileScope scope(profiler, "accumulate/scale");
@@ -342,6 +381,56 @@ public:
               const float *bias) override {
     ProfileScope scope(profiler, "gemm");
     gemm(c, a, b, m, n, k, false, transB, accumulate ? 1.0f : 0.0f, bias);
+  }
+  void fusedLinear(llvm::ArrayRef<LinearOut> outs, const float *a, int64_t m,
+                   int64_t k, bool accumulate,
+                   const LinearFusion &fusion) override {
+    // A few rows (decoding): one launch of sp_linear_small; else the ops.
+    if (m < 1 || m > kLinearMaxRows || k < 1 || outs.empty() ||
+        int64_t(outs.size()) > kLinearMaxOuts ||
+        (fusion.lnWeight && m * k > kLinearMaxNorm))
+      return Backend::fusedLinear(outs, a, m, k, accumulate, fusion);
+    ProfileScope scope(profiler, "linear (few rows)");
+    SpLinear p{};
+    int64_t tiles = 0;
+    for (size_t i = 0; i < outs.size(); ++i) {
+      p.out[i] = {outs[i].c, outs[i].b, outs[i].bias, outs[i].n, tiles};
+      tiles += (outs[i].n + 31) / 32;
+    }
+    p.outs = int32_t(outs.size());
+    p.a = a;
+    p.lnWeight = fusion.lnWeight;
+    p.lnBias = fusion.lnBias;
+    p.eps = cpu::kLayerNormEps;
+    p.m = m;
+    p.k = k;
+    p.accumulate = accumulate ? 1 : 0;
+    p.gelu = fusion.gelu ? 1 : 0;
+    if (tiles <= 0)
+      return;
+    // Split k into slices of at most 64 rows (the kernel holds a slice's
+    // weights in registers, 8 per thread) and fewer where that gives under
+    // about four CTAs per SM: M = 1 is bound by loads in flight.
+    int64_t rows = (k * tiles + 4 * numSMs - 1) / (4 * numSMs);
+    p.rowsPerSplit = std::clamp<int64_t>((rows + 7) / 8 * 8, 8, 64);
+    int64_t splits = (k + p.rowsPerSplit - 1) / p.rowsPerSplit;
+    if (splits > 1) {
+      size_t counterBytes = static_cast<size_t>(tiles) * 4;
+      if (linearCounters.size() < counterBytes) {
+        if (!reserve(linearCounters, counterBytes))
+          return;
+        record(cuda::fill32(linearCounters.get(), 0, linearCounters.size() / 4,
+                            stream));
+      }
+      if (!reserve(linearPartials,
+                   static_cast<size_t>(splits * m * tiles * 32) * 4))
+        return;
+      p.partials = reinterpret_cast<float *>(linearPartials.get());
+      p.counters = reinterpret_cast<unsigned *>(linearCounters.get());
+    }
+    launchKernel(fnLinearSmall,
+                 {static_cast<unsigned>(tiles), static_cast<unsigned>(splits)},
+                 {32, 8}, 0, p);
   }
   void matmulBackward(float *da, bool accumulateDa, float *db, const float *dc,
                       const float *a, const float *b, int64_t m, int64_t n,
@@ -423,7 +512,7 @@ public:
     if (!reserve(embeddingScratch, floats * 4))
       return;
     float *partial = reinterpret_cast<float *>(embeddingScratch.get());
-    record(cuda::fill32(embeddingScratch.get(), 0, floats));
+    record(cuda::fill32(embeddingScratch.get(), 0, floats, stream));
     launchKernel(fnEmbeddingBackward,
                  {static_cast<unsigned>(groups),
                   static_cast<unsigned>((c + 127) / 128)},
@@ -515,7 +604,7 @@ public:
     if (failed())
       return;
     void *ptrs[] = {static_cast<void *>(&args)...};
-    record(cuda::launch(fn, grid, block, shared, nullptr, ptrs));
+    record(cuda::launch(fn, grid, block, shared, stream, ptrs));
   }
   template <typename... Args>
   void elementwise(cuda::Function fn, int64_t n, Args... args) {
@@ -528,6 +617,7 @@ public:
       return false;
     if (buffer.size() >= bytes)
       return true;
+    allocatedWhileCapturing |= capturing;
     buffer = cuda::DeviceBuffer();
     llvm::Expected<cuda::DeviceBuffer> b = cuda::DeviceBuffer::allocate(bytes);
     if (!b) {
@@ -590,7 +680,7 @@ private:
                             : bf16Gemm == Bf16Gemm::Fast ? cuda::GemmMode::FP32FastBF16
                                                          : cuda::GemmMode::FP32FastTF32;
       record(blas->gemm(dev(c), dev(a), dev(b), m, n, k, transA, transB, 1.0f,
-                        beta, mode, dev(bias)));
+                        beta, mode, dev(bias), stream));
       return;
     }
     // Mixed precision: the operands rounded to 16 bits, fp32 accumulation
@@ -608,7 +698,7 @@ private:
     record(blas->gemm(dev(c), gemmA16.get(), gemmB16.get(), m, n, k, transA,
                       transB, 1.0f, beta,
                       bf16 ? cuda::GemmMode::BF16 : cuda::GemmMode::FP16,
-                      dev(bias)));
+                      dev(bias), stream));
   }
   void columnSums(float *dbias, float *dweight, const float *dout,
                   const float *inp, const float *mean, const float *rstd,
@@ -645,6 +735,10 @@ private:
   Bf16Gemm bf16Gemm = Bf16Gemm::Fast;
   CudaBackendOptions options;
   cuda::Context context;
+  cuda::Stream stream = nullptr;
+  /// Capturing (beginCapture); what makes the capture unusable.
+  bool graphsEnabled = true, capturing = false, allocatedWhileCapturing = false,
+       capturedHostCopy = false;
   int numSMs = 1;
   std::unique_ptr<cuda::Blas> blas;
   cuda::Module module;
@@ -659,8 +753,13 @@ private:
                  fnCrossEntropy = nullptr, fnPackHeads = nullptr,
                  fnUnpackHeads = nullptr, fnToHalf = nullptr,
                  fnResidualDropout = nullptr, fnEmbeddingReduce = nullptr;
+
+public:
+  cuda::Function fnAppendRowAt = nullptr, fnLinearSmall = nullptr, fnDecodePrepare = nullptr;
+
+private:
   cuda::DeviceBuffer lossScratch, normScratch, columnScratch, gemmA16, gemmB16,
-      embeddingScratch;
+      embeddingScratch, linearPartials, linearCounters;
   std::string firstError;
   // The caching allocator: free blocks by rounded size.
   std::map<size_t, std::vector<cuda::DevicePtr>> freeBlocks;
@@ -678,6 +777,7 @@ size_t roundAllocation(size_t bytes) {
 void *CudaBackend::allocateRaw(int64_t bytes) {
   if (bytes <= 0 || failed())
     return nullptr;
+  allocatedWhileCapturing |= capturing;
   size_t size = roundAllocation(static_cast<size_t>(bytes));
   cuda::DevicePtr ptr = 0;
   auto it = freeBlocks.find(size);
@@ -715,7 +815,7 @@ void *CudaBackend::allocateRaw(int64_t bytes) {
     }
     ptr = *p;
   }
-  record(cuda::fill32(ptr, 0, size / 4));
+  record(cuda::fill32(ptr, 0, size / 4, stream));
   live += static_cast<int64_t>(size);
   peakLive = std::max(peakLive, live);
   return reinterpret_cast<void *>(ptr);
@@ -724,6 +824,7 @@ void *CudaBackend::allocateRaw(int64_t bytes) {
 void CudaBackend::release(void *ptr, int64_t bytes) {
   if (!ptr)
     return;
+  allocatedWhileCapturing |= capturing;
   size_t size = roundAllocation(static_cast<size_t>(bytes));
   freeBlocks[size].push_back(dev(ptr));
   cachedBytes += size;
@@ -741,8 +842,19 @@ llvm::Error CudaBackend::init() {
     return backendError(llvm::formatv(
         "{0} (sm_{1}) is older than sm_80, which the kernels need",
         context.getDeviceName(), cc));
+  llvm::Expected<cuda::Stream> st = cuda::createStream();
+  if (!st)
+    return st.takeError();
+  stream = *st;
   if (const char *p = std::getenv("SPARSETX_PROFILE"); p && *p && *p != '0')
-    profiler.enable();
+    profiler.enable(stream);
+  if (const char *g = std::getenv("SPARSETX_CUDA_GRAPHS")) {
+    llvm::StringRef on(g);
+    if (on != "0" && on != "1")
+      return backendError("SPARSETX_CUDA_GRAPHS must be 0 or 1, got '" + on +
+                          "'");
+    graphsEnabled = on == "1";
+  }
   if (const char *g = std::getenv("SPARSETX_BF16_GEMM")) {
     llvm::StringRef mode(g);
     if (mode == "fast")
@@ -795,6 +907,9 @@ llvm::Error CudaBackend::init() {
       {&fnAttnDecode, "sp_attention_decode"},
       {&fnAttnBackwardDq, "sp_attention_backward_dq"},
       {&fnAttnBackwardDkDv, "sp_attention_backward_dkdv"},
+      {&fnAppendRowAt, "sp_append_row_at"},
+      {&fnLinearSmall, "sp_linear_small"},
+      {&fnDecodePrepare, "sp_decode_prepare"},
   };
   for (Entry &e : entries) {
     llvm::Expected<cuda::Function> fn = module.getFunction(e.name);
@@ -811,6 +926,54 @@ CudaBackend::create(const CudaBackendOptions &options) {
   if (llvm::Error e = backend->init())
     return std::move(e);
   return std::move(backend);
+}
+
+/// A captured CUDA graph, replayed on the backend's stream.
+class CudaCapturedWork final : public Backend::CapturedWork {
+public:
+  CudaCapturedWork(CudaBackend &backend, cuda::Graph graph)
+      : backend(backend), graph(std::move(graph)) {}
+  void replay() override {
+    if (!backend.failed())
+      backend.record(graph.launch(backend.getStream()));
+  }
+
+private:
+  CudaBackend &backend;
+  cuda::Graph graph;
+};
+
+bool CudaBackend::beginCapture() {
+  if (!graphsEnabled || failed() || capturing)
+    return false;
+  if (llvm::Error e = cuda::beginCapture(stream)) {
+    record(std::move(e));
+    return false;
+  }
+  capturing = true;
+  allocatedWhileCapturing = capturedHostCopy = false;
+  profiler.pause(true);
+  return true;
+}
+
+llvm::Expected<std::unique_ptr<Backend::CapturedWork>> CudaBackend::endCapture() {
+  if (!capturing)
+    return backendError("endCapture without beginCapture");
+  capturing = false;
+  profiler.pause(false);
+  llvm::Expected<cuda::Graph> graph = cuda::endCapture(stream);
+  if (!graph) {
+    record(graph.takeError());
+    return takeError();
+  }
+  if (failed())
+    return takeError();
+  if (allocatedWhileCapturing || capturedHostCopy)
+    return backendError(llvm::formatv(
+        "captured work {0} (a bug: the caller must do that before capturing)",
+        allocatedWhileCapturing ? "allocated or freed device memory"
+                                : "copied between host and device"));
+  return std::make_unique<CudaCapturedWork>(*this, std::move(*graph));
 }
 
 llvm::Expected<std::unique_ptr<AttentionOp>>
@@ -965,17 +1128,37 @@ void CudaExactAttention::backward(int64_t layer, int64_t batch, const float *q,
                        static_cast<const float *>(deltaPtr), dK, dV);
 }
 
-void CudaExactAttention::decode(int64_t layer, int64_t batch, int64_t position,
-                                const float *q, const float *kCache,
-                                const float *vCache, float *o) {
+void CudaExactAttention::beginDecode(int64_t batch, int64_t layers) {
+  kCaches.resize(layers);
+  vCaches.resize(layers);
+  const size_t rows = static_cast<size_t>(batch * dims.seqLen * dims.heads);
+  for (int64_t l = 0; l < layers; ++l)
+    if (!backend.reserve(kCaches[l], rows * dims.qkDim * 4) ||
+        !backend.reserve(vCaches[l], rows * dims.vDim * 4))
+      return;
+}
+
+void CudaExactAttention::decode(int64_t layer, int64_t batch,
+                                const int32_t *position, const float *q,
+                                const float *k, const float *v, float *o) {
   ProfileScope scope(backend.profiler, "attention decode");
+  if (layer >= int64_t(kCaches.size()))
+    return backend.record(backendError("attention decode before beginDecode"));
   SpAttnShape s = shape(batch);
+  const int64_t n = dims.seqLen;
+  float *kc = reinterpret_cast<float *>(kCaches[layer].get()),
+        *vc = reinterpret_cast<float *>(vCaches[layer].get());
+  backend.elementwise(backend.fnAppendRowAt, batch * dims.heads * dims.qkDim,
+                      kc, k, position, batch, n, dims.heads * dims.qkDim);
+  backend.elementwise(backend.fnAppendRowAt, batch * dims.heads * dims.vDim, vc,
+                      v, position, batch, n, dims.heads * dims.vDim);
   int64_t rows = batch * dims.heads;
   uint64_t masks = masksOf(layer);
   backend.launchKernel(backend.fnAttnDecode,
                        {static_cast<unsigned>((rows + 3) / 4)}, {128},
                        static_cast<unsigned>(4 * dims.qkDim * 4), s, masks,
-                       position, q, kCache, vCache, o);
+                       position, q, static_cast<const float *>(kc),
+                       static_cast<const float *>(vc), o);
 }
 
 //===----------------------------------------------------------------------===//
@@ -1014,7 +1197,8 @@ void CudaTensorAttention::forward(int64_t layer, int64_t batch, const float *q,
     return;
   backend.record(plan.forward(layer, batch * H, halves[0].get(),
                               halves[1].get(), halves[2].get(),
-                              halves[3].get(), dev(lse), scale()));
+                              halves[3].get(), dev(lse), scale(),
+                              backend.getStream()));
   backend.unpack(o, reinterpret_cast<const void *>(halves[3].get()), batch, H,
                  n, dims.vDim, D);
 }
@@ -1040,54 +1224,49 @@ void CudaTensorAttention::backward(int64_t layer, int64_t batch, const float *q,
                                halves[1].get(), halves[2].get(),
                                halves[3].get(), dev(lse), halves[4].get(),
                                halves[5].get(), halves[6].get(),
-                               halves[7].get(), scale()));
+                               halves[7].get(), scale(),
+                               backend.getStream()));
   backend.unpack(dQ, half(5), batch, H, n, dims.qkDim, D);
   backend.unpack(dK, half(6), batch, H, n, dims.qkDim, D);
   backend.unpack(dV, half(7), batch, H, n, dims.vDim, D);
 }
 
-void CudaTensorAttention::decode(int64_t layer, int64_t batch,
-                                 int64_t position, const float *q,
-                                 const float *kCache, const float *vCache,
-                                 float *o) {
-  ProfileScope scope(backend.profiler, "attention decode");
+void CudaTensorAttention::beginDecode(int64_t batch, int64_t layers) {
+  kCache16.resize(layers);
+  vCache16.resize(layers);
   const int64_t H = dims.heads, n = dims.seqLen;
-  size_t layers = static_cast<size_t>(layer) + 1;
-  if (batch != decodeBatch) {
-    kCache16.clear();
-    vCache16.clear();
-    cachedRows.clear();
-    decodeBatch = batch;
-  }
-  if (kCache16.size() < layers) {
-    kCache16.resize(layers);
-    vCache16.resize(layers);
-    cachedRows.resize(layers, 0);
-  }
   size_t cacheBytes = static_cast<size_t>(batch * H * n * D) * 2;
-  if (!backend.reserve(kCache16[layer], cacheBytes) ||
-      !backend.reserve(vCache16[layer], cacheBytes) ||
-      !backend.reserve(decodeRows, static_cast<size_t>(2 * batch * H * D) * 2) ||
+  for (int64_t l = 0; l < layers; ++l)
+    if (!backend.reserve(kCache16[l], cacheBytes) ||
+        !backend.reserve(vCache16[l], cacheBytes))
+      return;
+  if (!backend.reserve(decodeRows, static_cast<size_t>(2 * batch * H * D) * 2) ||
       !backend.reserve(decodeLse, static_cast<size_t>(batch * H) * 4))
     return;
-  // Append the rows this layer's copy lacks (all of them again when a new
-  // sequence starts at a lower position).
-  int64_t from = position >= cachedRows[layer] ? cachedRows[layer] : 0;
-  int64_t count = position + 1 - from;
-  backend.pack(reinterpret_cast<void *>(kCache16[layer].get()), kCache, batch,
-               H, n, from, count, dims.qkDim, D);
-  backend.pack(reinterpret_cast<void *>(vCache16[layer].get()), vCache, batch,
-               H, n, from, count, dims.vDim, D);
-  cachedRows[layer] = position + 1;
+}
+
+void CudaTensorAttention::decode(int64_t layer, int64_t batch,
+                                 const int32_t *position, const float *q,
+                                 const float *k, const float *v, float *o) {
+  ProfileScope scope(backend.profiler, "attention decode");
+  if (layer >= int64_t(kCache16.size()))
+    return backend.record(backendError("attention decode before beginDecode"));
+  const int64_t H = dims.heads, n = dims.seqLen;
+  int32_t bf16 = backend.precision() == Precision::BF16 ? 1 : 0;
+  void *kc = reinterpret_cast<void *>(kCache16[layer].get()),
+       *vc = reinterpret_cast<void *>(vCache16[layer].get());
   cuda::DevicePtr q16 = decodeRows.get(),
                   o16 = decodeRows.get() + static_cast<size_t>(batch * H * D) * 2;
-  backend.pack(reinterpret_cast<void *>(q16), q, batch, H, 1, 0, 1, dims.qkDim,
-               D);
+  // The new k and v rows into the caches and q to 16 bits: one launch.
+  backend.elementwise(backend.fnDecodePrepare, 3 * batch * H * D, kc, vc,
+                      reinterpret_cast<void *>(q16), k, v, q, position, batch,
+                      H, n, dims.qkDim, dims.vDim, D, bf16);
   if (backend.failed())
     return;
-  backend.record(plan.decode(layer, batch * H, position, q16,
-                             kCache16[layer].get(), vCache16[layer].get(), n,
-                             o16, decodeLse.get(), scale()));
+  backend.record(plan.decodeAt(layer, batch * H, dev(position), q16,
+                               kCache16[layer].get(), vCache16[layer].get(), n,
+                               o16, decodeLse.get(), scale(),
+                               backend.getStream()));
   backend.unpack(o, reinterpret_cast<const void *>(o16), batch, H, 1, dims.vDim,
                  D);
 }

@@ -456,20 +456,14 @@ llvm::Expected<double> Transformer::run(llvm::ArrayRef<int32_t> inputs,
 //===----------------------------------------------------------------------===//
 
 llvm::Error Transformer::beginDecode(int64_t batch) {
-  const int64_t n = config.seqLen, d = config.dModel, dqk = config.qkDim(),
-                ff = config.ffDim();
+  const int64_t d = config.dModel, dqk = config.qkDim(), ff = config.ffDim();
   if (batch <= 0)
     return modelError("sample batch must be positive");
   if (batch > maxBatch)
     return modelError(llvm::formatv(
         "sample batch {0} exceeds the model's batch {1}", batch, maxBatch));
   if (batch != decodeBatch) {
-    kCache.clear();
-    vCache.clear();
-    for (int64_t l = 0; l < config.numLayers; ++l) {
-      kCache.push_back(backend.allocateFloats(batch * n * dqk));
-      vCache.push_back(backend.allocateFloats(batch * n * d));
-    }
+    decodeGraph.reset();
     decodeActs = std::make_unique<Acts>();
     Acts &a = *decodeActs;
     a.ln1 = backend.allocateFloats(batch * d);
@@ -479,23 +473,68 @@ llvm::Error Transformer::beginDecode(int64_t batch) {
     a.k = backend.allocateFloats(batch * dqk);
     a.v = backend.allocateFloats(batch * d);
     a.o = backend.allocateFloats(batch * d);
-    a.h = backend.allocateFloats(batch * d);
     a.ln2 = backend.allocateFloats(batch * d);
     a.f1 = backend.allocateFloats(batch * ff);
     a.g = backend.allocateFloats(batch * ff);
     decodeX = backend.allocateFloats(batch * d);
-    decodeIds = backend.allocate(batch * 4);
+    // The tokens, then each sequence's position (the same).
+    decodeIds = backend.allocate(2 * batch * 4);
+    attention->beginDecode(batch, config.numLayers);
     decodeBatch = batch;
   }
   embedPositions();
   decodeNext = 0;
-  return llvm::Error::success();
+  return backend.takeError();
+}
+
+void Transformer::decodeStep() {
+  const int64_t n = config.seqLen, d = config.dModel, dqk = config.qkDim(),
+                ff = config.ffDim(), S = decodeBatch;
+  Acts &a = *decodeActs;
+  float *P = params(), *x = decodeX.f32();
+  const int32_t *tokens = decodeIds.i32(), *positions = tokens + S;
+  // Everything below reads the position from memory (positions), so that a
+  // backend can capture the step once and replay it for every position.
+  backend.embeddingForward(x, tokens, P + offTok, S, d, kInputVocab, false);
+  backend.embeddingForward(x, positions, posSum.f32(), S, d, n, true);
+  // The linear layers through fusedLinear: the layer norms in the
+  // projections, GELU in the first FF matrix and the residual additions
+  // (x += ..., no dropout when sampling) in the output matrices.
+  using Out = Backend::LinearOut;
+  auto norm = [&](const float *weight, const float *bias, float *out) {
+    Backend::LinearFusion f;
+    f.lnWeight = weight;
+    f.lnBias = bias;
+    f.lnOut = out;
+    f.lnMean = a.mean1.f32();
+    f.lnRstd = a.rstd1.f32();
+    return f;
+  };
+  for (int64_t l = 0; l < config.numLayers; ++l) {
+    Layer w = layerParams(P, l);
+    backend.fusedLinear({Out{a.q.f32(), w.t[Wq], w.t[Bq], dqk},
+                         Out{a.k.f32(), w.t[Wk], w.t[Bk], dqk},
+                         Out{a.v.f32(), w.t[Wv], w.t[Bv], d}},
+                        x, S, d, false, norm(w.t[Ln1W], w.t[Ln1B], a.ln1.f32()));
+    attention->decode(l, S, positions, a.q.f32(), a.k.f32(), a.v.f32(),
+                      a.o.f32());
+    backend.fusedLinear({Out{x, w.t[Wo], w.t[Bo], d}}, a.o.f32(), S, d, true,
+                        {});
+    Backend::LinearFusion ff1 = norm(w.t[Ln2W], w.t[Ln2B], a.ln2.f32());
+    ff1.gelu = true;
+    ff1.preGelu = a.f1.f32();
+    backend.fusedLinear({Out{a.g.f32(), w.t[W1], w.t[B1], ff}}, x, S, d, false,
+                        ff1);
+    backend.fusedLinear({Out{x, w.t[W2], w.t[B2], d}}, a.g.f32(), S, ff, true,
+                        {});
+  }
+  backend.fusedLinear({Out{logits.f32(), P + offWout, P + offBout, kVocab}}, x,
+                      S, d, false, norm(P + offLnfW, P + offLnfB, a.ln1.f32()));
 }
 
 llvm::Error Transformer::decode(llvm::ArrayRef<int32_t> tokens, int64_t position,
                                 std::vector<float> &out) {
-  const int64_t n = config.seqLen, d = config.dModel, dqk = config.qkDim(),
-                ff = config.ffDim(), S = decodeBatch;
+  const int64_t n = config.seqLen, S = decodeBatch;
   if (!decodeActs)
     return modelError("decode() before beginDecode()");
   if (position != decodeNext || position >= n)
@@ -511,50 +550,26 @@ llvm::Error Transformer::decode(llvm::ArrayRef<int32_t> tokens, int64_t position
           "input token {0} of sample {1} is outside 0..{2}", tokens[s], s,
           kInputVocab - 1));
   ++decodeNext;
-  Acts &a = *decodeActs;
-  float *P = params(), *x = decodeX.f32();
-  backend.upload(decodeIds.data(), tokens.data(), S * 4);
-  backend.embeddingForward(x, decodeIds.i32(), P + offTok, S, d, kInputVocab,
-                           false);
-  for (int64_t s = 0; s < S; ++s)
-    backend.accumulate(x + s * d, posSum.f32() + position * d, d);
-
-  for (int64_t l = 0; l < config.numLayers; ++l) {
-    Layer w = layerParams(P, l);
-    backend.layerNormForward(a.ln1.f32(), a.mean1.f32(), a.rstd1.f32(), x,
-                             w.t[Ln1W], w.t[Ln1B], S, d);
-    backend.matmul(a.q.f32(), a.ln1.f32(), w.t[Wq], S, dqk, d, false, false,
-                   w.t[Bq]);
-    backend.matmul(a.k.f32(), a.ln1.f32(), w.t[Wk], S, dqk, d, false, false,
-                   w.t[Bk]);
-    backend.matmul(a.v.f32(), a.ln1.f32(), w.t[Wv], S, d, d, false, false,
-                   w.t[Bv]);
-    for (int64_t s = 0; s < S; ++s) {
-      backend.copy(kCache[l].f32() + (s * n + position) * dqk,
-                   a.k.f32() + s * dqk, dqk * 4);
-      backend.copy(vCache[l].f32() + (s * n + position) * d,
-                   a.v.f32() + s * d, d * 4);
-    }
-    attention->decode(l, S, position, a.q.f32(), kCache[l].f32(),
-                      vCache[l].f32(), a.o.f32());
-    backend.matmul(a.h.f32(), a.o.f32(), w.t[Wo], S, d, d, false, false,
-                   w.t[Bo]);
-    backend.accumulate(x, a.h.f32(), S * d);
-    backend.layerNormForward(a.ln2.f32(), a.mean1.f32(), a.rstd1.f32(), x,
-                             w.t[Ln2W], w.t[Ln2B], S, d);
-    backend.matmul(a.f1.f32(), a.ln2.f32(), w.t[W1], S, ff, d, false, false,
-                   w.t[B1]);
-    backend.geluForward(a.g.f32(), a.f1.f32(), S * ff);
-    backend.matmul(a.h.f32(), a.g.f32(), w.t[W2], S, d, ff, false, false,
-                   w.t[B2]);
-    backend.accumulate(x, a.h.f32(), S * d);
+  std::vector<int32_t> ids(tokens.begin(), tokens.end());
+  ids.resize(2 * S, static_cast<int32_t>(position));
+  backend.upload(decodeIds.data(), ids.data(), 2 * S * 4);
+  // The first step runs op by op (it sizes every buffer and table); the
+  // second is captured where the backend can, and replayed from then on.
+  if (!decodeGraph && position > 0 && backend.beginCapture()) {
+    decodeStep();
+    llvm::Expected<std::unique_ptr<Backend::CapturedWork>> graph =
+        backend.endCapture();
+    if (!graph)
+      return modelError("capturing the decoding step failed "
+                        "(SPARSETX_CUDA_GRAPHS=0 runs it op by op): " +
+                        llvm::toString(graph.takeError()));
+    decodeGraph = std::move(*graph);
   }
-  backend.layerNormForward(a.ln1.f32(), a.mean1.f32(), a.rstd1.f32(), x,
-                           P + offLnfW, P + offLnfB, S, d);
-  float *lg = logits.f32();
-  backend.matmul(lg, a.ln1.f32(), P + offWout, S, kVocab, d, false, false,
-                 P + offBout);
+  if (decodeGraph)
+    decodeGraph->replay();
+  else
+    decodeStep();
   out.resize(S * kVocab);
-  backend.download(out.data(), lg, S * kVocab * 4);
+  backend.download(out.data(), logits.f32(), S * kVocab * 4);
   return backend.takeError();
 }

@@ -167,6 +167,69 @@ TEST_F(OpsTest, Matmuls) {
     }
 }
 
+// Decoding's fused linear layers (sp_linear_small up to 8 rows, the ops'
+// composition beyond) against the CPU's composition: layer norm in, three
+// outputs sharing it, GELU out, residual accumulation; k not a multiple of
+// the kernel's 8 warps, outputs not multiples of its 32 columns.
+TEST_F(OpsTest, FusedLinear) {
+  using Out = Backend::LinearOut;
+  for (auto [m, k] : {std::pair<int64_t, int64_t>{1, 77}, {3, 77}, {8, 200},
+                      {9, 77}, {8, 1100}}) {
+    SCOPED_TRACE("m = " + std::to_string(m) + ", k = " + std::to_string(k));
+    const int64_t n[3] = {45, 32, 100};
+    Pair a = random(m * k, 31), lnW = random(k, 32), lnB = random(k, 33);
+    Pair lnOut = poisoned(m * k), mean = poisoned(m), rstd = poisoned(m),
+         pre = poisoned(m * 100);
+    std::vector<Pair> b, bias, c;
+    for (int i = 0; i < 3; ++i) {
+      b.push_back(random(k * n[i], 40 + i, 0.1f));
+      bias.push_back(random(n[i], 50 + i));
+      c.push_back(random(m * n[i], 60 + i));
+    }
+    auto fusion = [&](bool onGpu, bool withNorm, bool gelu) {
+      Backend::LinearFusion f;
+      if (withNorm) {
+        f.lnWeight = onGpu ? lnW.g() : lnW.c();
+        f.lnBias = onGpu ? lnB.g() : lnB.c();
+      }
+      f.lnOut = onGpu ? lnOut.g() : lnOut.c();
+      f.lnMean = onGpu ? mean.g() : mean.c();
+      f.lnRstd = onGpu ? rstd.g() : rstd.c();
+      f.gelu = gelu;
+      f.preGelu = onGpu ? pre.g() : pre.c();
+      return f;
+    };
+    auto outs = [&](bool onGpu, int count) {
+      std::vector<Out> o;
+      for (int i = 0; i < count; ++i)
+        o.push_back({onGpu ? c[i].g() : c[i].c(), onGpu ? b[i].g() : b[i].c(),
+                     onGpu ? bias[i].g() : bias[i].c(), n[i]});
+      return o;
+    };
+    // Normalized input, three outputs, overwritten.
+    for (int i = 0; i < 3; ++i)
+      c[i] = poisoned(m * n[i]);
+    cpuBackend->fusedLinear(outs(false, 3), a.c(), m, k, false,
+                            fusion(false, true, false));
+    gpuBackend->fusedLinear(outs(true, 3), a.g(), m, k, false,
+                            fusion(true, true, false));
+    for (int i = 0; i < 3; ++i)
+      expectClose(c[i], 1e-5, "layer norm + linear");
+    // Plain input, accumulated (the residual addition).
+    cpuBackend->fusedLinear(outs(false, 1), a.c(), m, k, true,
+                            fusion(false, false, false));
+    gpuBackend->fusedLinear(outs(true, 1), a.g(), m, k, true,
+                            fusion(true, false, false));
+    expectClose(c[0], 1e-5, "linear, accumulated");
+    // Layer norm, GELU.
+    c[2] = poisoned(m * n[2]);
+    std::vector<Out> o2c = {outs(false, 3)[2]}, o2g = {outs(true, 3)[2]};
+    cpuBackend->fusedLinear(o2c, a.c(), m, k, false, fusion(false, true, true));
+    gpuBackend->fusedLinear(o2g, a.g(), m, k, false, fusion(true, true, true));
+    expectClose(c[2], 1e-5, "layer norm + linear + GELU");
+  }
+}
+
 TEST_F(OpsTest, Elementwise) {
   const int64_t rows = 77, c = 300, n = rows * c;
   Pair x = random(n, 11), w = random(c, 12), bias = random(c, 13);
@@ -349,25 +412,46 @@ TEST_P(AttentionTest, MatchesCpu) {
     expectClose(dQ, ac.tol * 2, "attention dQ");
     expectClose(dK, ac.tol * 2, "attention dK");
     expectClose(dV, ac.tol * 2, "attention dV");
-    // Decode row by row against the forward's rows (caches = k, v).
+    // Decode row by row against the forward's rows: each step appends k and
+    // v's row t to the op's caches and reads the position from device
+    // memory.
     const int64_t rowQK = ac.heads * ac.qkDim, rowV = ac.heads * ac.vDim;
-    std::vector<float> qHost(rowsQK), oHost(rowsV);
+    std::vector<float> qHost(rowsQK), kHost(rowsQK), vHost(rowsV), oHost(rowsV);
     cpuBackend->download(qHost.data(), q.c(), rowsQK * 4);
+    cpuBackend->download(kHost.data(), k.c(), rowsQK * 4);
+    cpuBackend->download(vHost.data(), v.c(), rowsV * 4);
     cpuBackend->download(oHost.data(), o.c(), rowsV * 4);
     Buffer qRow = gpuBackend->allocateFloats(B * rowQK),
-           oRow = gpuBackend->allocateFloats(B * rowV);
+           kRow = gpuBackend->allocateFloats(B * rowQK),
+           vRow = gpuBackend->allocateFloats(B * rowV),
+           oRow = gpuBackend->allocateFloats(B * rowV),
+           position = gpuBackend->allocate(4);
+    (*opG)->beginDecode(B, 2);
     double diff = 0, mag = 1e-30;
     for (int64_t t = 0; t < ac.n; ++t) {
-      for (int64_t b = 0; b < B; ++b)
-        gpuBackend->upload(qRow.f32() + b * rowQK,
-                           qHost.data() + (b * ac.n + t) * rowQK, rowQK * 4);
-      (*opG)->decode(layer, B, t, qRow.f32(), k.g(), v.g(), oRow.f32());
+      for (int64_t b = 0; b < B; ++b) {
+        int64_t at = (b * ac.n + t);
+        gpuBackend->upload(qRow.f32() + b * rowQK, qHost.data() + at * rowQK,
+                           rowQK * 4);
+        gpuBackend->upload(kRow.f32() + b * rowQK, kHost.data() + at * rowQK,
+                           rowQK * 4);
+        gpuBackend->upload(vRow.f32() + b * rowV, vHost.data() + at * rowV,
+                           rowV * 4);
+      }
+      int32_t pos = int32_t(t);
+      gpuBackend->upload(position.data(), &pos, 4);
+      std::vector<float> poison(B * rowV, std::nanf(""));
+      gpuBackend->upload(oRow.f32(), poison.data(), B * rowV * 4);
+      (*opG)->decode(layer, B, position.i32(), qRow.f32(), kRow.f32(),
+                     vRow.f32(), oRow.f32());
       std::vector<float> got(B * rowV);
       gpuBackend->download(got.data(), oRow.f32(), B * rowV * 4);
       for (int64_t b = 0; b < B; ++b)
         for (int64_t e = 0; e < rowV; ++e) {
           float want = oHost[(b * ac.n + t) * rowV + e];
-          diff = std::max(diff, double(std::fabs(got[b * rowV + e] - want)));
+          float g = got[b * rowV + e];
+          diff = std::max(diff, std::isfinite(g) ? double(std::fabs(g - want))
+                                                 : HUGE_VAL);
           mag = std::max(mag, double(std::fabs(want)));
         }
     }
@@ -565,9 +649,11 @@ TEST(CudaModel, DecodeMatchesForwardAndSamplingIsReproducible) {
       ASSERT_TRUE(bool(r->model->run(inputs, targets, B, false, 0, &tokenLosses)));
       ASSERT_FALSE(bool(r->model->beginDecode(B)));
       std::vector<float> logits;
+      std::vector<std::vector<float>> first;
       double tol = precision == Precision::FP32 ? 1e-4 : 2e-2;
       for (int64_t t = 0; t < n; ++t) {
         ASSERT_FALSE(bool(r->model->decode({inputs[t], inputs[n + t]}, t, logits)));
+        first.push_back(logits);
         for (int64_t b = 0; b < B; ++b) {
           const float *z = logits.data() + b * kVocab;
           double mx = *std::max_element(z, z + kVocab), sum = 0;
@@ -576,6 +662,15 @@ TEST(CudaModel, DecodeMatchesForwardAndSamplingIsReproducible) {
           double nll = std::log(sum) + mx - z[targets[b * n + t]];
           EXPECT_NEAR(nll, tokenLosses[b * n + t], tol * nll) << t;
         }
+      }
+      // Again: position 0 ran op by op above, the rest from the captured
+      // step (CUDA graph); now every position replays it. Bit for bit.
+      ASSERT_FALSE(bool(r->model->beginDecode(B)));
+      for (int64_t t = 0; t < n; ++t) {
+        ASSERT_FALSE(bool(r->model->decode({inputs[t], inputs[n + t]}, t, logits)));
+        ASSERT_EQ(0, std::memcmp(logits.data(), first[t].data(),
+                                 logits.size() * 4))
+            << "second sequence, position " << t;
       }
       SampleOptions o;
       o.count = 3;

@@ -18,6 +18,7 @@
 
 #include "sparsetx/Model/Pattern.h"
 
+#include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
 
@@ -77,13 +78,18 @@ public:
                         const float *k, const float *v, const float *o,
                         const float *lse, const float *dO, float *dQ,
                         float *dK, float *dV) = 0;
-  /// One new row at `position` per batch entry: q and o are [batch, heads,
-  /// dim], the caches [batch, n, heads, dim] hold rows 0..position. Calls
-  /// come in order of position per layer (0, 1, ...; back to 0 for a new
-  /// sequence), and rows below `position` do not change between them, so a
-  /// backend may keep its own copy of the cache and append one row a call.
-  virtual void decode(int64_t layer, int64_t batch, int64_t position,
-                      const float *q, const float *kCache, const float *vCache,
+  /// Sampling. beginDecode sizes the op's own KV caches (residual blocks
+  /// 0..layers-1, `batch` sequences of seqLen rows); decode allocates
+  /// nothing.
+  /// decode appends one new row per batch entry (k, v: [batch, heads, dim])
+  /// to block `layer`'s cache at the position held in `position` (one int32
+  /// in this backend's memory, so that captured work serves every position)
+  /// and attends q ([batch, heads, qkDim]) to the cache's rows 0..position:
+  /// o = [batch, heads, vDim]. Positions run 0, 1, ... per layer (0 starts a
+  /// new sequence) and must be below seqLen (checked by the caller).
+  virtual void beginDecode(int64_t batch, int64_t layers) = 0;
+  virtual void decode(int64_t layer, int64_t batch, const int32_t *position,
+                      const float *q, const float *k, const float *v,
                       float *o) = 0;
 };
 
@@ -125,6 +131,22 @@ public:
   /// Waits for queued work (a no-op on the CPU).
   virtual void synchronize() {}
 
+  /// Captured work (CUDA graphs): the ops called between beginCapture() and
+  /// endCapture() are recorded, not run, and replay() runs them again with
+  /// the same arguments (so pointers: the memory's current contents). For
+  /// work repeated with only memory contents changing (one sampling step;
+  /// the decode position lives in memory). beginCapture() returns false
+  /// where the backend cannot capture (the CPU; SPARSETX_CUDA_GRAPHS=0), and
+  /// the caller runs the ops itself. Nothing may be allocated, freed,
+  /// uploaded or downloaded while capturing: endCapture() then fails.
+  class CapturedWork {
+  public:
+    virtual ~CapturedWork();
+    virtual void replay() = 0;
+  };
+  virtual bool beginCapture() { return false; }
+  virtual llvm::Expected<std::unique_ptr<CapturedWork>> endCapture();
+
   // Dense ops; shapes as in model/cpu Ops.h.
   /// c[m, n] (+)= a[m, k] b (b is [k, n], or [n, k] when transB), plus
   /// bias[n] on every row when bias is not null (fused where the backend
@@ -132,6 +154,27 @@ public:
   virtual void matmul(float *c, const float *a, const float *b, int64_t m,
                       int64_t n, int64_t k, bool transB, bool accumulate,
                       const float *bias) = 0;
+  /// Decoding's linear layers, fused where the backend can (a sampling step
+  /// has a few rows and is bound by launches): for each output,
+  /// c (+)= act(norm(a) b + bias) with a [m, k], b [k, n] (n per output),
+  /// norm a layer norm with fusion.lnWeight/lnBias (none when null) and act
+  /// GELU when fusion.gelu (then not accumulate). The fusion's scratch
+  /// buffers (lnOut [m, k], lnMean, lnRstd [m], preGelu [m, n]) serve the
+  /// unfused composition; their contents afterwards are unspecified.
+  struct LinearOut {
+    float *c = nullptr;
+    const float *b = nullptr, *bias = nullptr;
+    int64_t n = 0;
+  };
+  struct LinearFusion {
+    const float *lnWeight = nullptr, *lnBias = nullptr;
+    float *lnOut = nullptr, *lnMean = nullptr, *lnRstd = nullptr;
+    bool gelu = false;
+    float *preGelu = nullptr;
+  };
+  virtual void fusedLinear(llvm::ArrayRef<LinearOut> outs, const float *a,
+                           int64_t m, int64_t k, bool accumulate,
+                           const LinearFusion &fusion);
   /// da (+)= dc b^T, db += a^T dc (or their transB forms); da may be null.
   virtual void matmulBackward(float *da, bool accumulateDa, float *db,
                               const float *dc, const float *a, const float *b,

@@ -129,11 +129,14 @@ private:
   Buffer posSum, dPos, lnf, meanf, rstdf, logits, dlogits, losses;
   Buffer tmp, dx, dtmp, dln, dO, dq, dk, dv, dG, dF1;
 
-  // Decoding.
+  // Decoding (the KV caches live in the attention op).
+  /// One step over decodeIds (tokens, then positions), logits into logits.
+  void decodeStep();
   int64_t decodeBatch = 0, decodeNext = 0;
-  std::vector<Buffer> kCache, vCache;
   std::unique_ptr<Acts> decodeActs;
   Buffer decodeX, decodeIds;
+  /// The step captured by the backend (CUDA graph), replayed per token.
+  std::unique_ptr<Backend::CapturedWork> decodeGraph;
 };
 
 } // namespace sparsetx::model

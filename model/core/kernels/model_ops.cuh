@@ -191,6 +191,165 @@ extern "C" __global__ void sp_sum_squares(double *partial, const float *x,
   }
 }
 
+// --- Decoding's linear layers (a few rows) ----------------------------------
+
+#define SP_LINEAR_MAX_ROWS 8
+#define SP_LINEAR_MAX_OUTS 3
+#define SP_LINEAR_WARPS 8
+#define SP_LINEAR_ROWS_PER_WARP 8
+/// With the layer norm, m * k <= SP_LINEAR_MAX_NORM (the rows in shared memory).
+#define SP_LINEAR_MAX_NORM 4096
+
+struct SpLinearOut {
+  float *c;
+  const float *b, *bias;
+  i64 n;
+  /// The first column tile (32 columns) of this output in the grid.
+  i64 firstTile;
+};
+struct SpLinear {
+  SpLinearOut out[SP_LINEAR_MAX_OUTS];
+  int outs;
+  const float *a, *lnWeight, *lnBias;
+  float eps;
+  i64 m, k;
+  int accumulate, gelu;
+  /// Split-K: gridDim.y slices of rowsPerSplit rows of b (a multiple of 8,
+  /// at most 8 * SP_LINEAR_ROWS_PER_WARP);
+  /// partials [gridDim.y][m][tiles * 32] and one zeroed counter per tile
+  /// (left zeroed again).
+  i64 rowsPerSplit;
+  float *partials;
+  unsigned *counters;
+};
+
+/// c (+)= act(norm(a) b + bias) for m <= 8 rows, a few outputs sharing a:
+/// CTA (x, y) takes 32 columns (one output's column tile x) and slice y of
+/// the k rows; its 8 warps take every eighth row of the slice (lane =
+/// column). The warps' sums are added in a fixed order, then the slices'
+/// by the CTA that finishes a tile last (a ticket per tile), also in a fixed
+/// order: results repeat bit for bit. With the layer norm every CTA loads
+/// the rows (m * k <= SP_LINEAR_MAX_NORM) and normalizes its slice itself:
+/// no separate launch.
+extern "C" __global__ void __launch_bounds__(256)
+sp_linear_small(SpLinear p) {
+  __shared__ float rowsIn[SP_LINEAR_MAX_NORM];
+  __shared__ float part[SP_LINEAR_WARPS][SP_LINEAR_MAX_ROWS][33];
+  __shared__ float stats[SP_LINEAR_MAX_ROWS][2];
+  __shared__ int isLast;
+  const int lane = threadIdx.x, warp = threadIdx.y;
+  const i64 tile = blockIdx.x;
+  int o = 0;
+  while (o + 1 < p.outs && tile >= p.out[o + 1].firstTile)
+    ++o;
+  const SpLinearOut out = p.out[o];
+  const i64 m = p.m, k = p.k, n = out.n;
+  const i64 kBegin = (i64)blockIdx.y * p.rowsPerSplit;
+  const i64 kEnd = min(k, kBegin + p.rowsPerSplit);
+  const i64 col = (tile - out.firstTile) * 32 + lane;
+  // The slice's weights first (at most 8 rows per warp: rowsPerSplit <= 64),
+  // all loads in flight at once, while the statistics are computed.
+  float wv[SP_LINEAR_ROWS_PER_WARP];
+#pragma unroll
+  for (int u = 0; u < SP_LINEAR_ROWS_PER_WARP; ++u) {
+    const i64 j = kBegin + warp + u * SP_LINEAR_WARPS;
+    wv[u] = col < n && j < kEnd ? __ldg(out.b + j * n + col) : 0.0f;
+  }
+  const float *x = p.a;
+  if (p.lnWeight) {
+    // The rows into shared memory (all loads at once), then warp r < m: the
+    // statistics of row r, as sp_layernorm_forward.
+#pragma unroll 4
+    for (i64 e = warp * 32 + lane; e < m * k; e += 32 * SP_LINEAR_WARPS)
+      rowsIn[e] = p.a[e];
+    __syncthreads();
+    x = rowsIn;
+    if (warp < m) {
+      const float *row = rowsIn + warp * k;
+      float sum = 0.0f;
+      for (i64 j = lane; j < k; j += 32)
+        sum += row[j];
+      float mu = spWarpSum(sum) / (float)k;
+      float var = 0.0f;
+      for (i64 j = lane; j < k; j += 32) {
+        float d = row[j] - mu;
+        var += d * d;
+      }
+      var = spWarpSum(var) / (float)k;
+      if (lane == 0) {
+        stats[warp][0] = mu;
+        stats[warp][1] = rsqrtf(var + p.eps);
+      }
+    }
+    __syncthreads();
+  }
+  float acc[SP_LINEAR_MAX_ROWS];
+#pragma unroll
+  for (int r = 0; r < SP_LINEAR_MAX_ROWS; ++r)
+    acc[r] = 0.0f;
+#pragma unroll
+  for (int u = 0; u < SP_LINEAR_ROWS_PER_WARP; ++u) {
+    const i64 j = kBegin + warp + u * SP_LINEAR_WARPS;
+    if (j < kEnd) {
+      float g = 1.0f, h = 0.0f;
+      if (p.lnWeight) {
+        g = p.lnWeight[j];
+        h = p.lnBias[j];
+      }
+#pragma unroll
+      for (int r = 0; r < SP_LINEAR_MAX_ROWS; ++r)
+        if (r < m) {
+          float xv = x[r * k + j];
+          if (p.lnWeight)
+            xv = (xv - stats[r][0]) * stats[r][1] * g + h;
+          acc[r] = fmaf(xv, wv[u], acc[r]);
+        }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < SP_LINEAR_MAX_ROWS; ++r)
+    part[warp][r][lane] = acc[r];
+  __syncthreads();
+  // Warp r < m sums row r over the warps.
+  float v = 0.0f;
+  if (warp < m) {
+#pragma unroll
+    for (int w = 0; w < SP_LINEAR_WARPS; ++w)
+      v += part[w][warp][lane];
+  }
+  if (gridDim.y > 1) {
+    const i64 width = (i64)gridDim.x * 32, gcol = tile * 32 + lane;
+    if (warp < m)
+      p.partials[((i64)blockIdx.y * m + warp) * width + gcol] = v;
+    __threadfence();
+    __syncthreads();
+    if (warp == 0 && lane == 0) {
+      unsigned ticket = atomicAdd(&p.counters[tile], 1u);
+      isLast = ticket == gridDim.y - 1;
+    }
+    __syncthreads();
+    if (!isLast)
+      return;
+    __threadfence();
+    if (warp < m) {
+      v = 0.0f;
+#pragma unroll 8
+      for (unsigned y = 0; y < gridDim.y; ++y)
+        v += __ldcg(p.partials + ((i64)y * m + warp) * width + gcol);
+    }
+    if (warp == 0 && lane == 0)
+      p.counters[tile] = 0;
+  }
+  if (warp >= m || col >= n)
+    return;
+  if (out.bias)
+    v += out.bias[col];
+  if (p.gelu)
+    v = v * spSigmoid(1.702f * v);
+  float *c = out.c + (i64)warp * n + col;
+  *c = p.accumulate ? *c + v : v;
+}
+
 // --- Layer norm (one warp per row) ------------------------------------------
 
 extern "C" __global__ void sp_layernorm_forward(float *out, float *mean,
@@ -480,16 +639,19 @@ extern "C" __global__ void sp_attention_forward(SpAttnShape s,
     lse[bh * s.n + i] = out;
 }
 
-/// Row `position` against caches [batch, n, heads, dim] (rows 0..position
-/// written): q and o are [batch, heads, dim]. One warp per (batch, head).
+/// Row *position against caches [batch, n, heads, dim] (rows 0..position
+/// written): q and o are [batch, heads, dim]. One warp per (batch, head). A
+/// position outside [0, n) leaves o untouched (the host checks it).
 extern "C" __global__ void sp_attention_decode(SpAttnShape s,
                                                const SpMask *masks,
-                                               i64 position, const float *q,
+                                               const int *positionAt,
+                                               const float *q,
                                                const float *kCache,
                                                const float *vCache, float *o) {
   extern __shared__ float smem[];
   i64 bh = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-  if (bh >= s.batch * s.heads)
+  const i64 position = *positionAt;
+  if (bh >= s.batch * s.heads || position < 0 || position >= s.n)
     return;
   i64 h = bh % s.heads, b = bh / s.heads;
   const SpMask mask = masks[s.maskPerHead ? h : 0];
@@ -699,6 +861,48 @@ extern "C" __global__ void sp_pack_heads(unsigned short *dst, const float *src,
     i64 h = bh % heads, b = bh / heads;
     float x = t < dim ? src[((b * n + i) * heads + h) * dim + t] : 0.0f;
     dst[(bh * n + i) * D + t] = spToHalf(x, bf16);
+  }
+}
+
+/// Decoding, tensor-core attention: row *position of the 16-bit caches kc,
+/// vc [(b*heads + h), n, D] from k [b, heads, qkDim], v [b, heads, vDim],
+/// and q [b, heads, qkDim] to q16 [(b*heads + h), D] (zero padded to D).
+extern "C" __global__ void sp_decode_prepare(unsigned short *kc,
+                                             unsigned short *vc,
+                                             unsigned short *q16,
+                                             const float *k, const float *v,
+                                             const float *q,
+                                             const int *positionAt, i64 batch,
+                                             i64 heads, i64 n, i64 qkDim,
+                                             i64 vDim, i64 D, int bf16) {
+  const i64 position = *positionAt;
+  if (position < 0 || position >= n)
+    return;
+  const i64 per = batch * heads * D;
+  SP_GRID_STRIDE(e, 3 * per) {
+    i64 which = e / per, r = e % per;
+    i64 t = r % D, bh = r / D;
+    if (which == 0)
+      kc[(bh * n + position) * D + t] =
+          spToHalf(t < qkDim ? k[bh * qkDim + t] : 0.0f, bf16);
+    else if (which == 1)
+      vc[(bh * n + position) * D + t] =
+          spToHalf(t < vDim ? v[bh * vDim + t] : 0.0f, bf16);
+    else
+      q16[bh * D + t] = spToHalf(t < qkDim ? q[bh * qkDim + t] : 0.0f, bf16);
+  }
+}
+
+/// Decoding: row *position of cache [b, n, rowElems] from rows [b, rowElems].
+extern "C" __global__ void sp_append_row_at(float *cache, const float *rows,
+                                            const int *positionAt, i64 batch,
+                                            i64 n, i64 rowElems) {
+  const i64 position = *positionAt;
+  if (position < 0 || position >= n)
+    return;
+  SP_GRID_STRIDE(e, batch * rowElems) {
+    i64 b = e / rowElems, t = e % rowElems;
+    cache[(b * n + position) * rowElems + t] = rows[e];
   }
 }
 

@@ -46,12 +46,11 @@ if [ "$mode" = "--sample" ]; then
   common=(--preset enwik8 --pattern patterns/fixed.sp --data "$data" --device cuda)
   run sample-enwik8-setup timeout 100 "$bin/sparsetx-run" "${common[@]}" --batch 1 --steps 1 \
     --samples 0 --eval-tokens 12288 --out "$out/enwik8-run" train
+  sample=(--device cuda --out "$out/enwik8-run" --samples 1 --length "$length" sample)
   for p in bf16 fp32; do
-    run "sample-enwik8-$p" timeout 120 "$bin/sparsetx-run" --device cuda --precision "$p" \
-      --out "$out/enwik8-run" --samples 1 --length "$length" sample
-    SPARSETX_CUDA_GRAPHS=0 run "sample-enwik8-$p-nographs" timeout 120 "$bin/sparsetx-run" \
-      --device cuda --precision "$p" --out "$out/enwik8-run" --samples 1 --length "$length" sample
+    run "sample-enwik8-$p" timeout 150 "$bin/sparsetx-run" --precision "$p" "${sample[@]}"
   done
+  SPARSETX_CUDA_GRAPHS=0 run sample-enwik8-bf16-nographs timeout 150 "$bin/sparsetx-run" "${sample[@]}"
   SPARSETX_CUDA_GRAPHS=0 SPARSETX_PROFILE=1 run sample-enwik8-profile timeout 120 \
     "$bin/sparsetx-run" --device cuda --out "$out/enwik8-run" --samples 1 --length 512 sample
   rm -f "$out/enwik8-run/checkpoint.bin"

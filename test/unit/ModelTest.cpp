@@ -489,7 +489,8 @@ TEST(CudaBackend, KernelsCompileForSm80AndSm90a) {
          {"sp_layernorm_forward", "sp_column_partials", "sp_adamw",
           "sp_softmax_cross_entropy", "sp_attention_forward",
           "sp_attention_backward_dq", "sp_attention_backward_dkdv",
-          "sp_attention_decode", "sp_pack_heads", "sp_unpack_heads"})
+          "sp_attention_decode", "sp_pack_heads", "sp_unpack_heads",
+          "sp_linear_small", "sp_decode_prepare", "sp_append_row_at"})
       EXPECT_NE(ptx->find(std::string(".entry ") + entry), std::string::npos)
           << arch << " lacks " << entry;
   }

@@ -191,6 +191,25 @@ extern "C" __global__ void sp_sum_squares(double *partial, const float *x,
   }
 }
 
+/// A layer norm's statistics of one row of c values, by one warp (every lane
+/// gets them): the mean, then the mean squared deviation (two passes).
+__device__ __forceinline__ void spRowStatistics(const float *x, i64 c,
+                                                float eps, float &mu,
+                                                float &rstd) {
+  const int lane = threadIdx.x & 31;
+  float sum = 0.0f;
+  for (i64 j = lane; j < c; j += 32)
+    sum += x[j];
+  mu = spWarpSum(sum) / (float)c;
+  float var = 0.0f;
+  for (i64 j = lane; j < c; j += 32) {
+    float d = x[j] - mu;
+    var += d * d;
+  }
+  var = spWarpSum(var) / (float)c;
+  rstd = rsqrtf(var + eps);
+}
+
 // --- Decoding's linear layers (a few rows) ----------------------------------
 
 #define SP_LINEAR_MAX_ROWS 8
@@ -265,20 +284,11 @@ sp_linear_small(SpLinear p) {
     __syncthreads();
     x = rowsIn;
     if (warp < m) {
-      const float *row = rowsIn + warp * k;
-      float sum = 0.0f;
-      for (i64 j = lane; j < k; j += 32)
-        sum += row[j];
-      float mu = spWarpSum(sum) / (float)k;
-      float var = 0.0f;
-      for (i64 j = lane; j < k; j += 32) {
-        float d = row[j] - mu;
-        var += d * d;
-      }
-      var = spWarpSum(var) / (float)k;
+      float mu, rstd;
+      spRowStatistics(rowsIn + warp * k, k, p.eps, mu, rstd);
       if (lane == 0) {
         stats[warp][0] = mu;
-        stats[warp][1] = rsqrtf(var + p.eps);
+        stats[warp][1] = rstd;
       }
     }
     __syncthreads();
@@ -362,17 +372,8 @@ extern "C" __global__ void sp_layernorm_forward(float *out, float *mean,
   if (r >= rows)
     return;
   const float *x = inp + r * c;
-  float sum = 0.0f;
-  for (i64 j = lane; j < c; j += 32)
-    sum += x[j];
-  float mu = spWarpSum(sum) / (float)c;
-  float var = 0.0f;
-  for (i64 j = lane; j < c; j += 32) {
-    float d = x[j] - mu;
-    var += d * d;
-  }
-  var = spWarpSum(var) / (float)c;
-  float s = rsqrtf(var + eps);
+  float mu, s;
+  spRowStatistics(x, c, eps, mu, s);
   float *y = out + r * c;
   for (i64 j = lane; j < c; j += 32)
     y[j] = (x[j] - mu) * s * weight[j] + bias[j];

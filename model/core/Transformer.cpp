@@ -34,6 +34,10 @@ struct Transformer::Layer {
   float *t[NumLayerTensors];
 };
 
+/// Recomputation computes the FF branch over chunks of rows when its
+/// intermediate [rows, ffDim] exceeds this many floats (256 MiB).
+constexpr int64_t kFeedForwardChunkElements = int64_t(1) << 26;
+
 struct Transformer::Acts {
   Buffer ln1, mean1, rstd1, q, k, v, o, lse, h, ln2, mean2, rstd2, f1, g;
 };
@@ -179,8 +183,14 @@ llvm::Error Transformer::allocate() {
   for (int64_t l = 0; l <= config.numLayers; ++l)
     xs.push_back(backend.allocateFloats(R * d));
   // Without recomputation every block keeps its activations for backward;
-  // with it, one set is reused (recomputed per block in backward).
+  // with it, one set is reused (recomputed per block in backward), and a
+  // large FF intermediate is computed over chunks of rows (forward and
+  // backward), so that its four [rows, ffDim] buffers hold one chunk.
   int64_t sets = config.recompute ? 1 : config.numLayers;
+  ffChunkRows = R;
+  if (config.recompute && R * ff > kFeedForwardChunkElements)
+    ffChunkRows = std::max<int64_t>(1, kFeedForwardChunkElements / ff);
+  const int64_t ffRows = ffChunkRows;
   acts.clear();
   for (int64_t s = 0; s < sets; ++s) {
     auto a = std::make_unique<Acts>();
@@ -196,8 +206,8 @@ llvm::Error Transformer::allocate() {
     a->ln2 = backend.allocateFloats(R * d);
     a->mean2 = backend.allocateFloats(R);
     a->rstd2 = backend.allocateFloats(R);
-    a->f1 = backend.allocateFloats(R * ff);
-    a->g = backend.allocateFloats(R * ff);
+    a->f1 = backend.allocateFloats(ffRows * ff);
+    a->g = backend.allocateFloats(ffRows * ff);
     acts.push_back(std::move(a));
   }
   posSum = backend.allocateFloats(n * d);
@@ -216,8 +226,8 @@ llvm::Error Transformer::allocate() {
   dq = backend.allocateFloats(R * dqk);
   dk = backend.allocateFloats(R * dqk);
   dv = backend.allocateFloats(R * d);
-  dG = backend.allocateFloats(R * ff);
-  dF1 = backend.allocateFloats(R * ff);
+  dG = backend.allocateFloats(ffRows * ff);
+  dF1 = backend.allocateFloats(ffRows * ff);
   // An asynchronous backend reports a failed allocation here.
   if (llvm::Error e = backend.takeError())
     return e;
@@ -269,8 +279,12 @@ void Transformer::embedPositions() {
                              chanTableSize, true);
 }
 
+void Transformer::setFeedForwardChunkRows(int64_t rows) {
+  ffChunkRows = std::clamp<int64_t>(rows, 1, ffChunkRows);
+}
+
 void Transformer::layerForward(int64_t l, int64_t batch, Acts &a,
-                               uint64_t seed, bool train) {
+                               uint64_t seed, bool train, bool feedForward) {
   const int64_t d = config.dModel, dqk = config.qkDim(), ff = config.ffDim(),
                 R = batch * config.seqLen;
   // Dropout only in training.
@@ -295,14 +309,21 @@ void Transformer::layerForward(int64_t l, int64_t batch, Acts &a,
   backend.residualDropout(a.h.f32(), x, tmp.f32(), R * d, p,
                           siteSeed(seed, l, 0));
 
-  // Feed-forward: x' = h + dropout(W2 gelu(W1 norm(h) + b1) + b2).
+  // Feed-forward: x' = h + dropout(W2 gelu(W1 norm(h) + b1) + b2), over
+  // chunks of ffChunkRows rows (one chunk unless recomputation made them
+  // smaller).
   backend.layerNormForward(a.ln2.f32(), a.mean2.f32(), a.rstd2.f32(),
                            a.h.f32(), w.t[Ln2W], w.t[Ln2B], R, d);
-  backend.matmul(a.f1.f32(), a.ln2.f32(), w.t[W1], R, ff, d, false, false,
-                 w.t[B1]);
-  backend.geluForward(a.g.f32(), a.f1.f32(), R * ff);
-  backend.matmul(tmp.f32(), a.g.f32(), w.t[W2], R, d, ff, false, false,
-                 w.t[B2]);
+  if (!feedForward)
+    return;
+  for (int64_t r0 = 0; r0 < R; r0 += ffChunkRows) {
+    const int64_t rows = std::min(ffChunkRows, R - r0);
+    backend.matmul(a.f1.f32(), a.ln2.f32() + r0 * d, w.t[W1], rows, ff, d,
+                   false, false, w.t[B1]);
+    backend.geluForward(a.g.f32(), a.f1.f32(), rows * ff);
+    backend.matmul(tmp.f32() + r0 * d, a.g.f32(), w.t[W2], rows, d, ff, false,
+                   false, w.t[B2]);
+  }
   backend.residualDropout(xNext, a.h.f32(), tmp.f32(), R * d, p,
                           siteSeed(seed, l, 1));
 }
@@ -325,13 +346,25 @@ void Transformer::layerBackward(int64_t l, int64_t batch, Acts &a,
     dBranch = dtmp.f32();
   }
   backend.biasAddBackward(g.t[B2], dBranch, R, d);
-  backend.matmulBackward(dG.f32(), false, g.t[W2], dBranch, a.g.f32(),
-                         w.t[W2], R, d, ff, false);
-  backend.fill(dF1.f32(), 0.0f, R * ff);
-  backend.geluBackward(dF1.f32(), a.f1.f32(), dG.f32(), R * ff);
-  backend.biasAddBackward(g.t[B1], dF1.f32(), R, ff);
-  backend.matmulBackward(dln.f32(), false, g.t[W1], dF1.f32(), a.ln2.f32(),
-                         w.t[W1], R, ff, d, false);
+  // Chunked (recomputation, a large FF intermediate): each chunk's f1 and g
+  // are recomputed here; the weight gradients add up over the chunks.
+  const bool chunked = R > ffChunkRows;
+  for (int64_t r0 = 0; r0 < R; r0 += ffChunkRows) {
+    const int64_t rows = std::min(ffChunkRows, R - r0);
+    const float *ln2 = a.ln2.f32() + r0 * d;
+    if (chunked) {
+      backend.matmul(a.f1.f32(), ln2, w.t[W1], rows, ff, d, false, false,
+                     w.t[B1]);
+      backend.geluForward(a.g.f32(), a.f1.f32(), rows * ff);
+    }
+    backend.matmulBackward(dG.f32(), false, g.t[W2], dBranch + r0 * d,
+                           a.g.f32(), w.t[W2], rows, d, ff, false);
+    backend.fill(dF1.f32(), 0.0f, rows * ff);
+    backend.geluBackward(dF1.f32(), a.f1.f32(), dG.f32(), rows * ff);
+    backend.biasAddBackward(g.t[B1], dF1.f32(), rows, ff);
+    backend.matmulBackward(dln.f32() + r0 * d, false, g.t[W1], dF1.f32(), ln2,
+                           w.t[W1], rows, ff, d, false);
+  }
   backend.layerNormBackward(dx.f32(), g.t[Ln2W], g.t[Ln2B], dln.f32(),
                             a.h.f32(), w.t[Ln2W], a.mean2.f32(), a.rstd2.f32(),
                             R, d);
@@ -432,7 +465,8 @@ llvm::Expected<double> Transformer::run(llvm::ArrayRef<int32_t> inputs,
                             R, d);
   for (int64_t l = L - 1; l >= 0; --l) {
     if (config.recompute)
-      layerForward(l, batch, actsOf(l), dropoutSeed, true);
+      layerForward(l, batch, actsOf(l), dropoutSeed, true,
+                   /*feedForward=*/R <= ffChunkRows);
     layerBackward(l, batch, actsOf(l), dropoutSeed);
   }
   backend.embeddingBackward(G + offTok, ids.i32(), dx.f32(), R, d, kInputVocab);

@@ -87,6 +87,12 @@ public:
                              std::vector<float> *tokenLosses = nullptr,
                              float lossScale = 1.0f);
 
+  /// With recomputation, the FF branch runs over chunks of this many rows
+  /// (of batch x seqLen) where its intermediate would exceed 256 MiB; this
+  /// lowers the chunk (tests; never above what was allocated).
+  void setFeedForwardChunkRows(int64_t rows);
+  int64_t getFeedForwardChunkRows() const { return ffChunkRows; }
+
   /// Incremental decoding with a KV cache: beginDecode(batch) resets the
   /// caches; decode(tokens, t) feeds tokens[b] at position t (t = 0, 1, ...
   /// in order) and returns the logits [batch, 256] of the byte at t.
@@ -104,8 +110,10 @@ private:
   Layer layerParams(float *base, int64_t l) const;
   void embedPositions();
   /// Dropout (rate config.dropout, masks from `seed`) only when `train`.
+  /// Without `feedForward`, stops after the FF branch's layer norm (what a
+  /// chunked backward needs).
   void layerForward(int64_t l, int64_t batch, Acts &a, uint64_t seed,
-                    bool train);
+                    bool train, bool feedForward = true);
   void layerBackward(int64_t l, int64_t batch, Acts &a, uint64_t seed);
 
   Backend &backend;
@@ -121,6 +129,7 @@ private:
   int64_t offTok = 0, offRow = 0, offCol = 0, offChan = 0, offWout = 0,
           offBout = 0, offLnfW = 0, offLnfB = 0;
   int64_t rowTableSize = 0, colTableSize = 0, chanTableSize = 0;
+  int64_t ffChunkRows = 0;
 
   Buffer paramBuf, gradBuf;
   Buffer ids, targetIds, rowIds, colIds, chanIds;

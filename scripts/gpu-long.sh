@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on a GPU machine: the issue's long-sequence model (3.8M parameters:
 # d 256, 4 layers, 4 heads, strided l = 1024, recomputation, batch 1) at
-# n = 2^20, 2^21 and 2^22, one step timed after warm-up per n, to find the
+# n = 2^20 .. 2^23, steps timed after warm-up per n, to find the
 # largest n that trains on the GPU and its memory (a size that does not fit
 # must end with the out-of-memory error, not a crash).
 #   bash scripts/gpu-long.sh BIN_DIR DATA_FILE      (logs, JSON to $OUT or out/)
@@ -9,7 +9,7 @@ set -uo pipefail
 bin="${1:?bin dir}"; data="${2:?data file}"
 out="${OUT:-out}"
 mkdir -p "$out"
-for e in 20 21 22; do
+for e in 20 21 22 23; do
   n=$((1 << e))
   log="$out/long-2e$e.log"
   timeout 300 "$bin/sparsetx-run" --pattern patterns/strided.sp -D l=1024 --data "$data" \

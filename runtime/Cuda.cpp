@@ -55,6 +55,7 @@ namespace {
   X(streamCreate, cuStreamCreate, "cuStreamCreate")                            \
   X(streamDestroy, cuStreamDestroy_v2, "cuStreamDestroy")                      \
   X(streamSynchronize, cuStreamSynchronize, "cuStreamSynchronize")             \
+  X(streamWaitEvent, cuStreamWaitEvent, "cuStreamWaitEvent")                   \
   X(streamBeginCapture, cuStreamBeginCapture_v2, "cuStreamBeginCapture")       \
   X(streamEndCapture, cuStreamEndCapture, "cuStreamEndCapture")                \
   X(graphInstantiate, cuGraphInstantiateWithFlags,                            \
@@ -324,6 +325,15 @@ llvm::Error cuda::synchronizeStream(Stream stream) {
     return d.takeError();
   return check(d->streamSynchronize(static_cast<CUstream>(stream)),
                "cuStreamSynchronize");
+}
+
+llvm::Error cuda::waitForEvent(Stream stream, Event event) {
+  llvm::Expected<const Driver &> d = getDriver();
+  if (!d)
+    return d.takeError();
+  return check(d->streamWaitEvent(static_cast<CUstream>(stream),
+                                  static_cast<CUevent>(event), 0),
+               "cuStreamWaitEvent");
 }
 
 llvm::Error cuda::beginCapture(Stream stream) {

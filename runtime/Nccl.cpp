@@ -119,6 +119,10 @@ ncclDataType_t toNccl(DataType type) {
     return ncclFloat64;
   case DataType::UInt64:
     return ncclUint64;
+  case DataType::BFloat16:
+    return ncclBfloat16;
+  case DataType::Float16:
+    return ncclFloat16;
   }
   return ncclFloat32;
 }

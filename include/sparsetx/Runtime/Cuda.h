@@ -104,13 +104,18 @@ private:
 llvm::Error beginCapture(Stream stream);
 llvm::Expected<Graph> endCapture(Stream stream);
 
-/// CUDA events, for timing work on a stream.
+/// CUDA events, for timing work on a stream and ordering streams.
 using Event = void *;
 llvm::Expected<Event> createEvent();
 void destroyEvent(Event event);
 llvm::Error recordEvent(Event event, Stream stream = nullptr);
 /// Milliseconds between two recorded events; waits for `end`.
 llvm::Expected<float> elapsedMs(Event start, Event end);
+/// Work enqueued on `stream` after this call waits until the work before
+/// `event`'s latest record has run (on whichever stream it was recorded):
+/// the ordering of one stream after another without the host waiting. A
+/// later record of `event` does not affect waits already enqueued.
+llvm::Error waitForEvent(Stream stream, Event event);
 
 /// Free and total bytes of the current device.
 llvm::Expected<std::pair<size_t, size_t>> memoryInfo();

@@ -49,7 +49,9 @@ struct UniqueId {
 };
 llvm::Expected<UniqueId> createUniqueId();
 
-enum class DataType { Float32, Float64, UInt64 };
+/// BFloat16 and Float16 (the gradients' 16-bit all-reduce) need NCCL 2.10+
+/// for BFloat16; every partial sum of the ring is rounded to the type.
+enum class DataType { Float32, Float64, UInt64, BFloat16, Float16 };
 enum class ReduceOp { Sum, Avg, Max, Min };
 
 /// One rank's member of a communicator over `worldSize` ranks, on the

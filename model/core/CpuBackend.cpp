@@ -12,11 +12,13 @@
 #include "llvm/Support/ErrorHandling.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/Parallel.h"
+#include "sparsetx/Support/Half.h"
 #include "sparsetx/Support/Parallel.h"
 
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 using namespace sparsetx;
 using namespace sparsetx::model;
@@ -63,6 +65,44 @@ void Backend::fusedLinear(llvm::ArrayRef<LinearOut> outs, const float *a,
       matmul(out.c, in, out.b, m, out.n, k, false, accumulate, out.bias);
     }
   }
+}
+
+namespace {
+/// The conversions of Backend::convertToHalf/convertFromHalf on host memory.
+void toHalfOnHost(uint16_t *out, const float *x, int64_t n, float s,
+                  Precision type) {
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = type == Precision::BF16 ? floatToBF16(x[i] * s)
+                                     : floatToFP16(x[i] * s);
+}
+void fromHalfOnHost(float *x, const uint16_t *in, int64_t n, float s,
+                    Precision type) {
+  for (int64_t i = 0; i < n; ++i)
+    x[i] = (type == Precision::BF16 ? bf16ToFloat(in[i]) : fp16ToFloat(in[i])) *
+           s;
+}
+} // namespace
+
+void Backend::convertToHalf(uint16_t *out, const float *x, int64_t n, float s,
+                            Precision type) {
+  if (type == Precision::FP32)
+    llvm::report_fatal_error("convertToHalf: fp32 is not a 16-bit format");
+  std::vector<float> host(n);
+  std::vector<uint16_t> half(n);
+  download(host.data(), x, n * 4);
+  toHalfOnHost(half.data(), host.data(), n, s, type);
+  upload(out, half.data(), n * 2);
+}
+
+void Backend::convertFromHalf(float *x, const uint16_t *in, int64_t n, float s,
+                              Precision type) {
+  if (type == Precision::FP32)
+    llvm::report_fatal_error("convertFromHalf: fp32 is not a 16-bit format");
+  std::vector<uint16_t> half(n);
+  std::vector<float> host(n);
+  download(half.data(), in, n * 2);
+  fromHalfOnHost(host.data(), half.data(), n, s, type);
+  upload(x, host.data(), n * 4);
 }
 
 llvm::Expected<std::unique_ptr<Backend::CapturedWork>> Backend::endCapture() {
@@ -295,6 +335,18 @@ public:
     config.eps = eps;
     config.weightDecay = weightDecay;
     cpu::adamwStep(params, grads, m, v, n, step, config);
+  }
+  void convertToHalf(uint16_t *out, const float *x, int64_t n, float s,
+                     Precision type) override {
+    if (type == Precision::FP32)
+      llvm::report_fatal_error("convertToHalf: fp32 is not a 16-bit format");
+    toHalfOnHost(out, x, n, s, type);
+  }
+  void convertFromHalf(float *x, const uint16_t *in, int64_t n, float s,
+                       Precision type) override {
+    if (type == Precision::FP32)
+      llvm::report_fatal_error("convertFromHalf: fp32 is not a 16-bit format");
+    fromHalfOnHost(x, in, n, s, type);
   }
   double clipGradNorm(float *grads, int64_t n, double maxNorm) override {
     return cpu::clipGradNorm(grads, n, maxNorm);

@@ -593,6 +593,44 @@ public:
     return norm;
   }
 
+  // Gradients in 16 bits for the data-parallel all-reduce (the kernels are
+  // looked up at first use: single-GPU runs never need them).
+  void convertToHalf(uint16_t *out, const float *x, int64_t n, float s,
+                     Precision type) override {
+    ProfileScope scope(profiler, "gradients to/from 16 bits");
+    if (cuda::Function fn = halfGradientKernel(fnScaleToHalf,
+                                               "sp_scale_to_half", type))
+      elementwise(fn, n, out, x, s, n, type == Precision::BF16 ? 1 : 0);
+  }
+  void convertFromHalf(float *x, const uint16_t *in, int64_t n, float s,
+                       Precision type) override {
+    ProfileScope scope(profiler, "gradients to/from 16 bits");
+    if (cuda::Function fn = halfGradientKernel(fnScaleFromHalf,
+                                               "sp_scale_from_half", type))
+      elementwise(fn, n, x, in, s, n, type == Precision::BF16 ? 1 : 0);
+  }
+  void *nativeStream() const override { return stream; }
+  cuda::Function halfGradientKernel(cuda::Function &fn, const char *name,
+                                    Precision type) {
+    if (failed())
+      return nullptr;
+    if (type == Precision::FP32) {
+      record(backendError(llvm::Twine(name) +
+                          ": fp32 is not a 16-bit format"));
+      return nullptr;
+    }
+    if (!fn) {
+      llvm::Expected<cuda::Function> f = module.getFunction(name);
+      if (!f) {
+        record(f.takeError());
+        return nullptr;
+      }
+      fn = *f;
+    }
+    return fn;
+  }
+  cuda::Function fnScaleToHalf = nullptr, fnScaleFromHalf = nullptr;
+
   llvm::Expected<std::unique_ptr<AttentionOp>>
   prepareAttention(const AttentionPattern &pattern,
                    const AttentionDims &dims) override;

@@ -229,6 +229,19 @@ public:
   /// The L2 norm of grads; scales them to maxNorm when it is larger (> 0).
   virtual double clipGradNorm(float *grads, int64_t n, double maxNorm) = 0;
 
+  /// The gradients' all-reduce in 16 bits (GradientReducer.h): out[i] =
+  /// x[i] * s rounded to `type` (bf16 or fp16: to nearest even, inf beyond
+  /// the format's range, NaN stays NaN), and back, x[i] = float(in[i]) * s.
+  /// The default goes through the host (download, convert, upload).
+  virtual void convertToHalf(uint16_t *out, const float *x, int64_t n, float s,
+                             Precision type);
+  virtual void convertFromHalf(float *x, const uint16_t *in, int64_t n,
+                               float s, Precision type);
+  /// The CUstream this backend enqueues its work on, so that others' work
+  /// (the NCCL all-reduce on a stream of its own) can be ordered after it
+  /// through an event; null where ops are done when they return (the CPU).
+  virtual void *nativeStream() const { return nullptr; }
+
   /// The pattern's attention for this backend.
   virtual llvm::Expected<std::unique_ptr<AttentionOp>>
   prepareAttention(const AttentionPattern &pattern,

@@ -850,6 +850,24 @@ extern "C" __global__ void sp_to_half(unsigned short *dst, const float *src,
   SP_GRID_STRIDE(i, n) dst[i] = spToHalf(src[i], bf16);
 }
 
+// --- Gradients in 16 bits (the data-parallel all-reduce) --------------------
+// The scale is applied in fp32 before rounding (1/world, so that the ranks'
+// sum cannot overflow fp16 where each addend fits) and after widening; an
+// fp32 gradient beyond fp16's range becomes inf, which the trainer's overflow
+// check sees. The CPU backend's toHalfOnHost/fromHalfOnHost are the same.
+
+extern "C" __global__ void sp_scale_to_half(unsigned short *dst,
+                                            const float *src, float s, i64 n,
+                                            int bf16) {
+  SP_GRID_STRIDE(i, n) dst[i] = spToHalf(__fmul_rn(src[i], s), bf16);
+}
+
+extern "C" __global__ void sp_scale_from_half(float *dst,
+                                              const unsigned short *src,
+                                              float s, i64 n, int bf16) {
+  SP_GRID_STRIDE(i, n) dst[i] = __fmul_rn(spFromHalf(src[i], bf16), s);
+}
+
 /// dst[(b*heads + h), i, t] = t < dim ? src[b, i, h, t] : 0 for rows i in
 /// [rowBegin, rowBegin + rows) of sequences of length n (both sides).
 extern "C" __global__ void sp_pack_heads(unsigned short *dst, const float *src,

@@ -1,15 +1,20 @@
 //===- Distributed.cpp - data-parallel training through NCCL --------------===//
 //
-// The collectives of a data-parallel step are few and large (the gradients,
-// once a step) or tiny (the loss, a stop flag, a checksum), so each one is
-// enqueued on the backend's stream and waited for at once: the watchdog then
-// knows exactly when a collective is pending, and a hang (a rank that died
-// or stopped) becomes an error after the timeout instead of a silent wait.
+// Every collective runs on a stream of the communicator's own, ordered after
+// the backend's queued work by an event (so one communicator's collectives
+// keep one stream and one order). The gradients' buckets are started during
+// the backward and waited for after it (startAllReduce, finishAllReduces);
+// the other collectives are tiny (the loss, a stop flag, a checksum) or rare
+// (the broadcast of the parameters) and are waited for at once. Every wait
+// runs under the watchdog, which then knows exactly when a collective is
+// pending, so that a hang (a rank that died or stopped) becomes an error
+// after the timeout instead of a silent wait.
 //
 //===----------------------------------------------------------------------===//
 
 #include "sparsetx/Model/Distributed.h"
 
+#include "sparsetx/Runtime/Cuda.h"
 #include "sparsetx/Support/AtomicFile.h"
 
 #include "llvm/Support/FormatVariadic.h"
@@ -137,10 +142,21 @@ public:
   ~NcclDataParallel() override {
     watchdog.setCommunicator(nullptr);
     comm.reset();
+    if (ready)
+      cuda::destroyEvent(ready);
+    cuda::destroyStream(commStream);
   }
 
   llvm::Error init(const nccl::UniqueId &id) {
     scratch = backend.allocate(64);
+    llvm::Expected<cuda::Stream> st = cuda::createStream();
+    if (!st)
+      return st.takeError();
+    commStream = *st;
+    llvm::Expected<cuda::Event> ev = cuda::createEvent();
+    if (!ev)
+      return ev.takeError();
+    ready = *ev;
     watchdog.begin(llvm::formatv("joining the NCCL communicator of {0} ranks "
                                  "(ncclCommInitRank)",
                                  world));
@@ -157,24 +173,51 @@ public:
   int rank() const override { return rankId; }
   int worldSize() const override { return world; }
 
-  llvm::Error averageFloats(float *data, int64_t n) override {
-    return collective("ncclAllReduce of the gradients", [&] {
-      return comm->allReduce(data, data, n, nccl::DataType::Float32,
-                             nccl::ReduceOp::Avg);
-    });
+  llvm::Error startAllReduce(void *data, int64_t n, Precision type,
+                             bool mean) override {
+    if (llvm::Error e = backend.takeError())
+      return e;
+    // The watchdog times the buckets from the first one's start to the end
+    // of finishAllReduces(): a hang anywhere between is caught.
+    if (!gradientsPending) {
+      watchdog.begin(llvm::formatv("ncclAllReduce of the gradients ({0})",
+                                   toString(type)));
+      gradientsPending = true;
+    }
+    if (llvm::Error e = afterBackend())
+      return e;
+    nccl::DataType t = type == Precision::BF16   ? nccl::DataType::BFloat16
+                       : type == Precision::FP16 ? nccl::DataType::Float16
+                                                 : nccl::DataType::Float32;
+    return comm->allReduce(data, data, static_cast<size_t>(n), t,
+                           mean ? nccl::ReduceOp::Avg : nccl::ReduceOp::Sum,
+                           commStream);
+  }
+  llvm::Error finishAllReduces() override {
+    if (!gradientsPending)
+      return llvm::Error::success();
+    llvm::Error e = cuda::synchronizeStream(commStream);
+    // The watchdog aborted the communicator: it reports and ends the process.
+    while (watchdog.isFiring())
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+    watchdog.end();
+    gradientsPending = false;
+    return e;
   }
   llvm::Error broadcastFloats(float *data, int64_t n) override {
     return collective("ncclBroadcast of the parameters", [&] {
-      return comm->broadcast(data, data, n, nccl::DataType::Float32, 0);
+      return comm->broadcast(data, data, n, nccl::DataType::Float32, 0,
+                             commStream);
     });
   }
   llvm::Error sumDoubles(llvm::MutableArrayRef<double> values) override {
     if (values.size() * 8 > static_cast<size_t>(scratch.bytes()))
       return distError("sumDoubles: too many values");
-    backend.upload(scratch.data(), values.data(), values.size() * 8);
     if (llvm::Error e = collective("ncclAllReduce of the losses", [&] {
+          backend.upload(scratch.data(), values.data(), values.size() * 8);
           return comm->allReduce(scratch.data(), scratch.data(), values.size(),
-                                 nccl::DataType::Float64, nccl::ReduceOp::Sum);
+                                 nccl::DataType::Float64, nccl::ReduceOp::Sum,
+                                 commStream);
         }))
       return e;
     backend.download(values.data(), scratch.data(), values.size() * 8);
@@ -183,10 +226,11 @@ public:
   llvm::Expected<bool> sameOnAllRanks(uint64_t value) override {
     // max(v) and max(~v) = ~min(v): equal everywhere iff max == min.
     uint64_t pair[2] = {value, ~value};
-    backend.upload(scratch.data(), pair, sizeof pair);
     if (llvm::Error e = collective("ncclAllReduce of the checksums", [&] {
+          backend.upload(scratch.data(), pair, sizeof pair);
           return comm->allReduce(scratch.data(), scratch.data(), 2,
-                                 nccl::DataType::UInt64, nccl::ReduceOp::Max);
+                                 nccl::DataType::UInt64, nccl::ReduceOp::Max,
+                                 commStream);
         }))
       return std::move(e);
     backend.download(pair, scratch.data(), sizeof pair);
@@ -196,17 +240,32 @@ public:
   }
 
 private:
-  /// Enqueues, then waits for the device under the watchdog.
+  /// The communicator's stream waits for the work the backend has queued
+  /// so far (the gradients, parameters or values to send).
+  llvm::Error afterBackend() {
+    if (llvm::Error e = cuda::recordEvent(ready, backend.nativeStream()))
+      return e;
+    return cuda::waitForEvent(commStream, ready);
+  }
+
+  /// Enqueues after the backend's work, then waits for it under the
+  /// watchdog.
   llvm::Error collective(llvm::StringRef what,
                          llvm::function_ref<llvm::Error()> enqueue) {
     if (llvm::Error e = backend.takeError())
       return e;
+    if (gradientsPending)
+      return distError("a collective (" + what +
+                       ") was started while the gradients' all-reduce was "
+                       "pending; finishAllReduces() comes first");
     watchdog.begin(what.str());
-    llvm::Error e = enqueue();
-    if (!e) {
-      backend.synchronize();
+    llvm::Error e = afterBackend();
+    if (!e)
+      e = enqueue();
+    if (!e)
+      e = cuda::synchronizeStream(commStream);
+    if (!e)
       e = backend.takeError();
-    }
     // The watchdog aborted the communicator: it reports and ends the process.
     while (watchdog.isFiring())
       std::this_thread::sleep_for(std::chrono::seconds(1));
@@ -219,6 +278,12 @@ private:
   Watchdog watchdog;
   std::unique_ptr<nccl::Communicator> comm;
   Buffer scratch;
+  /// The collectives' stream, and the event that orders it after the
+  /// backend's.
+  cuda::Stream commStream = nullptr;
+  cuda::Event ready = nullptr;
+  /// Gradient buckets were started and not yet waited for.
+  bool gradientsPending = false;
 };
 
 } // namespace

@@ -2,6 +2,8 @@
 
 #include "sparsetx/Model/Trainer.h"
 
+#include "sparsetx/Model/GradientReducer.h"
+
 #include "sparsetx/Analysis/Picture.h"
 #include "sparsetx/Model/Data/AudioLoader.h"
 #include "sparsetx/Support/AtomicFile.h"
@@ -89,13 +91,41 @@ Trainer::Trainer(Transformer &model, const TrainConfig &config,
     lossScale = config.lossScale;
 }
 
-llvm::Error Trainer::setDataParallel(DataParallel *p) {
+Trainer::~Trainer() { model.setGradientHook(nullptr); }
+
+llvm::Error Trainer::setDataParallel(DataParallel *p, const GradientSync &sync) {
   if (p && config.batch % p->worldSize() != 0)
     return trainError(llvm::formatv(
         "the batch ({0} sequences) does not divide over {1} GPUs: pass a "
         "--batch that is a multiple of --gpus",
         config.batch, p->worldSize()));
+  if (sync.bucketBytes < 0)
+    return trainError(llvm::formatv(
+        "the gradient bucket size must be 0 or more bytes, got {0}",
+        sync.bucketBytes));
+  model.setGradientHook(nullptr);
+  reducer.reset();
   parallel = p;
+  if (!p)
+    return llvm::Error::success();
+  Backend &backend = model.getBackend();
+  const Precision type = p->worldSize() == 1
+                             ? Precision::FP32
+                             : sync.type.value_or(backend.precision());
+  const int64_t elementBytes = type == Precision::FP32 ? 4 : 2;
+  const int64_t cap =
+      sync.bucketBytes == 0
+          ? 0
+          : std::max<int64_t>(1, sync.bucketBytes / elementBytes);
+  llvm::Expected<std::unique_ptr<GradientReducer>> r = GradientReducer::create(
+      backend, *p, model.grads(), model.numParams(),
+      planGradientBuckets(model.gradientGroups(), cap), type);
+  if (!r) {
+    parallel = nullptr;
+    return r.takeError();
+  }
+  reducer = std::move(*r);
+  model.setGradientHook(reducer.get());
   return llvm::Error::success();
 }
 
@@ -134,17 +164,16 @@ llvm::Expected<StepResult> Trainer::trainStep() {
     return loss.takeError();
   Backend &backend = model.getBackend();
   if (parallel) {
-    // The mean over the ranks (each loss is a mean over as many tokens), so
-    // that every rank takes the same decisions; then the gradients', before
-    // the norm is taken and clipped.
+    // The gradients' buckets were started during the backward: their mean,
+    // before the norm is taken and clipped. Then the mean loss over the
+    // ranks (each is a mean over as many tokens), so that every rank takes
+    // the same decisions.
+    if (llvm::Error e = reducer->finish())
+      return std::move(e);
     double sum[1] = {*loss};
     if (llvm::Error e = parallel->sumDoubles(sum))
       return std::move(e);
     *loss = sum[0] / parallel->worldSize();
-    if (std::isfinite(*loss))
-      if (llvm::Error e =
-              parallel->averageFloats(model.grads(), model.numParams()))
-        return std::move(e);
   }
   if (!std::isfinite(*loss))
     return trainError(llvm::formatv("the loss is {0} at step {1}; stopping "

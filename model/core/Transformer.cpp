@@ -72,9 +72,11 @@ Transformer::create(Backend &backend, const ModelConfig &config,
 void Transformer::layout() {
   const int64_t d = config.dModel, dqk = config.qkDim(), ff = config.ffDim(),
                 L = config.numLayers;
+  int64_t currentLayer = -1; // the block whose tensors add() is adding
   auto add = [&](std::string name, int64_t rows, int64_t cols, double std,
                  bool gain = false) {
     ParamInfo p;
+    p.layer = currentLayer;
     p.name = std::move(name);
     p.offset = totalParams;
     p.rows = rows;
@@ -92,6 +94,7 @@ void Transformer::layout() {
   for (int64_t l = 0; l < L; ++l) {
     auto name = [&](const char *t) { return llvm::formatv("layer{0}.{1}", l, t).str(); };
     std::vector<int64_t> &o = layerOffsets[l];
+    currentLayer = l;
     o[Wq] = add(name("wq"), d, dqk, fanIn(d));
     o[Wk] = add(name("wk"), d, dqk, fanIn(d));
     o[Wv] = add(name("wv"), d, d, fanIn(d));
@@ -99,6 +102,7 @@ void Transformer::layout() {
     o[W1] = add(name("w1"), d, ff, fanIn(d));
     o[W2] = add(name("w2"), ff, d, fanIn(ff) * residualScale);
   }
+  currentLayer = -1;
   offWout = add("out.w", d, kVocab, 0.0);
   decayedParams = totalParams;
 
@@ -121,6 +125,7 @@ void Transformer::layout() {
   for (int64_t l = 0; l < L; ++l) {
     auto name = [&](const char *t) { return llvm::formatv("layer{0}.{1}", l, t).str(); };
     std::vector<int64_t> &o = layerOffsets[l];
+    currentLayer = l;
     o[Ln1W] = add(name("ln1.gain"), 1, d, 0, true);
     o[Ln1B] = add(name("ln1.bias"), 1, d, 0);
     o[Bq] = add(name("bq"), 1, dqk, 0);
@@ -132,6 +137,7 @@ void Transformer::layout() {
     o[B1] = add(name("b1"), 1, ff, 0);
     o[B2] = add(name("b2"), 1, d, 0);
   }
+  currentLayer = -1;
   offLnfW = add("out.ln.gain", 1, d, 0, true);
   offLnfB = add("out.ln.bias", 1, d, 0);
   offBout = add("out.b", 1, kVocab, 0);
@@ -232,6 +238,22 @@ llvm::Error Transformer::allocate() {
   if (llvm::Error e = backend.takeError())
     return e;
   return llvm::Error::success();
+}
+
+GradientHook::~GradientHook() = default;
+
+std::vector<std::vector<GradRange>> Transformer::gradientGroups() const {
+  const int64_t L = config.numLayers;
+  std::vector<std::vector<GradRange>> groups(L + 1);
+  for (const ParamInfo &p : paramInfo) {
+    std::vector<GradRange> &g = groups[p.layer < 0 ? L : L - 1 - p.layer];
+    // Tensors laid out one after the other extend the group's last range.
+    if (!g.empty() && g.back().end() == p.offset)
+      g.back().count += p.count();
+    else
+      g.push_back({p.offset, p.count()});
+  }
+  return groups;
 }
 
 Transformer::Layer Transformer::layerParams(float *base, int64_t l) const {
@@ -468,6 +490,10 @@ llvm::Expected<double> Transformer::run(llvm::ArrayRef<int32_t> inputs,
       layerForward(l, batch, actsOf(l), dropoutSeed, true,
                    /*feedForward=*/R <= ffChunkRows);
     layerBackward(l, batch, actsOf(l), dropoutSeed);
+    // Block l's gradients are final (its weights serve only block l).
+    if (gradientHook)
+      if (llvm::Error e = gradientHook->gradientsReady(L - 1 - l))
+        return std::move(e);
   }
   backend.embeddingBackward(G + offTok, ids.i32(), dx.f32(), R, d, kInputVocab);
   backend.fill(dPos.f32(), 0.0f, n * d);
@@ -480,6 +506,9 @@ llvm::Expected<double> Transformer::run(llvm::ArrayRef<int32_t> inputs,
   if (chanTableSize)
     backend.embeddingBackward(G + offChan, chanIds.i32(), dPos.f32(), n, d,
                               chanTableSize);
+  if (gradientHook)
+    if (llvm::Error e = gradientHook->gradientsReady(L))
+      return std::move(e);
   if (llvm::Error e = backend.takeError())
     return std::move(e);
   return loss;

@@ -2,22 +2,30 @@
 //
 // The trainer's side of data parallelism (Trainer.h's DataParallel: batch
 // sharding, gradient and loss averaging, sharded evaluation, broadcast and
-// replica checks) without GPUs or NCCL: the ranks are threads of this
-// process, each with its own CPU backend and model, and the collectives are
-// done through shared memory in rank order (so every rank gets the same
-// bits, as NCCL's do).
+// replica checks; GradientReducer.h: the gradients' buckets, handed over
+// during the backward, and the all-reduce in bf16 or fp16) without GPUs or
+// NCCL: the ranks are threads of this process, each with its own CPU backend
+// and model, and the collectives are done through shared memory in rank
+// order (so every rank gets the same bits, as NCCL's do; 16-bit sums are
+// rounded to the type after every addition, as NCCL's ring rounds every
+// partial sum).
 //
 //===----------------------------------------------------------------------===//
 
+#include "sparsetx/Model/GradientReducer.h"
 #include "sparsetx/Model/Trainer.h"
+#include "sparsetx/Support/Half.h"
 
 #include "ModelTestUtil.h"
 
 #include "gtest/gtest.h"
 
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
 #include <functional>
+#include <limits>
+#include <map>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -31,6 +39,15 @@ constexpr const char *kFixed = R"(pattern fixed(l = 4, c = 1) {
   causal;
   heads = i / l == j / l || j % l >= l - c;
 })";
+constexpr const char *kLayered = R"(pattern interleaved(l = 4) {
+  causal;
+  layers = [i - j < l, (i - j) % l == 0];
+})";
+
+float roundTo(float x, Precision type) {
+  return type == Precision::BF16 ? bf16ToFloat(floatToBF16(x))
+                                 : fp16ToFloat(floatToFP16(x));
+}
 
 data::Dataset textData(int64_t bytes) { return test::syntheticText(bytes); }
 
@@ -76,19 +93,53 @@ public:
   int rank() const override { return id; }
   int worldSize() const override { return group.size(); }
 
-  llvm::Error averageFloats(float *data, int64_t n) override {
+  /// Done at once (the CPU backend's work is done when its ops return);
+  /// every rank adds the others' values in rank order.
+  llvm::Error startAllReduce(void *data, int64_t n, Precision type,
+                             bool mean) override {
+    calls.push_back({n, type, mean});
     std::vector<void *> all = group.exchange(id, data);
-    std::vector<float> mean(n, 0.0f);
-    for (void *p : all)
-      for (int64_t i = 0; i < n; ++i)
-        mean[i] += static_cast<float *>(p)[i];
-    for (float &x : mean)
-      x /= static_cast<float>(group.size());
+    std::vector<float> sum(n, 0.0f);
+    std::vector<uint16_t> half(type == Precision::FP32 ? 0 : n);
+    for (int64_t i = 0; i < n; ++i) {
+      if (type == Precision::FP32) {
+        for (void *p : all)
+          sum[i] += static_cast<float *>(p)[i];
+        if (mean)
+          sum[i] /= static_cast<float>(group.size());
+        continue;
+      }
+      auto widen = [&](void *p) {
+        uint16_t h = static_cast<uint16_t *>(p)[i];
+        return type == Precision::BF16 ? bf16ToFloat(h) : fp16ToFloat(h);
+      };
+      float acc = widen(all[0]);
+      for (size_t r = 1; r < all.size(); ++r)
+        acc = roundTo(acc + widen(all[r]), type);
+      if (mean)
+        acc = roundTo(acc / static_cast<float>(group.size()), type);
+      half[i] = type == Precision::BF16 ? floatToBF16(acc) : floatToFP16(acc);
+    }
     group.barrier();
-    std::memcpy(data, mean.data(), n * 4);
+    if (type == Precision::FP32)
+      std::memcpy(data, sum.data(), n * 4);
+    else
+      std::memcpy(data, half.data(), n * 2);
     group.barrier();
     return llvm::Error::success();
   }
+  llvm::Error finishAllReduces() override {
+    ++finishes;
+    return llvm::Error::success();
+  }
+
+  struct Call {
+    int64_t n;
+    Precision type;
+    bool mean;
+  };
+  std::vector<Call> calls;
+  int finishes = 0;
   llvm::Error broadcastFloats(float *data, int64_t n) override {
     std::vector<void *> all = group.exchange(id, data);
     std::vector<float> root(static_cast<float *>(all[0]),
@@ -129,6 +180,10 @@ struct Replica {
   std::unique_ptr<Transformer> model;
   std::unique_ptr<Trainer> trainer;
   std::vector<double> losses;
+  std::vector<StepResult> steps;
+  /// The all-reduces the rank started, and the waits for them.
+  size_t allReduces = 0;
+  int finishes = 0;
   std::vector<float> params() const {
     std::vector<float> p(model->numParams());
     backend->download(p.data(), model->params(), p.size() * 4);
@@ -146,19 +201,43 @@ TrainConfig trainConfig() {
   return t;
 }
 
+/// What differs between the tests' replicas.
+struct ReplicaOptions {
+  float dropout = 0.0f;
+  bool recompute = false;
+  int64_t layers = 2;
+  const char *pattern = kFixed;
+  /// The backend (default: the CPU's).
+  std::function<std::unique_ptr<Backend>()> backend;
+};
+
+std::unique_ptr<Replica> makeReplica(const data::Dataset &d,
+                                     const TrainConfig &t, int world,
+                                     const ReplicaOptions &o);
 std::unique_ptr<Replica> makeReplica(const data::Dataset &d,
                                      const TrainConfig &t, int world,
                                      float dropout = 0.0f) {
+  ReplicaOptions o;
+  o.dropout = dropout;
+  return makeReplica(d, t, world, o);
+}
+
+std::unique_ptr<Replica> makeReplica(const data::Dataset &d,
+                                     const TrainConfig &t, int world,
+                                     const ReplicaOptions &o) {
   auto r = std::make_unique<Replica>();
+  if (o.backend)
+    r->backend = o.backend();
   ModelConfig c;
   c.seqLen = 16;
   c.dModel = 16;
-  c.numLayers = 2;
+  c.numLayers = o.layers;
   c.numHeads = 2;
   c.embedStride = 4;
-  c.dropout = dropout;
+  c.dropout = o.dropout;
+  c.recompute = o.recompute;
   PatternSource ps;
-  ps.text = kFixed;
+  ps.text = o.pattern;
   ps.path = "test.sp";
   r->pattern = llvm::cantFail(AttentionPattern::load(ps, c.seqLen, c.numHeads));
   r->model = llvm::cantFail(
@@ -173,15 +252,33 @@ std::unique_ptr<Replica> makeReplica(const data::Dataset &d,
 /// (before the steps).
 std::vector<std::unique_ptr<Replica>>
 trainOnRanks(const data::Dataset &d, const TrainConfig &t, int world,
+             int steps, const ReplicaOptions &options,
+             const GradientSync &sync = {},
+             std::function<void(Replica &, int)> body = nullptr,
+             std::function<void(Replica &, int)> prepare = nullptr);
+
+std::vector<std::unique_ptr<Replica>>
+trainOnRanks(const data::Dataset &d, const TrainConfig &t, int world,
              int steps, float dropout = 0.0f,
              std::function<void(Replica &, int)> body = nullptr,
              std::function<void(Replica &, int)> prepare = nullptr) {
+  ReplicaOptions o;
+  o.dropout = dropout;
+  return trainOnRanks(d, t, world, steps, o, {}, std::move(body),
+                      std::move(prepare));
+}
+
+std::vector<std::unique_ptr<Replica>>
+trainOnRanks(const data::Dataset &d, const TrainConfig &t, int world,
+             int steps, const ReplicaOptions &options, const GradientSync &sync,
+             std::function<void(Replica &, int)> body,
+             std::function<void(Replica &, int)> prepare) {
   ThreadGroup group(world);
   std::vector<std::unique_ptr<ThreadRank>> ranks;
   std::vector<std::unique_ptr<Replica>> replicas;
   for (int r = 0; r < world; ++r) {
     ranks.push_back(std::make_unique<ThreadRank>(group, r));
-    replicas.push_back(makeReplica(d, t, world, dropout));
+    replicas.push_back(makeReplica(d, t, world, options));
     if (prepare)
       prepare(*replicas.back(), r);
   }
@@ -194,7 +291,7 @@ trainOnRanks(const data::Dataset &d, const TrainConfig &t, int world,
         if (e && errors[r].empty())
           errors[r] = llvm::toString(std::move(e));
       };
-      fail(rep.trainer->setDataParallel(ranks[r].get()));
+      fail(rep.trainer->setDataParallel(ranks[r].get(), sync));
       fail(rep.trainer->broadcastState());
       if (body)
         body(rep, r);
@@ -205,7 +302,10 @@ trainOnRanks(const data::Dataset &d, const TrainConfig &t, int world,
           return;
         }
         rep.losses.push_back(res->loss);
+        rep.steps.push_back(*res);
       }
+      rep.allReduces = ranks[r]->calls.size();
+      rep.finishes = ranks[r]->finishes;
       fail(rep.trainer->checkReplicasAgree());
       // Detach: the group dies with this function.
       fail(rep.trainer->setDataParallel(nullptr));

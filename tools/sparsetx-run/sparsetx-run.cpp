@@ -27,6 +27,7 @@
 #include "sparsetx/Model/Data/ImageLoader.h"
 #include "sparsetx/Model/Data/TextLoader.h"
 #include "sparsetx/Model/Distributed.h"
+#include "sparsetx/Model/GradientReducer.h"
 #include "sparsetx/Model/Trainer.h"
 #include "sparsetx/Model/Transformer.h"
 #include "sparsetx/Runtime/Cuda.h"
@@ -49,6 +50,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdlib>
 #include <optional>
@@ -147,8 +149,15 @@ cl::opt<int64_t> checkEvery(
     cl::desc("Compare the parameters across GPUs every N steps (0: never)"),
     cl::init(100), cl::cat(category));
 cl::opt<std::string> allreduceType(
-    "allreduce", cl::desc("Gradient all-reduce precision: fp32 (default)"),
-    cl::init("fp32"), cl::cat(category));
+    "allreduce",
+    cl::desc("Element type of the gradients' all-reduce: fp32, bf16 or fp16 "
+             "(default: the --precision)"),
+    cl::cat(category));
+cl::opt<std::string> bucketMb(
+    "bucket-mb",
+    cl::desc("MiB of gradients per all-reduce, started during the backward "
+             "(default 25; 0: one all-reduce after the backward)"),
+    cl::cat(category));
 // Set by the process that spawns the ranks of --gpus N.
 cl::opt<int> rankOpt("rank", cl::Hidden, cl::init(-1), cl::cat(category));
 cl::opt<int> worldOpt("world", cl::Hidden, cl::init(0), cl::cat(category));
@@ -180,6 +189,7 @@ struct ParallelRun {
   std::string how;
   std::unique_ptr<RankSupervisor> supervisor; // rank 0 of --gpus N
   std::unique_ptr<DataParallel> dp;
+  GradientSync sync; // --allreduce, --bucket-mb
 };
 ParallelRun parallelRun;
 std::vector<std::string> commandLine; // argv[1..], for spawned ranks
@@ -362,6 +372,28 @@ std::optional<int> intFromEnv(const char *name) {
   return value;
 }
 
+/// --allreduce and --bucket-mb, checked.
+GradientSync parseGradientSync() {
+  GradientSync sync;
+  if (allreduceType.getNumOccurrences()) {
+    sync.type = parsePrecision(allreduceType);
+    if (!sync.type)
+      die("--allreduce must be fp32, bf16 or fp16, got '" + allreduceType +
+          "'");
+  }
+  if (bucketMb.getNumOccurrences()) {
+    double mb = 0;
+    if (llvm::StringRef(bucketMb).trim().getAsDouble(mb) || !std::isfinite(mb) ||
+        mb < 0)
+      die("--bucket-mb must be a number of MiB, 0 or more (0: one all-reduce "
+          "after the backward), got '" + bucketMb + "'");
+    sync.bucketBytes = static_cast<int64_t>(std::llround(mb * (1 << 20)));
+    if (mb > 0 && sync.bucketBytes == 0)
+      sync.bucketBytes = 1;
+  }
+  return sync;
+}
+
 /// Works out this process's rank from --gpus, the hidden --rank/--world of
 /// a spawned rank, or a launcher's variables (SPARSETX_WORLD_SIZE, or
 /// mpirun's OMPI_COMM_WORLD_SIZE together with SPARSETX_NCCL_ID_FILE); checks
@@ -370,6 +402,7 @@ std::optional<int> intFromEnv(const char *name) {
 /// without any of those.
 void prepareParallel(int64_t globalBatch, bool batchFromCheckpoint) {
   ParallelRun &p = parallelRun;
+  p.sync = parseGradientSync();
   const char *idFile = std::getenv("SPARSETX_NCCL_ID_FILE");
   bool launcher = std::getenv("SPARSETX_WORLD_SIZE") ||
                   (std::getenv("OMPI_COMM_WORLD_SIZE") && idFile);
@@ -407,8 +440,10 @@ void prepareParallel(int64_t globalBatch, bool batchFromCheckpoint) {
     p.world = gpus;
     p.how = "--gpus " + std::to_string(p.world);
   } else {
-    if (allreduceType != "fp32")
+    if (allreduceType.getNumOccurrences())
       die("--allreduce is for runs on several GPUs (--gpus)");
+    if (bucketMb.getNumOccurrences())
+      die("--bucket-mb is for runs on several GPUs (--gpus)");
     return;
   }
   if (p.world < 1)
@@ -416,10 +451,6 @@ void prepareParallel(int64_t globalBatch, bool batchFromCheckpoint) {
   if (!launcher)
     p.device = p.rank;
   p.enabled = true;
-  if (allreduceType != "fp32")
-    die("--allreduce " + allreduceType +
-        ": this build all-reduces the gradients in fp32 only (bf16 needs a "
-        "conversion kernel in the CUDA backend)");
   if (device == "cpu")
     die(p.how + " runs one process per GPU and needs the CUDA backend; it "
                 "cannot be combined with --device cpu");
@@ -494,14 +525,23 @@ void joinParallel(Trainer &trainer, Backend &backend) {
         if (parallelRun.supervisor)
           parallelRun.supervisor->killRanks();
       }));
-  orDie(trainer.setDataParallel(p.dp.get()));
+  orDie(trainer.setDataParallel(p.dp.get(), p.sync));
   orDie(trainer.broadcastState());
-  if (p.rank == 0)
+  if (p.rank == 0) {
+    const GradientReducer &r = *trainer.getGradientReducer();
+    size_t buckets = r.getBuckets().size();
     llvm::errs() << llvm::formatv(
         "data parallel: {0} GPU{1} through NCCL {2}, {3} sequence{4} each "
-        "per step\n",
+        "per step; gradients averaged in {5}, {6}\n",
         p.world, p.world == 1 ? "" : "s", nccl::version(),
-        trainer.localBatch(), trainer.localBatch() == 1 ? "" : "s");
+        trainer.localBatch(), trainer.localBatch() == 1 ? "" : "s",
+        toString(r.getType()),
+        buckets == 1 ? std::string("in one all-reduce after the backward")
+                     : llvm::formatv("in {0} buckets started during the "
+                                     "backward",
+                                     buckets)
+                           .str());
+  }
 }
 
 bool isRankZero() { return parallelRun.rank == 0; }
@@ -1074,6 +1114,19 @@ int runBench() {
         {"seq_len", m.seqLen},
         {"batch", t.batch},
         {"gpus", parallelRun.world},
+        {"allreduce", s.trainer->getGradientReducer()
+                          ? llvm::json::Value(toString(
+                                s.trainer->getGradientReducer()->getType()))
+                          : llvm::json::Value(nullptr)},
+        {"bucket_mb",
+         parallelRun.enabled
+             ? llvm::json::Value(double(parallelRun.sync.bucketBytes) /
+                                 (1 << 20))
+             : llvm::json::Value(nullptr)},
+        {"gradient_buckets",
+         s.trainer->getGradientReducer()
+             ? int64_t(s.trainer->getGradientReducer()->getBuckets().size())
+             : int64_t(0)},
         {"recompute", m.recompute},
         {"parameters", s.model->numParams()},
         {"ms_per_step_median", median},

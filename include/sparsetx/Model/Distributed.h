@@ -2,11 +2,13 @@
 //
 // One process per GPU, each with a replica of the model (Trainer.h's
 // DataParallel says what the trainer asks of the others):
-//  - NcclDataParallel: the collectives on the CUDA backend's stream, each
-//    waited for under a watchdog thread that polls ncclCommGetAsyncError and,
-//    when a collective fails or does not complete within the timeout (a rank
-//    died or hangs), reports it, aborts the communicator (ncclCommAbort) and
-//    ends the process with status 1;
+//  - NcclDataParallel: the collectives on a stream of their own, ordered
+//    after the CUDA backend's stream by an event (the gradients' buckets run
+//    there while the backward goes on), each waited for under a watchdog
+//    thread that polls ncclCommGetAsyncError and, when a collective fails or
+//    does not complete within the timeout (a rank died or hangs), reports
+//    it, aborts the communicator (ncclCommAbort) and ends the process with
+//    status 1;
 //  - the launch: a process that starts N-1 copies of itself (same arguments
 //    plus the hidden --rank/--world options, the bootstrap id in the
 //    environment) and supervises them, or ranks started by a launcher

@@ -16,6 +16,8 @@
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <vector>
 
 namespace sparsetx::model {
@@ -39,8 +41,16 @@ public:
   virtual ~DataParallel();
   virtual int rank() const = 0;
   virtual int worldSize() const = 0;
-  /// `data` (backend memory, n floats) := its mean over the ranks.
-  virtual llvm::Error averageFloats(float *data, int64_t n) = 0;
+  /// The gradients' all-reduce, bucket by bucket during the backward
+  /// (GradientReducer.h): starts replacing the n elements of `type` (fp32,
+  /// bf16 or fp16) at `data` (backend memory) by their sum over the ranks,
+  /// or their mean with `mean`, once the backend's queued work is done, and
+  /// returns without waiting (on the GPU the all-reduce runs on a stream of
+  /// its own, ordered after the backend's by an event, so the backward goes
+  /// on meanwhile). finishAllReduces() waits for every one started.
+  virtual llvm::Error startAllReduce(void *data, int64_t n, Precision type,
+                                     bool mean) = 0;
+  virtual llvm::Error finishAllReduces() = 0;
   /// `data` (backend memory, n floats) := rank 0's.
   virtual llvm::Error broadcastFloats(float *data, int64_t n) = 0;
   /// Host values := their sums over the ranks.
@@ -48,6 +58,23 @@ public:
   /// Whether every rank passed the same value.
   virtual llvm::Expected<bool> sameOnAllRanks(uint64_t value) = 0;
 };
+
+/// How a data-parallel run averages its gradients (sparsetx-run's
+/// --allreduce and --bucket-mb).
+struct GradientSync {
+  static constexpr int64_t kDefaultBucketBytes = int64_t(25) << 20;
+  /// The all-reduce's element type; unset: the backend's precision (bf16
+  /// for bf16, fp16 for fp16, whose loss scaling then guards the all-reduce
+  /// too, fp32 for fp32). With one rank the gradients stay fp32 whatever is
+  /// asked: a sum of one term needs no rounding, so a 1-rank run equals a
+  /// 1-GPU run.
+  std::optional<Precision> type;
+  /// The most bytes (of the all-reduced type) per bucket; 0: one all-reduce
+  /// of every gradient after the whole backward (no overlap).
+  int64_t bucketBytes = kDefaultBucketBytes;
+};
+
+class GradientReducer;
 
 struct StepResult {
   double loss = 0;     ///< mean over the batch, nats per token
@@ -70,6 +97,7 @@ class Trainer {
 public:
   Trainer(Transformer &model, const TrainConfig &config,
           const data::Dataset &data);
+  ~Trainer();
 
   int64_t getStep() const { return step; }
   const TrainConfig &getConfig() const { return config; }
@@ -77,11 +105,15 @@ public:
   /// Data parallelism: the global batch (config.batch, which must divide
   /// by the world size) is split over the ranks, rank r taking entries
   /// [r B/N, (r+1) B/N) of each step's examples; the gradients are averaged
-  /// over the ranks after backward and before clipping, and the loss
-  /// reported is the mean over the ranks. The model must take batches of
-  /// B/N. Null (the default): one process does everything.
-  llvm::Error setDataParallel(DataParallel *parallel);
+  /// over the ranks as `sync` says, in buckets started during the backward
+  /// and all waited for before clipping, and the loss reported is the mean
+  /// over the ranks. The model must take batches of B/N. Null (the
+  /// default): one process does everything.
+  llvm::Error setDataParallel(DataParallel *parallel,
+                              const GradientSync &sync = {});
   DataParallel *getDataParallel() const { return parallel; }
+  /// The buckets and the all-reduce's type (null without data parallelism).
+  const GradientReducer *getGradientReducer() const { return reducer.get(); }
   /// The batch entries this rank computes per step.
   int64_t localBatch() const;
 
@@ -111,6 +143,7 @@ private:
   TrainConfig config;
   const data::Dataset &data;
   DataParallel *parallel = nullptr;
+  std::unique_ptr<GradientReducer> reducer;
   int64_t step = 0;
   /// fp16 loss scaling (the backend's precision decides whether it is on).
   double lossScale = 1;

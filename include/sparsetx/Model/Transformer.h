@@ -43,7 +43,32 @@ struct ParamInfo {
   /// Initialization standard deviation (0: zeros, or ones for gains).
   double initStd = 0;
   bool isGain = false;
+  /// The residual block it belongs to; -1 for the embeddings and the output
+  /// (final layer norm and logits).
+  int64_t layer = -1;
   int64_t count() const { return rows * cols; }
+};
+
+/// Elements [offset, offset + count) of the flat parameter (or gradient)
+/// buffer.
+struct GradRange {
+  int64_t offset = 0, count = 0;
+  int64_t end() const { return offset + count; }
+  bool operator==(const GradRange &o) const {
+    return offset == o.offset && count == o.count;
+  }
+};
+
+/// Told during backward when gradients are final (data parallelism starts
+/// their all-reduce while the backward goes on: GradientReducer.h).
+class GradientHook {
+public:
+  virtual ~GradientHook();
+  /// The gradients of group `group` of Transformer::gradientGroups() are
+  /// final: the backend's queued work writes them no more. Called for the
+  /// groups 0, 1, ... in order, once per training run(); an error stops the
+  /// run.
+  virtual llvm::Error gradientsReady(int64_t group) = 0;
 };
 
 class Transformer {
@@ -67,6 +92,17 @@ public:
   /// The flat parameter and gradient buffers (backend memory).
   float *params() const { return paramBuf.f32(); }
   float *grads() const { return gradBuf.f32(); }
+
+  /// The parameters by when backward finalizes their gradients: group g <
+  /// numLayers is residual block numLayers-1-g (backward runs from the top,
+  /// and a block's weights serve only that block), each as its ranges of
+  /// the flat buffer (the weight matrices, then the biases and gains: two
+  /// ranges); the last group is everything else (the output's matrix and
+  /// bias, the final layer norm and the embeddings), final at the end.
+  /// Together the groups cover every parameter once.
+  std::vector<std::vector<GradRange>> gradientGroups() const;
+  /// Called during training runs' backward (null: nobody; the default).
+  void setGradientHook(GradientHook *hook) { gradientHook = hook; }
 
   /// The paper's initialization: weights N(0, 0.125 / sqrt(fan_in)), the
   /// attention output and second FF matrices further scaled by
@@ -132,6 +168,7 @@ private:
   int64_t ffChunkRows = 0;
 
   Buffer paramBuf, gradBuf;
+  GradientHook *gradientHook = nullptr;
   Buffer ids, targetIds, rowIds, colIds, chanIds;
   std::vector<Buffer> xs;
   std::vector<std::unique_ptr<Acts>> acts;

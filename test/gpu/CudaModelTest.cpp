@@ -13,6 +13,7 @@
 #include "sparsetx/Model/Trainer.h"
 #include "sparsetx/Model/Transformer.h"
 #include "sparsetx/Runtime/Cuda.h"
+#include "sparsetx/Support/Half.h"
 
 #include "../unit/ModelTestUtil.h"
 
@@ -295,6 +296,51 @@ TEST_F(OpsTest, Elementwise) {
     cpuBackend->residualDropout(res.c(), x.c(), dout.c(), n, p, 98);
     gpuBackend->residualDropout(res.g(), x.g(), dout.g(), n, p, 98);
     expectClose(res, 1e-7, "residual dropout");
+  }
+}
+
+// The gradients' 16-bit conversions of the data-parallel all-reduce: bit
+// for bit the CPU's, overflow to inf (fp16), NaN and subnormals included.
+TEST_F(OpsTest, GradientsToAndFrom16Bits) {
+  const int64_t n = 100003;
+  std::vector<float> host = randoms(n, 31);
+  for (int64_t i = 0; i < n; ++i)
+    host[i] *= std::exp2(float(i % 61) - 30.0f);
+  host[0] = 1e6f;
+  host[1] = -65520.0f;
+  host[2] = NAN;
+  host[3] = INFINITY;
+  host[4] = 0x1.0p-20f;
+  Pair x = make(host);
+  for (Precision type : {Precision::BF16, Precision::FP16}) {
+    for (float s : {1.0f, 0.5f, 1.0f / 3.0f}) {
+      Pair half = poisoned((n + 1) / 2), back = poisoned(n);
+      auto *hc = reinterpret_cast<uint16_t *>(half.c());
+      auto *hg = reinterpret_cast<uint16_t *>(half.g());
+      cpuBackend->convertToHalf(hc, x.c(), n, s, type);
+      gpuBackend->convertToHalf(hg, x.g(), n, s, type);
+      std::vector<uint16_t> a(n), b(n);
+      cpuBackend->download(a.data(), hc, n * 2);
+      gpuBackend->download(b.data(), hg, n * 2);
+      ASSERT_FALSE(bool(gpuBackend->takeError()));
+      int64_t differ = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        bool nan = type == Precision::BF16
+                       ? std::isnan(bf16ToFloat(a[i])) && std::isnan(bf16ToFloat(b[i]))
+                       : std::isnan(fp16ToFloat(a[i])) && std::isnan(fp16ToFloat(b[i]));
+        differ += a[i] != b[i] && !nan;
+      }
+      EXPECT_EQ(differ, 0) << toString(type).str() << " scale " << s;
+      cpuBackend->convertFromHalf(back.c(), hc, n, 3.0f, type);
+      gpuBackend->convertFromHalf(back.g(), hg, n, 3.0f, type);
+      std::vector<float> fa(n), fb(n);
+      cpuBackend->download(fa.data(), back.c(), n * 4);
+      gpuBackend->download(fb.data(), back.g(), n * 4);
+      differ = 0;
+      for (int64_t i = 0; i < n; ++i)
+        differ += !(fa[i] == fb[i] || (std::isnan(fa[i]) && std::isnan(fb[i])));
+      EXPECT_EQ(differ, 0) << toString(type).str() << " back, scale " << s;
+    }
   }
 }
 

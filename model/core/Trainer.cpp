@@ -91,7 +91,11 @@ Trainer::Trainer(Transformer &model, const TrainConfig &config,
     lossScale = config.lossScale;
 }
 
-Trainer::~Trainer() { model.setGradientHook(nullptr); }
+Trainer::~Trainer() {
+  // The model must not call the reducer that goes with this trainer.
+  if (reducer)
+    model.setGradientHook(nullptr);
+}
 
 llvm::Error Trainer::setDataParallel(DataParallel *p, const GradientSync &sync) {
   if (p && config.batch % p->worldSize() != 0)

@@ -520,13 +520,15 @@ TEST(GradientBuckets, CoverEveryGradientOnce) {
         const GradientBucket &k = buckets[b];
         EXPECT_EQ(k.firstGroup, b == 0 ? 0 : buckets[b - 1].lastGroup + 1);
         EXPECT_LE(k.firstGroup, k.lastGroup);
-        if (cap > 0 && k.firstGroup != k.lastGroup)
+        if (cap > 0 && k.firstGroup != k.lastGroup) {
           EXPECT_LE(k.count(), cap) << "bucket " << b;
+        }
         for (size_t i = 0; i < k.ranges.size(); ++i) {
           const GradRange &r = k.ranges[i];
           EXPECT_GT(r.count, 0);
-          if (i > 0) // sorted, and adjacent ranges merged
+          if (i > 0) { // sorted, and adjacent ranges merged
             EXPECT_GT(r.offset, k.ranges[i - 1].end());
+          }
           for (int64_t e = r.offset; e < r.end(); ++e)
             ++seen[e];
         }
@@ -545,10 +547,12 @@ TEST(GradientBuckets, CoverEveryGradientOnce) {
       }
       EXPECT_EQ(gaps, 0);
       EXPECT_EQ(twice, 0);
-      if (cap == 0 || cap >= total)
+      if (cap == 0 || cap >= total) {
         EXPECT_EQ(buckets.size(), 1u);
-      if (cap == 1)
+      }
+      if (cap == 1) {
         EXPECT_EQ(static_cast<int64_t>(buckets.size()), L + 1);
+      }
       // Every tensor whole in one bucket.
       for (const ParamInfo &p : model->getParamInfo()) {
         int holders = 0;
@@ -875,8 +879,9 @@ TEST(HalfGradients, MeanOfFourRanksAgainstFloat64) {
       }
       EXPECT_EQ(bad, 0) << "worst relative error " << worst;
       // Not vacuous: 16 bits do round.
-      if (type != Precision::FP32)
+      if (type != Precision::FP32) {
         EXPECT_GT(worst, tolerance / 100);
+      }
     }
   }
 }

@@ -120,6 +120,10 @@ grep -E "NCCL INFO (Channel 00|Connected all|comm 0x.*rank 0 nRanks)|P2P|SHM" "$
 trun tg2o 60 --gpus 2 --bucket-mb 0.02
 trun tg2o-again 60 --gpus 2 --bucket-mb 0.02
 trun tg2b 60 --gpus 2 --bucket-mb 0.02 --allreduce bf16
+# bf16 arithmetic: one rank keeps its gradients fp32 (nothing to add), so
+# --gpus 1 must still equal one GPU bit for bit.
+trun t1-bf16 45 --precision bf16
+trun tg1-bf16 45 --precision bf16 --gpus 1
 python3 - "$out" <<'PY' 2>&1 | tee -a "$log"
 import json, sys
 out = sys.argv[1]
@@ -133,10 +137,12 @@ def same(a, b):
     return len(a) == len(b) > 0 and all(x.get(k) == y.get(k) for x, y in zip(a, b) for k in keys)
 def maxdiff(a, b):
     return max((abs(x["loss_bits"] - y["loss_bits"]) for x, y in zip(a, b)), default=None)
-r = {d: rows(d) for d in ("t1", "tg1", "tg2", "tg2o", "tg2o-again", "tg2b")}
+r = {d: rows(d) for d in ("t1", "tg1", "tg2", "tg2o", "tg2o-again", "tg2b",
+                          "t1-bf16", "tg1-bf16")}
 facts = {
     "rows": {d: len(v) for d, v in r.items()},
     "1gpu_vs_gpus1_identical": same(r["t1"], r["tg1"]),
+    "1gpu_vs_gpus1_identical_bf16": same(r["t1-bf16"], r["tg1-bf16"]),
     "gpus2_overlap_vs_after_identical": same(r["tg2"], r["tg2o"]),
     "gpus2_overlap_repeats_identical": same(r["tg2o"], r["tg2o-again"]),
     "max_loss_diff_1gpu_vs_gpus2_fp32": maxdiff(r["t1"], r["tg2o"]),

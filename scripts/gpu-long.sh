@@ -15,5 +15,6 @@ for e in 20 21 22 23; do
   timeout 300 "$bin/sparsetx-run" --pattern patterns/strided.sp -D l=1024 --data "$data" \
     --device cuda --seq-len "$n" --layers 4 --d-model 256 --heads 4 --recompute --batch 1 \
     --steps 2 --json "$out/long-2e$e.json" bench >"$log" 2>&1
-  echo "n = 2^$e: rc $? | $(grep -E "ms/step|GiB|error" "$log" | tr '\n' ' ' | cut -c1-300)"
+  rc=$?
+  echo "n = 2^$e: rc $rc | $(grep -A1 -E "ms/step" "$log" | tail -n 1) $(grep -E "error" "$log" | head -n 1 | cut -c1-200)"
 done

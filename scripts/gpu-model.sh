@@ -9,7 +9,8 @@
 #   (--train: the tests, then the tiny model trained in fp32 and bf16;
 #    --sample: the tests, then sampling speed of the enwik8 model, batch 1,
 #    with CUDA graphs (default) and without, and a per-op profile)
-#   GTEST_FILTER works for the tests; DECODE_TESTS=0 skips AttentionDecodeTest.
+#   GTEST_FILTER works for the tests; DECODE_TESTS=0 skips AttentionDecodeTest;
+#   SAMPLE_PRECISIONS (default "bf16 fp32") and PEER=0 trim --sample.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/.."
@@ -47,10 +48,14 @@ if [ "$mode" = "--sample" ]; then
   run sample-enwik8-setup timeout 100 "$bin/sparsetx-run" "${common[@]}" --batch 1 --steps 1 \
     --samples 0 --eval-tokens 12288 --out "$out/enwik8-run" train
   sample=(--device cuda --out "$out/enwik8-run" --samples 1 --length "$length" sample)
-  for p in bf16 fp32; do
+  for p in ${SAMPLE_PRECISIONS:-bf16 fp32}; do
     run "sample-enwik8-$p" timeout 150 "$bin/sparsetx-run" --precision "$p" "${sample[@]}"
   done
   SPARSETX_CUDA_GRAPHS=0 run sample-enwik8-bf16-nographs timeout 150 "$bin/sparsetx-run" "${sample[@]}"
+  # The peer in the same run: PyTorch, dense attention over a KV cache, CUDA
+  # graphs (bench/model_peer.py --sample).
+  [ "${PEER:-1}" = 0 ] || run peer-sample-enwik8 timeout 200 python3 bench/model_peer.py \
+    --preset enwik8 --sample "$length" --out "$out/peer-sample-enwik8.json"
   SPARSETX_CUDA_GRAPHS=0 SPARSETX_PROFILE=1 run sample-enwik8-profile timeout 120 \
     "$bin/sparsetx-run" --device cuda --out "$out/enwik8-run" --samples 1 --length 512 sample
   rm -f "$out/enwik8-run/checkpoint.bin"

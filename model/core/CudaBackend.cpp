@@ -884,25 +884,15 @@ llvm::Error CudaBackend::init() {
   if (!st)
     return st.takeError();
   stream = *st;
-  if (const char *p = std::getenv("SPARSETX_PROFILE"); p && *p && *p != '0')
+  llvm::Expected<CudaEnvironment> env = readCudaEnvironment();
+  if (!env)
+    return env.takeError();
+  if (env->profile)
     profiler.enable(stream);
-  if (const char *g = std::getenv("SPARSETX_CUDA_GRAPHS")) {
-    llvm::StringRef on(g);
-    if (on != "0" && on != "1")
-      return backendError("SPARSETX_CUDA_GRAPHS must be 0 or 1, got '" + on +
-                          "'");
-    graphsEnabled = on == "1";
-  }
-  if (const char *g = std::getenv("SPARSETX_BF16_GEMM")) {
-    llvm::StringRef mode(g);
-    if (mode == "fast")
-      bf16Gemm = Bf16Gemm::Fast;
-    else if (mode == "tf32")
-      bf16Gemm = Bf16Gemm::TF32;
-    else if (mode != "convert")
-      return backendError("SPARSETX_BF16_GEMM must be convert, fast or tf32, "
-                          "got '" + mode + "'");
-  }
+  graphsEnabled = env->graphs;
+  bf16Gemm = env->bf16Gemm == "convert" ? Bf16Gemm::Convert
+             : env->bf16Gemm == "tf32"  ? Bf16Gemm::TF32
+                                        : Bf16Gemm::Fast;
   llvm::Expected<std::unique_ptr<cuda::Blas>> b = cuda::Blas::create();
   if (!b)
     return b.takeError();
@@ -1310,6 +1300,32 @@ void CudaTensorAttention::decode(int64_t layer, int64_t batch,
 }
 
 } // namespace
+
+llvm::Expected<CudaEnvironment> sparsetx::model::readCudaEnvironment() {
+  CudaEnvironment env;
+  auto flag = [](const char *name, bool &out) -> llvm::Error {
+    if (const char *v = std::getenv(name)) {
+      llvm::StringRef value(v);
+      if (value != "0" && value != "1")
+        return backendError(llvm::Twine(name) + " must be 0 or 1, got '" +
+                            value + "'");
+      out = value == "1";
+    }
+    return llvm::Error::success();
+  };
+  if (llvm::Error e = flag("SPARSETX_PROFILE", env.profile))
+    return std::move(e);
+  if (llvm::Error e = flag("SPARSETX_CUDA_GRAPHS", env.graphs))
+    return std::move(e);
+  if (const char *g = std::getenv("SPARSETX_BF16_GEMM")) {
+    llvm::StringRef mode(g);
+    if (mode != "convert" && mode != "fast" && mode != "tf32")
+      return backendError("SPARSETX_BF16_GEMM must be convert, fast or tf32, "
+                          "got '" + mode + "'");
+    env.bf16Gemm = mode.str();
+  }
+  return env;
+}
 
 llvm::Expected<std::string>
 sparsetx::model::compileCudaBackendKernels(llvm::StringRef arch) {

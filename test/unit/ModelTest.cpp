@@ -496,6 +496,42 @@ TEST(CudaBackend, KernelsCompileForSm80AndSm90a) {
   }
 }
 
+// The CUDA backend's environment variables are checked without a GPU: every
+// accepted value, and a bad one named with the variable.
+TEST(CudaBackend, EnvironmentIsChecked) {
+  const char *names[] = {"SPARSETX_PROFILE", "SPARSETX_CUDA_GRAPHS",
+                         "SPARSETX_BF16_GEMM"};
+  for (const char *name : names)
+    unsetenv(name);
+  llvm::Expected<CudaEnvironment> env = readCudaEnvironment();
+  ASSERT_TRUE(bool(env));
+  EXPECT_FALSE(env->profile);
+  EXPECT_TRUE(env->graphs);
+  EXPECT_EQ(env->bf16Gemm, "fast");
+  setenv("SPARSETX_PROFILE", "1", 1);
+  setenv("SPARSETX_CUDA_GRAPHS", "0", 1);
+  for (const char *mode : {"convert", "fast", "tf32"}) {
+    setenv("SPARSETX_BF16_GEMM", mode, 1);
+    env = readCudaEnvironment();
+    ASSERT_TRUE(bool(env)) << mode;
+    EXPECT_TRUE(env->profile);
+    EXPECT_FALSE(env->graphs);
+    EXPECT_EQ(env->bf16Gemm, mode);
+  }
+  setenv("SPARSETX_CUDA_GRAPHS", "yes", 1);
+  EXPECT_EQ(errorText(readCudaEnvironment().takeError()),
+            "SPARSETX_CUDA_GRAPHS must be 0 or 1, got 'yes'");
+  setenv("SPARSETX_CUDA_GRAPHS", "1", 1);
+  setenv("SPARSETX_BF16_GEMM", "bf16", 1);
+  EXPECT_EQ(errorText(readCudaEnvironment().takeError()),
+            "SPARSETX_BF16_GEMM must be convert, fast or tf32, got 'bf16'");
+  setenv("SPARSETX_PROFILE", "on", 1);
+  EXPECT_EQ(errorText(readCudaEnvironment().takeError()),
+            "SPARSETX_PROFILE must be 0 or 1, got 'on'");
+  for (const char *name : names)
+    unsetenv(name);
+}
+
 // Evaluation runs without dropout: a model with dropout evaluates exactly as
 // the same parameters without it (and training with it does not).
 TEST(Model, DropoutOnlyInTraining) {

@@ -264,6 +264,17 @@ struct CudaBackendOptions {
   bool deterministic = false;
 };
 
+/// The environment variables the CUDA backend reads, checked (no GPU
+/// needed): SPARSETX_PROFILE=0|1 (GPU time per op at exit),
+/// SPARSETX_CUDA_GRAPHS=0|1 (sampling replays a captured step; default 1),
+/// SPARSETX_BF16_GEMM=convert|fast|tf32 (how bf16 GEMMs take fp32 operands;
+/// default fast). A bad value is an error naming the variable and value.
+struct CudaEnvironment {
+  bool profile = false, graphs = true;
+  std::string bf16Gemm = "fast";
+};
+llvm::Expected<CudaEnvironment> readCudaEnvironment();
+
 /// The GPU: cuBLASLt GEMMs, NVRTC-compiled elementwise kernels, the
 /// generated attention kernels (bf16/fp16) or an exact fp32 attention, a
 /// caching allocator. Fails when there is no usable GPU, with the reason.

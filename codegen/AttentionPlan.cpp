@@ -724,13 +724,11 @@ llvm::Error AttentionPlan::buildDecodeTables() {
   return llvm::Error::success();
 }
 
-llvm::Error AttentionPlan::decodeImpl(int64_t layer, int64_t batchHeads,
-                                      int64_t position,
-                                      cuda::DevicePtr devicePosition,
-                                      cuda::DevicePtr q, cuda::DevicePtr kCache,
-                                      cuda::DevicePtr vCache, int64_t capacity,
-                                      cuda::DevicePtr o, cuda::DevicePtr lse,
-                                      double scale, cuda::Stream stream) {
+llvm::Error AttentionPlan::planDecode(
+    int64_t layer, int64_t batchHeads, int64_t position, bool onDevice,
+    int64_t targetCtas, std::vector<size_t> &masks,
+    std::vector<std::vector<DecodeLaunch>> &launches,
+    std::vector<int64_t> &parts) {
   if (!gen.causal)
     return makeError("decode: pattern '" + gen.pattern +
                      "' is not causal; decode samples one position at a time "
@@ -738,7 +736,7 @@ llvm::Error AttentionPlan::decodeImpl(int64_t layer, int64_t batchHeads,
   if (!gen.hasDecode())
     return makeError("decode: the plan of '" + gen.pattern +
                      "' was generated without decode kernels");
-  std::vector<size_t> masks = masksOfLayer(layer);
+  masks = masksOfLayer(layer);
   for (size_t maskIndex : masks) {
     int64_t headsPerLaunch = gen.masks[maskIndex].head ? gen.numHeads : 1;
     if (batchHeads <= 0 || batchHeads % headsPerLaunch != 0)
@@ -746,34 +744,14 @@ llvm::Error AttentionPlan::decodeImpl(int64_t layer, int64_t batchHeads,
                        " is not a positive multiple of the pattern's " +
                        llvm::Twine(headsPerLaunch) + " heads");
   }
-  const bool onDevice = devicePosition != 0;
   if (onDevice)
     if (llvm::Error err = buildDecodeTables())
       return err;
-  float scaleArg = float(scale > 0 ? scale : 1.0 / std::sqrt(double(gen.headDim)));
-  cuda::DevicePtr tablePtr = tables.get();
-  long long positionArg = position, capacityArg = capacity,
-            batchHeadsArg = batchHeads;
-  cuda::Dim3 block{codegen::kDecodeThreads, 1, 1};
-  // About four CTAs per SM (what the D = 128 kernel fits at 128 registers),
-  // rounded down so that a launch never spills into a second, nearly empty
-  // wave; but at least two key blocks per CTA, so that the merge stays small
-  // next to the row's loads.
-  const int64_t targetCtas = 4 * int64_t(std::max(numSMs, 1));
-  const int64_t minBlocks = codegen::kDecodeMinBlocksPerSplit;
-
-  // Plan every mask's launches first: the workspace is sized once, before
-  // anything is enqueued (reallocating it under running kernels would not do).
   // With the position on the device, the launches are those of the longest
   // row of each kernel, whatever the position (their shapes never change).
-  struct Launch {
-    size_t kernel;
-    int queryBlock;
-    int64_t splits;
-  };
-  std::vector<std::vector<Launch>> launches(masks.size());
-  std::vector<int64_t> parts(masks.size(), 0);
-  int64_t mostParts = 0;
+  const int64_t minBlocks = codegen::kDecodeMinBlocksPerSplit;
+  launches.assign(masks.size(), {});
+  parts.assign(masks.size(), 0);
   for (auto [m, maskIndex] : llvm::enumerate(masks)) {
     const codegen::MaskKernels &mask = gen.masks[maskIndex];
     const MaskFunctions &fns = functions[maskIndex];
@@ -799,9 +777,77 @@ llvm::Error AttentionPlan::decodeImpl(int64_t layer, int64_t batchHeads,
       launches[m].push_back({kIdx, int(queryBlock), splits});
       parts[m] += splits;
     }
-    if (parts[m] != 1)
-      mostParts = std::max(mostParts, parts[m]);
   }
+  return llvm::Error::success();
+}
+
+llvm::Expected<std::vector<AttentionPlan::DecodeWork>>
+AttentionPlan::decodeWork(int64_t layer, int64_t batchHeads,
+                          int64_t targetCtas, int64_t &numParts) {
+  std::vector<size_t> masks;
+  std::vector<std::vector<DecodeLaunch>> launches;
+  std::vector<int64_t> parts;
+  if (llvm::Error err = planDecode(layer, batchHeads, -1, true, targetCtas,
+                                   masks, launches, parts))
+    return std::move(err);
+  // decodeRow's ids: every mask's kernels in order.
+  std::vector<int> firstId(gen.masks.size() + 1, 0);
+  for (size_t m = 0; m < gen.masks.size(); ++m)
+    firstId[m + 1] = firstId[m] + int(gen.masks[m].kernels.size());
+  std::vector<DecodeWork> work;
+  numParts = 0;
+  for (auto [m, maskIndex] : llvm::enumerate(masks)) {
+    const int64_t rows =
+        batchHeads / (gen.masks[maskIndex].head ? gen.numHeads : 1);
+    int64_t partBase = 0;
+    for (const DecodeLaunch &l : launches[m]) {
+      DecodeWork w;
+      w.kernelId = firstId[maskIndex] + int(l.kernel);
+      w.rowGroups = rows;
+      w.splits = int(l.splits);
+      w.partBase = int(partBase);
+      w.headsPerLaunch = gen.masks[maskIndex].head ? int(gen.numHeads) : 1;
+      w.head = int(gen.masks[maskIndex].head.value_or(0));
+      w.queryBlockAt = decodeTableBuffer.get() +
+                       size_t(decodeTables[maskIndex][l.kernel].offset) * 4;
+      work.push_back(w);
+      partBase += l.splits;
+    }
+    numParts = std::max(numParts, partBase);
+  }
+  return work;
+}
+
+llvm::Error AttentionPlan::decodeImpl(int64_t layer, int64_t batchHeads,
+                                      int64_t position,
+                                      cuda::DevicePtr devicePosition,
+                                      cuda::DevicePtr q, cuda::DevicePtr kCache,
+                                      cuda::DevicePtr vCache, int64_t capacity,
+                                      cuda::DevicePtr o, cuda::DevicePtr lse,
+                                      double scale, cuda::Stream stream) {
+  const bool onDevice = devicePosition != 0;
+  // About four CTAs per SM (what the D = 128 kernel fits at 128 registers),
+  // rounded down so that a launch never spills into a second, nearly empty
+  // wave; but at least two key blocks per CTA, so that the merge stays small
+  // next to the row's loads.
+  std::vector<size_t> masks;
+  std::vector<std::vector<DecodeLaunch>> launches;
+  std::vector<int64_t> parts;
+  if (llvm::Error err =
+          planDecode(layer, batchHeads, position, onDevice,
+                     4 * int64_t(std::max(numSMs, 1)), masks, launches, parts))
+    return err;
+  float scaleArg = float(scale > 0 ? scale : 1.0 / std::sqrt(double(gen.headDim)));
+  cuda::DevicePtr tablePtr = tables.get();
+  long long positionArg = position, capacityArg = capacity,
+            batchHeadsArg = batchHeads;
+  cuda::Dim3 block{codegen::kDecodeThreads, 1, 1};
+  // Plan every mask's launches first: the workspace is sized once, before
+  // anything is enqueued (reallocating it under running kernels would not do).
+  int64_t mostParts = 0;
+  for (int64_t p : parts)
+    if (p != 1)
+      mostParts = std::max(mostParts, p);
   // Masks share the parts: they serve different batch-heads (per-head) or
   // run alone (layers).
   const size_t partRows = size_t(mostParts) * size_t(batchHeads);
@@ -820,7 +866,7 @@ llvm::Error AttentionPlan::decodeImpl(int64_t layer, int64_t batchHeads,
     // also writes O = 0, LSE = -inf for a row without keys).
     const bool direct = parts[m] == 1;
     int64_t partBase = 0;
-    for (const Launch &l : launches[m]) {
+    for (const DecodeLaunch &l : launches[m]) {
       cuda::DevicePtr out = o, outLse = lse;
       int finalOutput = direct ? 1 : 0;
       if (!direct) {

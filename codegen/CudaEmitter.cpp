@@ -420,6 +420,9 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
 
   std::string entries;
   llvm::raw_string_ostream eos(entries);
+  // The decode variants in manifest order (masks, then their kernels), for
+  // the device-side dispatcher a persistent decoding kernel calls.
+  std::vector<std::string> decodeVariants;
 
   for (auto [m, maskLayout] : llvm::enumerate(layout.masks)) {
     sp::MaskOp maskOp = maskOps[m];
@@ -647,6 +650,7 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
         }
       }
       if (decode) {
+        decodeVariants.push_back(prefix);
         kernel.decodeName =
             llvm::formatv("sparsetx_dec_{0}_m{1}_k{2}", gen.pattern, m, k);
         eos << "extern \"C\" __global__ void __launch_bounds__("
@@ -724,6 +728,19 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
         << options.headDim
         << ">(oParts, lseParts, numParts, batchHeads,\n      headsPerLaunch, "
            "head, o, lse);\n}\n\n";
+  }
+  if (decode) {
+    // What a persistent kernel (the model's decoding step) calls for one
+    // CTA's share of a row of decode kernel `id`: the same work as the
+    // kernel's CTA (split, rowGroup).
+    os << "/// Decode kernels in manifest order (masks, then their kernels).\n"
+       << "constexpr int kNumDecodeKernels = " << decodeVariants.size() << ";\n"
+       << "__device__ __noinline__ void decodeRow(int id,\n"
+          "    const sparsetx::DecodeRowArgs &a) {\n  switch (id) {\n";
+    for (auto [id, variant] : llvm::enumerate(decodeVariants))
+      os << "  case " << id << ":\n    sparsetx::attentionDecodeRow<" << variant
+         << ">(a);\n    break;\n";
+    os << "  default:\n    break;\n  }\n}\n\n";
   }
   os << "} // namespace sparsetx_gen\n\n" << entries;
   gen.source = std::move(body);

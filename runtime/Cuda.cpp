@@ -46,6 +46,10 @@ namespace {
   X(moduleGetFunction, cuModuleGetFunction, "cuModuleGetFunction")             \
   X(funcSetAttribute, cuFuncSetAttribute, "cuFuncSetAttribute")                \
   X(launchKernel, cuLaunchKernel, "cuLaunchKernel")                            \
+  X(launchCooperativeKernel, cuLaunchCooperativeKernel,                        \
+    "cuLaunchCooperativeKernel")                                               \
+  X(occupancyMaxActiveBlocks, cuOccupancyMaxActiveBlocksPerMultiprocessor,     \
+    "cuOccupancyMaxActiveBlocksPerMultiprocessor")                             \
   X(eventCreate, cuEventCreate, "cuEventCreate")                               \
   X(eventRecord, cuEventRecord, "cuEventRecord")                               \
   X(eventSynchronize, cuEventSynchronize, "cuEventSynchronize")                \
@@ -627,6 +631,38 @@ llvm::Error cuda::launch(Function fn, Dim3 grid, Dim3 block,
           llvm::Twine(grid.z) + ", block " + llvm::Twine(block.x) + "x" +
           llvm::Twine(block.y) + "x" + llvm::Twine(block.z) + ", " +
           llvm::Twine(sharedBytes) + " bytes shared)");
+}
+
+llvm::Error cuda::launchCooperative(Function fn, Dim3 grid, Dim3 block,
+                                    unsigned sharedBytes, Stream stream,
+                                    llvm::ArrayRef<void *> args) {
+  llvm::Expected<const Driver &> d = getDriver();
+  if (!d)
+    return d.takeError();
+  return check(
+      d->launchCooperativeKernel(static_cast<CUfunction>(fn), grid.x, grid.y,
+                                 grid.z, block.x, block.y, block.z, sharedBytes,
+                                 static_cast<CUstream>(stream),
+                                 const_cast<void **>(args.data())),
+      "cuLaunchCooperativeKernel",
+      " (grid " + llvm::Twine(grid.x) + "x" + llvm::Twine(grid.y) + "x" +
+          llvm::Twine(grid.z) + ", block " + llvm::Twine(block.x) + "x" +
+          llvm::Twine(block.y) + "x" + llvm::Twine(block.z) + ", " +
+          llvm::Twine(sharedBytes) + " bytes shared)");
+}
+
+llvm::Expected<int> cuda::maxActiveBlocksPerSM(Function fn, int blockThreads,
+                                              unsigned sharedBytes) {
+  llvm::Expected<const Driver &> d = getDriver();
+  if (!d)
+    return d.takeError();
+  int blocks = 0;
+  if (llvm::Error err =
+          check(d->occupancyMaxActiveBlocks(&blocks, static_cast<CUfunction>(fn),
+                                            blockThreads, sharedBytes),
+                "cuOccupancyMaxActiveBlocksPerMultiprocessor"))
+    return std::move(err);
+  return blocks;
 }
 
 namespace {

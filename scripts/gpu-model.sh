@@ -7,10 +7,12 @@
 #   bash .gpu-model/gpu-model.sh [--tests-only | --bench-only | --train |
 #                                 --sample [length]]
 #   (--train: the tests, then the tiny model trained in fp32 and bf16;
-#    --sample: the tests, then sampling speed of the enwik8 model, batch 1,
-#    with CUDA graphs (default) and without, and a per-op profile)
+#    --sample: the tests, then sampling speed of the enwik8 model, batch 1:
+#    the step's ops captured (default) and launched one by one, the fused
+#    step (SPARSETX_FUSED_DECODE=1) with its phase profile, a per-op profile)
 #   GTEST_FILTER works for the tests; DECODE_TESTS=0 skips AttentionDecodeTest;
-#   SAMPLE_PRECISIONS (default "bf16 fp32") and PEER=0 trim --sample.
+#   SAMPLE_PRECISIONS (default "bf16 fp32"), PEER=0, NOGRAPHS=0, FUSED=0 and
+#   PROFILE=0 trim --sample.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/.."
@@ -31,8 +33,8 @@ run() { # name, command...
   [ $rc -eq 0 ] || { echo "!! $name failed ($rc)"; status=1; }
 }
 if [ "$mode" != "--bench-only" ]; then
-  run CudaModelTest "$bin/CudaModelTest" --gtest_brief=1
-  [ "${DECODE_TESTS:-1}" = 0 ] || run AttentionDecodeTest "$bin/AttentionDecodeTest" --gtest_brief=1
+  run CudaModelTest timeout 400 "$bin/CudaModelTest" --gtest_brief=1
+  [ "${DECODE_TESTS:-1}" = 0 ] || run AttentionDecodeTest timeout 300 "$bin/AttentionDecodeTest" --gtest_brief=1
   export NCCL_NVLS_ENABLE=0
   run nccl-one-rank bash test/gpu/nccl-one-rank.sh "$bin/sparsetx-run" patterns "$data"
 fi
@@ -51,12 +53,24 @@ if [ "$mode" = "--sample" ]; then
   for p in ${SAMPLE_PRECISIONS:-bf16 fp32}; do
     run "sample-enwik8-$p" timeout 150 "$bin/sparsetx-run" --precision "$p" "${sample[@]}"
   done
-  SPARSETX_CUDA_GRAPHS=0 run sample-enwik8-bf16-nographs timeout 150 "$bin/sparsetx-run" "${sample[@]}"
+  [ "${NOGRAPHS:-1}" = 0 ] || SPARSETX_CUDA_GRAPHS=0 \
+    run sample-enwik8-bf16-nographs timeout 150 "$bin/sparsetx-run" "${sample[@]}"
+  # The fused step (one persistent kernel, SPARSETX_FUSED_DECODE=1), after a
+  # short run that puts its NVRTC compilation into the cache, with its
+  # per-phase profile.
+  if [ "${FUSED:-1}" = 1 ]; then
+    SPARSETX_FUSED_DECODE=1 run sample-enwik8-fused-warmup timeout 150 \
+      "$bin/sparsetx-run" --device cuda --out "$out/enwik8-run" --samples 1 --length 64 sample
+    SPARSETX_FUSED_DECODE=1 run sample-enwik8-bf16-fused timeout 150 \
+      "$bin/sparsetx-run" "${sample[@]}"
+    SPARSETX_FUSED_DECODE=1 SPARSETX_PROFILE=1 run sample-enwik8-fused-profile timeout 150 \
+      "$bin/sparsetx-run" --device cuda --out "$out/enwik8-run" --samples 1 --length 2048 sample
+  fi
   # The peer in the same run: PyTorch, dense attention over a KV cache, CUDA
   # graphs (bench/model_peer.py --sample).
   [ "${PEER:-1}" = 0 ] || run peer-sample-enwik8 timeout 200 python3 bench/model_peer.py \
     --preset enwik8 --sample "$length" --out "$out/peer-sample-enwik8.json"
-  SPARSETX_CUDA_GRAPHS=0 SPARSETX_PROFILE=1 run sample-enwik8-profile timeout 120 \
+  [ "${PROFILE:-1}" = 0 ] || SPARSETX_CUDA_GRAPHS=0 SPARSETX_PROFILE=1 run sample-enwik8-profile timeout 120 \
     "$bin/sparsetx-run" --device cuda --out "$out/enwik8-run" --samples 1 --length 512 sample
   rm -f "$out/enwik8-run/checkpoint.bin"
 fi

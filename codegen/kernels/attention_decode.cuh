@@ -46,11 +46,18 @@ constexpr int kDecodeMergeThreads = 128;
 /// the merge stays small next to the row's loads.
 constexpr int kDecodeMinBlocksPerSplit = 2;
 
-/// 16 bytes through the read-only path (K, V, Q are not written by the
-/// kernel).
+/// How the decode reads K, V and Q: through the read-only path, which is
+/// right when nothing writes them during the kernel. A persistent kernel that
+/// writes the new rows itself (decode_step.cuh) defines it as "ld.global.cg"
+/// (from L2, which is coherent) before including this file.
+#ifndef SPARSETX_DECODE_LOAD
+#define SPARSETX_DECODE_LOAD "ld.global.nc"
+#endif
+
+/// 16 bytes through SPARSETX_DECODE_LOAD.
 __device__ __forceinline__ uint4 loadReadOnly16(const void *p) {
   uint4 r;
-  asm("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];"
+  asm(SPARSETX_DECODE_LOAD ".v4.u32 {%0, %1, %2, %3}, [%4];"
       : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
       : "l"(p));
   return r;
@@ -69,7 +76,7 @@ __device__ __forceinline__ uint4 loadReadOnly16If(const void *p, bool valid) {
       "  mov.b32 %1, 0;\n"
       "  mov.b32 %2, 0;\n"
       "  mov.b32 %3, 0;\n"
-      "  @p ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+      "  @p " SPARSETX_DECODE_LOAD ".v4.u32 {%0, %1, %2, %3}, [%4];\n"
       "}\n"
       : "=&r"(r.x), "=&r"(r.y), "=&r"(r.z), "=&r"(r.w)
       : "l"(p), "r"((int)valid));
@@ -206,19 +213,33 @@ struct DecodeSegments<V, SegmentList<S, Rest...>> {
   }
 };
 
-/// Decode of one kernel of a mask. Grid: (splits, batchHeads / kNumHeads);
-/// block: kDecodeThreads; no dynamic shared memory. q, o: [batchHeads, D];
-/// kCache, vCache: [batchHeads, capacity, D]. With finalOutput, o is Elem
-/// and lse [batchHeads] (gridDim.x must be 1); otherwise o is this launch's
-/// fp32 parts [gridDim.x][batchHeads][D] and lse its [gridDim.x][batchHeads].
+/// Where one CTA's share of a decode row goes (see attentionDecodeRow).
+struct DecodeRowArgs {
+  const uint16_t *q;              // [batchHeads, D]
+  const uint16_t *kCache, *vCache; // [batchHeads, capacity, D]
+  void *o;                        // final: Elem [batchHeads, D]; else fp32 parts
+  float *lse;
+  const int32_t *tables;
+  float scale;
+  int64_t position;               // ignored with positionAt
+  int queryBlock;                 // ignored with positionAt
+  int64_t capacity, batchHeads;
+  int finalOutput;
+  const int *positionAt, *queryBlockAt;
+  /// The row group (bh = rowGroup * kNumHeads + kHead), this CTA's split and
+  /// the most splits the row may take (the launch's grid.x).
+  int rowGroup, split, maxSplits;
+};
+
+/// One CTA's share of one decode row of kernel V: what the decode kernel's
+/// CTA (blockIdx.x, blockIdx.y) does, callable from a persistent kernel
+/// (decode_step.cuh) that hands out the same work itself. All kDecodeThreads
+/// threads of the CTA (threadIdx.x < kDecodeThreads) must call it; it ends
+/// with the CTA's threads synchronized, so that it can be called again.
+/// Without finalOutput, o and lse are the parts [maxSplits][batchHeads][D]
+/// and [maxSplits][batchHeads] (part `split`).
 template <typename V>
-__device__ __forceinline__ void
-attentionDecode(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kCache,
-                const uint16_t *__restrict__ vCache, void *__restrict__ o,
-                float *__restrict__ lse, const int32_t *__restrict__ tables,
-                float scale, int64_t position, int queryBlock, int64_t capacity,
-                int64_t batchHeads, int finalOutput, const int *positionAt,
-                const int *queryBlockAt) {
+__device__ __forceinline__ void attentionDecodeRow(const DecodeRowArgs &a) {
   using Elem = typename V::Elem;
   constexpr int D = V::kHeadDim;
   static_assert(D == 32 || D == 64 || D == 128, "head dim must be 32, 64, 128");
@@ -227,17 +248,17 @@ attentionDecode(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kCa
   __shared__ float groupM[kGroups], groupL[kGroups];
   __shared__ float groupAcc[kGroups][D];
 
-  const int64_t bh = (int64_t)blockIdx.y * V::kNumHeads + V::kHead;
+  const int64_t bh = (int64_t)a.rowGroup * V::kNumHeads + V::kHead;
   const int group = threadIdx.x / kGroupSize;
   const int part = threadIdx.x % kGroupSize;
-  const uint16_t *k = kCache + bh * capacity * D;
-  const uint16_t *v = vCache + bh * capacity * D;
+  const uint16_t *k = a.kCache + bh * a.capacity * D;
+  const uint16_t *v = a.vCache + bh * a.capacity * D;
 
   DecodeState st;
   {
     float qf[8];
-    unpack8<Elem>(loadReadOnly16(q + bh * D + part * 8), qf);
-    const float scaleLog2 = scale * 1.4426950408889634f;
+    unpack8<Elem>(loadReadOnly16(a.q + bh * D + part * 8), qf);
+    const float scaleLog2 = a.scale * 1.4426950408889634f;
 #pragma unroll
     for (int e = 0; e < 8; ++e) {
       st.q[e] = qf[e] * scaleLog2;
@@ -252,24 +273,26 @@ attentionDecode(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kCa
   // the row takes as many of the launch's CTAs as it has pairs of key
   // blocks; the others (and an out-of-range position) contribute an empty
   // part (O = 0, LSE = -inf), which the merge weighs zero.
-  int splits = (int)gridDim.x;
+  int64_t position = a.position;
+  int queryBlock = a.queryBlock;
+  int splits = a.maxSplits;
   bool idle = false;
-  if (positionAt) {
-    position = *positionAt;
-    idle = position < 0 || position >= capacity;
-    queryBlock = idle ? -1 : queryBlockAt[position];
+  if (a.positionAt) {
+    position = *a.positionAt;
+    idle = position < 0 || position >= a.capacity;
+    queryBlock = idle ? -1 : a.queryBlockAt[position];
     idle = idle || queryBlock < 0;
   }
   const int total =
-      idle ? 0 : DecodeSegments<V, typename V::Segments>::count(tables, queryBlock);
-  if (positionAt)
+      idle ? 0 : DecodeSegments<V, typename V::Segments>::count(a.tables, queryBlock);
+  if (a.positionAt)
     splits = min(splits, max(1, (total + kDecodeMinBlocksPerSplit - 1) /
                                     kDecodeMinBlocksPerSplit));
-  const int split = (int)blockIdx.x;
+  const int split = a.split;
   const int first = split < splits ? (int)((int64_t)split * total / splits) : 0;
   const int last = split < splits ? (int)((int64_t)(split + 1) * total / splits) : 0;
   if (first < last)
-    DecodeSegments<V, typename V::Segments>::run(st, k, v, tables, queryBlock,
+    DecodeSegments<V, typename V::Segments>::run(st, k, v, a.tables, queryBlock,
                                                  position, first, last);
 
   if (part == 0) {
@@ -282,33 +305,69 @@ attentionDecode(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kCa
   __syncthreads();
 
   const int d = threadIdx.x;
-  if (d >= D)
-    return;
-  float m = negInf();
+  if (d < D) {
+    float m = negInf();
 #pragma unroll 8
-  for (int g = 0; g < kGroups; ++g)
-    m = fmaxf(m, groupM[g]);
-  const float base = m == negInf() ? 0.0f : m;
-  float l = 0.0f, acc = 0.0f;
+    for (int g = 0; g < kGroups; ++g)
+      m = fmaxf(m, groupM[g]);
+    const float base = m == negInf() ? 0.0f : m;
+    float l = 0.0f, acc = 0.0f;
 #pragma unroll 8
-  for (int g = 0; g < kGroups; ++g) {
-    const float w = fastExp2(groupM[g] - base);
-    l = fmaf(groupL[g], w, l);
-    acc = fmaf(groupAcc[g][d], w, acc);
+    for (int g = 0; g < kGroups; ++g) {
+      const float w = fastExp2(groupM[g] - base);
+      l = fmaf(groupL[g], w, l);
+      acc = fmaf(groupAcc[g][d], w, acc);
+    }
+    const bool any = m != negInf() && l > 0.0f;
+    const float out = any ? acc / l : 0.0f;
+    const float rowLse = any ? (m + fastLog2(l)) * 0.6931471805599453f : negInf();
+    if (a.finalOutput) {
+      static_cast<uint16_t *>(a.o)[bh * D + d] = fromFloat<Elem>(out);
+      if (d == 0)
+        a.lse[bh] = rowLse;
+    } else {
+      const int64_t row = (int64_t)split * a.batchHeads + bh;
+      static_cast<float *>(a.o)[row * D + d] = out;
+      if (d == 0)
+        a.lse[row] = rowLse;
+    }
   }
-  const bool any = m != negInf() && l > 0.0f;
-  const float out = any ? acc / l : 0.0f;
-  const float rowLse = any ? (m + fastLog2(l)) * 0.6931471805599453f : negInf();
-  if (finalOutput) {
-    static_cast<uint16_t *>(o)[bh * D + d] = fromFloat<Elem>(out);
-    if (d == 0)
-      lse[bh] = rowLse;
-  } else {
-    const int64_t row = (int64_t)split * batchHeads + bh;
-    static_cast<float *>(o)[row * D + d] = out;
-    if (d == 0)
-      lse[row] = rowLse;
-  }
+  // The shared state is free again only when every thread has read it.
+  __syncthreads();
+}
+
+/// Decode of one kernel of a mask. Grid: (splits, batchHeads / kNumHeads);
+/// block: kDecodeThreads; no dynamic shared memory. q, o: [batchHeads, D];
+/// kCache, vCache: [batchHeads, capacity, D]. With finalOutput, o is Elem
+/// and lse [batchHeads] (gridDim.x must be 1); otherwise o is this launch's
+/// fp32 parts [gridDim.x][batchHeads][D] and lse its [gridDim.x][batchHeads].
+template <typename V>
+__device__ __forceinline__ void
+attentionDecode(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kCache,
+                const uint16_t *__restrict__ vCache, void *__restrict__ o,
+                float *__restrict__ lse, const int32_t *__restrict__ tables,
+                float scale, int64_t position, int queryBlock, int64_t capacity,
+                int64_t batchHeads, int finalOutput, const int *positionAt,
+                const int *queryBlockAt) {
+  DecodeRowArgs a;
+  a.q = q;
+  a.kCache = kCache;
+  a.vCache = vCache;
+  a.o = o;
+  a.lse = lse;
+  a.tables = tables;
+  a.scale = scale;
+  a.position = position;
+  a.queryBlock = queryBlock;
+  a.capacity = capacity;
+  a.batchHeads = batchHeads;
+  a.finalOutput = finalOutput;
+  a.positionAt = positionAt;
+  a.queryBlockAt = queryBlockAt;
+  a.rowGroup = (int)blockIdx.y;
+  a.split = (int)blockIdx.x;
+  a.maxSplits = (int)gridDim.x;
+  attentionDecodeRow<V>(a);
 }
 
 /// Log-sum-exp merge of the decode parts of the batch-heads one mask serves

@@ -47,6 +47,12 @@ void Buffer::reset() {
 AttentionOp::~AttentionOp() = default;
 Backend::~Backend() = default;
 Backend::CapturedWork::~CapturedWork() = default;
+Backend::DecodeStep::~DecodeStep() = default;
+
+llvm::Expected<std::unique_ptr<Backend::DecodeStep>>
+Backend::createDecodeStep(AttentionOp &, const DecodeModel &) {
+  return nullptr;
+}
 
 void Backend::fusedLinear(llvm::ArrayRef<LinearOut> outs, const float *a,
                           int64_t m, int64_t k, bool accumulate,

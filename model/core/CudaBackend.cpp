@@ -140,8 +140,8 @@ private:
 class CudaTensorAttention final : public AttentionOp {
 public:
   CudaTensorAttention(CudaBackend &backend, const AttentionDims &dims,
-                      AttentionPlan plan, int64_t headDim)
-      : backend(backend), dims(dims), plan(std::move(plan)), D(headDim) {}
+                      AttentionPlan plan, int64_t headDim);
+  ~CudaTensorAttention() override;
 
   void forward(int64_t layer, int64_t batch, const float *q, const float *k,
                const float *v, float *o, float *lse) override;
@@ -153,6 +153,9 @@ public:
               const float *q, const float *k, const float *v,
               float *o) override;
   AttentionPlan &getPlan() { return plan; }
+  /// The fused decoding step over this op's caches (beginDecode first).
+  llvm::Expected<std::unique_ptr<Backend::DecodeStep>>
+  createDecodeStep(const Backend::DecodeModel &model);
 
 private:
   bool reserve(int64_t batch, bool withBackward);
@@ -366,6 +369,13 @@ public:
   bool beginCapture() override;
   llvm::Expected<std::unique_ptr<CapturedWork>> endCapture() override;
   cuda::Stream getStream() const { return stream; }
+  int getNumSMs() const { return numSMs; }
+  int computeCapability() const { return context.getComputeCapability(); }
+
+  llvm::Expected<std::unique_ptr<DecodeStep>>
+  createDecodeStep(AttentionOp &attention, const DecodeModel &model) override;
+  /// The tensor-core attention ops alive (createDecodeStep finds its op).
+  std::vector<CudaTensorAttention *> tensorAttentions;
 
   void accumulate(float *y, const float *x, int64_t n) override {
     ProfileScope scope(profiler, "accumulate/scale");
@@ -775,6 +785,7 @@ private:
   cuda::Context context;
   cuda::Stream stream = nullptr;
   /// Capturing (beginCapture); what makes the capture unusable.
+  bool fusedDecodeEnabled = false;
   bool graphsEnabled = true, capturing = false, allocatedWhileCapturing = false,
        capturedHostCopy = false;
   int numSMs = 1;
@@ -890,6 +901,7 @@ llvm::Error CudaBackend::init() {
   if (env->profile)
     profiler.enable(stream);
   graphsEnabled = env->graphs;
+  fusedDecodeEnabled = env->fusedDecode;
   bf16Gemm = env->bf16Gemm == "convert" ? Bf16Gemm::Convert
              : env->bf16Gemm == "tf32"  ? Bf16Gemm::TF32
                                         : Bf16Gemm::Fast;
@@ -1299,6 +1311,312 @@ void CudaTensorAttention::decode(int64_t layer, int64_t batch,
                  D);
 }
 
+//===----------------------------------------------------------------------===//
+// Decoding's step as one persistent kernel (kernels/decode_step.cuh)
+//===----------------------------------------------------------------------===//
+
+CudaTensorAttention::CudaTensorAttention(CudaBackend &backend,
+                                         const AttentionDims &dims,
+                                         AttentionPlan plan, int64_t headDim)
+    : backend(backend), dims(dims), plan(std::move(plan)), D(headDim) {
+  backend.tensorAttentions.push_back(this);
+}
+
+CudaTensorAttention::~CudaTensorAttention() {
+  llvm::erase(backend.tensorAttentions, this);
+}
+
+/// Mirrors of decode_step.cuh's structs (same field order and sizes).
+struct StepLayerArgs {
+  const float *ln1W, *ln1B, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo, *ln2W,
+      *ln2B, *w1, *b1, *w2, *b2;
+  cuda::DevicePtr kCache, vCache, q16, oParts, lseParts;
+  int64_t workBegin, workEnd, numParts;
+};
+static_assert(sizeof(StepLayerArgs) == 24 * 8, "StepLayer must match the kernel");
+struct StepWorkArgs {
+  cuda::DevicePtr queryBlockAt;
+  int32_t kernelId, rowGroups, splits, partBase, headsPerLaunch, head;
+};
+static_assert(sizeof(StepWorkArgs) == 32, "StepWork must match the kernel");
+struct StepArgs {
+  int64_t S, d, dqk, ff, H, D, n, vocab, layers;
+  const int32_t *ids;
+  const float *tokTable, *posTable;
+  cuda::DevicePtr layer, work;
+  const float *lnfW, *lnfB, *wout, *bout;
+  float *x, *g, *logits, *attn;
+  cuda::DevicePtr tickets, barrier, tables, timing;
+  float eps, scale;
+  int32_t bf16, pad;
+};
+static_assert(sizeof(StepArgs) == 9 * 8 + 17 * 8 + 16,
+              "Step must match the kernel");
+
+/// The kernel's limits (decode_step.cuh): sequences per step, threads per
+/// CTA, a linear item's weights in shared memory (all k rows of at least 8
+/// columns: k <= 2048); CTAs per SM at most (more only add arrivals at every
+/// barrier).
+constexpr int64_t kStepMaxRows = 8, kStepThreads = 128,
+                  kStepWeightBytes = 64 * 1024, kStepMaxK = 2048,
+                  kStepMaxCtasPerSM = 2;
+
+class CudaDecodeStep final : public Backend::DecodeStep {
+public:
+  CudaDecodeStep(CudaBackend &backend) : backend(backend) {}
+  ~CudaDecodeStep() override { printProfile(); }
+  void run() override {
+    if (backend.failed())
+      return;
+    // The barrier counts arrivals from zero in every launch.
+    backend.record(cuda::fill32(barrier.get(), 0, 2, backend.getStream()));
+    if (backend.failed())
+      return;
+    void *argv[] = {&args};
+    backend.record(cuda::launchCooperative(fn, {grid, 1, 1},
+                                           {unsigned(kStepThreads), 1, 1},
+                                           sharedBytes, backend.getStream(),
+                                           argv));
+    if (args.timing)
+      collectProfile();
+  }
+  /// Barriers of one step: 5 per layer and the output's.
+  int64_t barriers() const { return 5 * args.layers + 1; }
+  /// SPARSETX_PROFILE=1: CTA 0's time between leaving consecutive barriers,
+  /// i.e. each phase with the wait for the slowest CTA, summed per kind.
+  void collectProfile() {
+    std::vector<uint64_t> t(size_t(barriers() + 2));
+    if (backend.failed())
+      return;
+    backend.record(cuda::synchronizeStream(backend.getStream()));
+    if (backend.failed())
+      return;
+    backend.record(cuda::copyToHost(t.data(), args.timing, t.size() * 8));
+    if (backend.failed())
+      return;
+    static const char *const kinds[] = {"q/k/v (LN1)", "attention", "Wo",
+                                        "W1 (LN2, GELU)", "W2"};
+    phaseNs["embedding + launch"] += double(t[1] - t[0]);
+    for (int64_t b = 1; b <= barriers(); ++b) {
+      const char *kind =
+          b == barriers() ? "logits (LNf)" : kinds[(b - 1) % 5];
+      phaseNs[kind] += double(t[size_t(b + 1)] - t[size_t(b)]);
+    }
+    ++profiledSteps;
+  }
+  void printProfile() {
+    if (!profiledSteps)
+      return;
+    double all = 0;
+    for (auto &[kind, ns] : phaseNs)
+      all += ns;
+    llvm::errs() << llvm::formatv("fused decoding step: {0} steps, {1:f1} us "
+                                  "per step (CTA 0's clock)\n",
+                                  profiledSteps, all / profiledSteps / 1e3);
+    for (auto &[kind, ns] : phaseNs)
+      llvm::errs() << llvm::formatv("  {0,-20} {1,8:f1} us/step {2,6:f1}%\n",
+                                    kind, ns / profiledSteps / 1e3,
+                                    100.0 * ns / all);
+  }
+  std::string description() const override {
+    return llvm::formatv("one persistent kernel per step: {0} CTAs of {1} "
+                         "threads, {2} barriers",
+                         grid, kStepThreads, 1 + 5 * args.layers);
+  }
+
+  CudaBackend &backend;
+  cuda::Module module;
+  cuda::Function fn = nullptr;
+  unsigned grid = 0, sharedBytes = 0;
+  StepArgs args{};
+  cuda::DeviceBuffer layerTable, workTable, q16, parts, hidden, attn, tickets,
+      barrier, timing;
+  std::map<std::string, double> phaseNs;
+  int64_t profiledSteps = 0;
+};
+
+llvm::Expected<std::unique_ptr<Backend::DecodeStep>>
+CudaTensorAttention::createDecodeStep(const Backend::DecodeModel &m) {
+  const int64_t S = m.batch, H = dims.heads, n = dims.seqLen,
+                layers = int64_t(m.layers.size());
+  // What the kernel takes (else the ops serve it): a few sequences, widths
+  // within its items, weights it can copy 16 bytes at a time.
+  auto aligned = [](const float *w) {
+    return reinterpret_cast<uintptr_t>(w) % 16 == 0;
+  };
+  bool fits = S >= 1 && S <= kStepMaxRows && m.heads == H && m.seqLen == n &&
+              int64_t(kCache16.size()) >= layers && m.dModel % H == 0 &&
+              m.qkDim % H == 0 && std::max(m.dModel, m.ffDim) <= kStepMaxK &&
+              m.dModel % 4 == 0 && m.qkDim % 4 == 0 && m.ffDim % 4 == 0 &&
+              m.vocab % 4 == 0 && aligned(m.wout);
+  for (const Backend::DecodeLayer &w : m.layers)
+    fits = fits && aligned(w.wq) && aligned(w.wk) && aligned(w.wv) &&
+           aligned(w.wo) && aligned(w.w1) && aligned(w.w2);
+  if (!fits)
+    return nullptr;
+  auto step = std::make_unique<CudaDecodeStep>(backend);
+
+  llvm::Expected<std::string> ptx = compileDecodeStepKernel(plan.getGenerated());
+  if (!ptx)
+    return ptx.takeError();
+  llvm::Expected<cuda::Module> module = cuda::Module::load(*ptx);
+  if (!module)
+    return module.takeError();
+  step->module = std::move(*module);
+  llvm::Expected<cuda::Function> fn = step->module.getFunction("sp_decode_step");
+  if (!fn)
+    return fn.takeError();
+  step->fn = *fn;
+
+  // As many CTAs as are resident at once (what a cooperative launch needs),
+  // at most kStepMaxCtasPerSM per SM.
+  step->sharedBytes =
+      unsigned(kStepWeightBytes + S * std::max(m.dModel, m.ffDim) * 4);
+  if (step->sharedBytes > 48 * 1024)
+    if (llvm::Error e = cuda::setMaxDynamicSharedMemory(step->fn,
+                                                        int(step->sharedBytes)))
+      return std::move(e);
+  llvm::Expected<int> perSM = cuda::maxActiveBlocksPerSM(
+      step->fn, int(kStepThreads), step->sharedBytes);
+  if (!perSM)
+    return perSM.takeError();
+  if (*perSM < 1)
+    return backendError("the decoding step kernel does not fit on an SM");
+  const int64_t grid =
+      int64_t(std::min<int64_t>(*perSM, kStepMaxCtasPerSM)) * backend.getNumSMs();
+  step->grid = unsigned(grid);
+
+  // The attention's work per layer, its parts (O = 0, LSE = -inf where no
+  // item writes) and 16-bit query rows (zero padding past the head's dims).
+  const int64_t BH = S * H;
+  std::vector<StepWorkArgs> work;
+  std::vector<int64_t> layerParts(layers), workBegin(layers), workEnd(layers);
+  int64_t totalParts = 0;
+  for (int64_t l = 0; l < layers; ++l) {
+    int64_t numParts = 0;
+    llvm::Expected<std::vector<AttentionPlan::DecodeWork>> w =
+        plan.decodeWork(l, BH, grid, numParts);
+    if (!w)
+      return w.takeError();
+    workBegin[l] = int64_t(work.size());
+    for (const AttentionPlan::DecodeWork &item : *w)
+      work.push_back({item.queryBlockAt, item.kernelId, int32_t(item.rowGroups),
+                      item.splits, item.partBase, item.headsPerLaunch,
+                      item.head});
+    workEnd[l] = int64_t(work.size());
+    layerParts[l] = numParts;
+    totalParts += numParts;
+  }
+  const int64_t qkHead = m.qkDim / H, vHead = m.dModel / H;
+  size_t partFloats = size_t(std::max<int64_t>(1, totalParts)) * BH * D;
+  size_t lseFloats = size_t(std::max<int64_t>(1, totalParts)) * BH;
+  if (!backend.reserve(step->parts, (partFloats + lseFloats) * 4) ||
+      !backend.reserve(step->q16, size_t(layers * BH * D) * 2))
+    return backend.takeError();
+  if (llvm::Error e = cuda::fill32(step->parts.get(), 0, partFloats,
+                                   backend.getStream()))
+    return std::move(e);
+  if (llvm::Error e = cuda::fill32(step->parts.get() + partFloats * 4,
+                                   0xff800000u, lseFloats, backend.getStream()))
+    return std::move(e);
+  if (llvm::Error e = step->q16.fill(0))
+    return std::move(e);
+  // The caches' padding past a head's dims is never written by the step.
+  if (qkHead < D || vHead < D)
+    for (int64_t l = 0; l < layers; ++l) {
+      if (llvm::Error e = kCache16[l].fill(0))
+        return std::move(e);
+      if (llvm::Error e = vCache16[l].fill(0))
+        return std::move(e);
+    }
+
+  std::vector<StepLayerArgs> layerArgs(layers);
+  int64_t partOffset = 0;
+  for (int64_t l = 0; l < layers; ++l) {
+    const Backend::DecodeLayer &w = m.layers[l];
+    StepLayerArgs &a = layerArgs[l];
+    a = {w.ln1W, w.ln1B, w.wq, w.bq, w.wk, w.bk, w.wv, w.bv, w.wo, w.bo, w.ln2W,
+         w.ln2B, w.w1, w.b1, w.w2, w.b2};
+    a.kCache = kCache16[l].get();
+    a.vCache = vCache16[l].get();
+    a.q16 = step->q16.get() + size_t(l * BH * D) * 2;
+    a.oParts = step->parts.get() + size_t(partOffset * BH * D) * 4;
+    a.lseParts = step->parts.get() + (partFloats + size_t(partOffset * BH)) * 4;
+    a.workBegin = workBegin[l];
+    a.workEnd = workEnd[l];
+    a.numParts = layerParts[l];
+    partOffset += layerParts[l];
+  }
+
+  if (!backend.reserve(step->attn, size_t(S * m.dModel) * 4) ||
+      !backend.reserve(step->tickets, size_t(BH) * 4) ||
+      !backend.reserve(step->barrier, 8) ||
+      !backend.reserve(step->hidden, size_t(S * m.ffDim) * 4) ||
+      !backend.reserve(step->layerTable, layerArgs.size() * sizeof(StepLayerArgs)) ||
+      !backend.reserve(step->workTable,
+                       std::max<size_t>(1, work.size()) * sizeof(StepWorkArgs)))
+    return backend.takeError();
+  if (llvm::Error e = step->tickets.fill(0))
+    return std::move(e);
+  if (llvm::Error e = step->layerTable.copyFromHost(
+          layerArgs.data(), layerArgs.size() * sizeof(StepLayerArgs)))
+    return std::move(e);
+  if (!work.empty())
+    if (llvm::Error e = step->workTable.copyFromHost(
+            work.data(), work.size() * sizeof(StepWorkArgs)))
+      return std::move(e);
+
+  StepArgs &a = step->args;
+  a.S = S;
+  a.d = m.dModel;
+  a.dqk = m.qkDim;
+  a.ff = m.ffDim;
+  a.H = H;
+  a.D = D;
+  a.n = n;
+  a.vocab = m.vocab;
+  a.layers = layers;
+  a.ids = m.ids;
+  a.tokTable = m.tokTable;
+  a.posTable = m.posTable;
+  a.layer = step->layerTable.get();
+  a.work = step->workTable.get();
+  a.lnfW = m.lnfW;
+  a.lnfB = m.lnfB;
+  a.wout = m.wout;
+  a.bout = m.bout;
+  a.x = m.x;
+  a.g = reinterpret_cast<float *>(step->hidden.get());
+  a.logits = m.logits;
+  a.attn = reinterpret_cast<float *>(step->attn.get());
+  a.tickets = step->tickets.get();
+  a.barrier = step->barrier.get();
+  a.tables = plan.getTables();
+  a.eps = cpu::kLayerNormEps;
+  a.scale = float(scale());
+  a.bf16 = backend.precision() == Precision::BF16 ? 1 : 0;
+  if (backend.profiler.enabled()) {
+    if (!backend.reserve(step->timing, size_t(step->barriers() + 2) * 8))
+      return backend.takeError();
+    a.timing = step->timing.get();
+  }
+  // The tables and fills above went through the default stream or this
+  // one: everything is in place before the first step.
+  if (llvm::Error e = cuda::synchronizeStream(backend.getStream()))
+    return std::move(e);
+  return std::unique_ptr<Backend::DecodeStep>(std::move(step));
+}
+
+llvm::Expected<std::unique_ptr<Backend::DecodeStep>>
+CudaBackend::createDecodeStep(AttentionOp &attention, const DecodeModel &model) {
+  if (!fusedDecodeEnabled || failed())
+    return nullptr;
+  for (CudaTensorAttention *op : tensorAttentions)
+    if (op == &attention)
+      return op->createDecodeStep(model);
+  return nullptr; // the exact fp32 attention: the ops serve it
+}
+
 } // namespace
 
 llvm::Expected<CudaEnvironment> sparsetx::model::readCudaEnvironment() {
@@ -1317,6 +1635,8 @@ llvm::Expected<CudaEnvironment> sparsetx::model::readCudaEnvironment() {
     return std::move(e);
   if (llvm::Error e = flag("SPARSETX_CUDA_GRAPHS", env.graphs))
     return std::move(e);
+  if (llvm::Error e = flag("SPARSETX_FUSED_DECODE", env.fusedDecode))
+    return std::move(e);
   if (const char *g = std::getenv("SPARSETX_BF16_GEMM")) {
     llvm::StringRef mode(g);
     if (mode != "convert" && mode != "fast" && mode != "tf32")
@@ -1334,6 +1654,23 @@ sparsetx::model::compileCudaBackendKernels(llvm::StringRef arch) {
   compile.flags = {"-std=c++17"};
   return nvrtc::compileToPTX("#include \"sparsetx/model_ops.cuh\"\n",
                              "model_ops.cu", compile, modelKernelHeaders());
+}
+
+llvm::Expected<std::string> sparsetx::model::compileDecodeStepKernel(
+    const codegen::GeneratedAttention &gen) {
+  // The pattern's generated source (its decodeRow) and the step kernel, in
+  // one NVRTC compilation (cached on disk like every other).
+  std::string source = "#define SPARSETX_DECODE_LOAD \"ld.global.cg\"\n" +
+                       gen.source +
+                       "\n#include \"sparsetx/decode_step.cuh\"\n";
+  std::vector<std::pair<std::string, std::string>> headers =
+      codegen::kernelHeaders();
+  llvm::append_range(headers, modelKernelHeaders());
+  nvrtc::CompileOptions compile;
+  compile.arch = gen.arch;
+  compile.flags = codegen::nvrtcFlags();
+  return nvrtc::compileToPTX(source, gen.pattern + "_decode_step.cu", compile,
+                             headers);
 }
 
 llvm::Expected<std::unique_ptr<Backend>>

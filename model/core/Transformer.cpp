@@ -544,6 +544,43 @@ llvm::Error Transformer::beginDecode(int64_t batch) {
     decodeIds = backend.allocate(2 * batch * 4);
     attention->beginDecode(batch, config.numLayers);
     decodeBatch = batch;
+    decodeFused.reset();
+    if (llvm::Error e = backend.takeError())
+      return e;
+    // The whole step as one piece of work where the backend fuses it.
+    Backend::DecodeModel m;
+    m.batch = batch;
+    m.dModel = d;
+    m.qkDim = dqk;
+    m.ffDim = ff;
+    m.heads = config.numHeads;
+    m.seqLen = config.seqLen;
+    m.inputVocab = kInputVocab;
+    m.vocab = kVocab;
+    float *P = params();
+    for (int64_t l = 0; l < config.numLayers; ++l) {
+      Layer w = layerParams(P, l);
+      m.layers.push_back({w.t[Ln1W], w.t[Ln1B], w.t[Wq], w.t[Bq], w.t[Wk],
+                          w.t[Bk], w.t[Wv], w.t[Bv], w.t[Wo], w.t[Bo],
+                          w.t[Ln2W], w.t[Ln2B], w.t[W1], w.t[B1], w.t[W2],
+                          w.t[B2]});
+    }
+    m.tokTable = P + offTok;
+    m.posTable = posSum.f32();
+    m.lnfW = P + offLnfW;
+    m.lnfB = P + offLnfB;
+    m.wout = P + offWout;
+    m.bout = P + offBout;
+    m.ids = decodeIds.i32();
+    m.x = decodeX.f32();
+    m.logits = logits.f32();
+    llvm::Expected<std::unique_ptr<Backend::DecodeStep>> fused =
+        backend.createDecodeStep(*attention, m);
+    if (!fused)
+      return modelError("preparing the fused decoding step failed "
+                        "(SPARSETX_FUSED_DECODE=0 runs the ops): " +
+                        llvm::toString(fused.takeError()));
+    decodeFused = std::move(*fused);
   }
   embedPositions();
   decodeNext = 0;
@@ -595,6 +632,12 @@ void Transformer::decodeStep() {
                       S, d, false, norm(P + offLnfW, P + offLnfB, a.ln1.f32()));
 }
 
+std::string Transformer::decodeMethod() const {
+  if (decodeFused)
+    return decodeFused->description();
+  return decodeGraph ? "the step's ops, captured and replayed" : "the step's ops";
+}
+
 llvm::Error Transformer::decode(llvm::ArrayRef<int32_t> tokens, int64_t position,
                                 std::vector<float> &out) {
   const int64_t n = config.seqLen, S = decodeBatch;
@@ -616,22 +659,27 @@ llvm::Error Transformer::decode(llvm::ArrayRef<int32_t> tokens, int64_t position
   std::vector<int32_t> ids(tokens.begin(), tokens.end());
   ids.resize(2 * S, static_cast<int32_t>(position));
   backend.upload(decodeIds.data(), ids.data(), 2 * S * 4);
-  // The first step runs op by op (it sizes every buffer and table); the
-  // second is captured where the backend can, and replayed from then on.
-  if (!decodeGraph && position > 0 && backend.beginCapture()) {
-    decodeStep();
-    llvm::Expected<std::unique_ptr<Backend::CapturedWork>> graph =
-        backend.endCapture();
-    if (!graph)
-      return modelError("capturing the decoding step failed "
-                        "(SPARSETX_CUDA_GRAPHS=0 runs it op by op): " +
-                        llvm::toString(graph.takeError()));
-    decodeGraph = std::move(*graph);
+  // The fused step where the backend has one. Else the first step runs op by
+  // op (it sizes every buffer and table); the second is captured where the
+  // backend can, and replayed from then on.
+  if (decodeFused) {
+    decodeFused->run();
+  } else {
+    if (!decodeGraph && position > 0 && backend.beginCapture()) {
+      decodeStep();
+      llvm::Expected<std::unique_ptr<Backend::CapturedWork>> graph =
+          backend.endCapture();
+      if (!graph)
+        return modelError("capturing the decoding step failed "
+                          "(SPARSETX_CUDA_GRAPHS=0 runs it op by op): " +
+                          llvm::toString(graph.takeError()));
+      decodeGraph = std::move(*graph);
+    }
+    if (decodeGraph)
+      decodeGraph->replay();
+    else
+      decodeStep();
   }
-  if (decodeGraph)
-    decodeGraph->replay();
-  else
-    decodeStep();
   out.resize(S * kVocab);
   backend.download(out.data(), logits.f32(), S * kVocab * 4);
   return backend.takeError();

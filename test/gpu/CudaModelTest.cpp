@@ -730,6 +730,79 @@ TEST(CudaModel, DecodeMatchesForwardAndSamplingIsReproducible) {
   }
 }
 
+// The fused decoding step (one persistent kernel, kernels/decode_step.cuh)
+// computes what the step's ops compute: the same logits within the
+// precision's tolerance at every position, for merged, per-head and layered
+// patterns, batches 1 and 3, full and half-size q/k (head dims 64 and 32:
+// zero padding), d = 128 (several input slices per linear layer, so the
+// ticket-ordered sums run). Both models are trained identically first
+// (deterministic backends). decodeMethod() shows which path ran.
+TEST(CudaModel, FusedDecodeStepMatchesTheOps) {
+  SKIP_WITHOUT_GPU();
+  data::Dataset d = textData(20000);
+  const int64_t n = 64;
+  for (Precision precision : {Precision::BF16, Precision::FP16}) {
+    const double tol = precision == Precision::BF16 ? 2e-2 : 5e-3;
+    for (const char *text : {kFixed, kPerHead, kLayered}) {
+      for (bool halfQK : {false, true}) {
+        std::unique_ptr<::Run> runs[2];
+        for (int fused = 0; fused < 2; ++fused) {
+          setenv("SPARSETX_FUSED_DECODE", fused ? "1" : "0", 1);
+          CudaBackendOptions o;
+          o.precision = precision;
+          o.deterministic = true;
+          auto b = createCudaBackend(o);
+          ASSERT_TRUE(bool(b)) << llvm::toString(b.takeError());
+          auto r = std::make_unique<::Run>();
+          r->backend = std::move(*b);
+          r->pattern = loadPattern(text, n, 2);
+          ModelConfig c = modelConfig(n);
+          c.dModel = 128;
+          c.halfQK = halfQK;
+          auto m = Transformer::create(*r->backend, c, *r->pattern, 4);
+          ASSERT_TRUE(bool(m)) << llvm::toString(m.takeError());
+          r->model = std::move(*m);
+          r->model->initialize(7);
+          r->trainer = std::make_unique<Trainer>(*r->model, trainConfig(), d);
+          train(*r, 5);
+          runs[fused] = std::move(r);
+        }
+        unsetenv("SPARSETX_FUSED_DECODE");
+        for (int64_t B : {1, 3}) {
+          std::vector<int32_t> inputs(B * n);
+          std::mt19937 rng(11 + B);
+          for (int64_t e = 0; e < B * n; ++e)
+            inputs[e] = e % n == 0 ? kStartToken : int32_t(rng() % 256);
+          for (auto &r : runs)
+            ASSERT_FALSE(bool(r->model->beginDecode(B)));
+          EXPECT_EQ(runs[0]->model->decodeMethod().find("persistent"),
+                    std::string::npos);
+          EXPECT_NE(runs[1]->model->decodeMethod().find("persistent kernel"),
+                    std::string::npos)
+              << runs[1]->model->decodeMethod();
+          std::vector<float> ops, fused;
+          for (int64_t t = 0; t < n; ++t) {
+            std::vector<int32_t> tokens;
+            for (int64_t b = 0; b < B; ++b)
+              tokens.push_back(inputs[b * n + t]);
+            ASSERT_FALSE(bool(runs[0]->model->decode(tokens, t, ops)));
+            ASSERT_FALSE(bool(runs[1]->model->decode(tokens, t, fused)));
+            ASSERT_EQ(ops.size(), fused.size());
+            double mag = 1, diff = 0;
+            for (size_t e = 0; e < ops.size(); ++e) {
+              mag = std::max(mag, std::fabs(double(ops[e])));
+              diff = std::max(diff, std::fabs(double(fused[e]) - ops[e]));
+            }
+            ASSERT_LE(diff / mag, tol)
+                << toString(precision).str() << ", half q/k " << halfQK << ", B "
+                << B << ", position " << t;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(CudaModel, CheckpointsMoveBetweenBackends) {
   SKIP_WITHOUT_GPU();
   data::Dataset d = textData(20000);

@@ -8,6 +8,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "sparsetx/Codegen/AttentionPlan.h"
+#include "sparsetx/Codegen/CudaEmitter.h"
 #include "sparsetx/Model/Backend.h"
 #include "sparsetx/Model/Checkpoint.h"
 #include "sparsetx/Model/Config.h"
@@ -496,28 +498,68 @@ TEST(CudaBackend, KernelsCompileForSm80AndSm90a) {
   }
 }
 
+// The fused decoding step compiles (NVRTC, no GPU) with the generated
+// attention of a merged, a per-head and a layered pattern, for sm_80 and
+// sm_90a, and calls every decode variant through the generated dispatcher.
+TEST(CudaBackend, DecodeStepCompilesForEveryPatternKind) {
+  for (const char *text : {kFixed, kPerHead, kLayered}) {
+    auto pattern = loadPattern(text, 64, 2);
+    ASSERT_TRUE(pattern);
+    const CompiledPattern &compiled = pattern->getCompiled();
+    for (const char *arch : {"sm_80", "sm_90a"}) {
+      codegen::CodegenOptions cg;
+      cg.arch = arch;
+      cg.backward = false;
+      auto gen = codegen::generateForward(compiled.pattern, compiled.layout, cg);
+      ASSERT_TRUE(mlir::succeeded(gen));
+      size_t kernels = 0;
+      for (const codegen::MaskKernels &m : gen->masks)
+        kernels += m.kernels.size();
+      EXPECT_NE(gen->source.find("constexpr int kNumDecodeKernels = " +
+                                 std::to_string(kernels) + ";"),
+                std::string::npos);
+      llvm::Expected<std::string> ptx = compileDecodeStepKernel(*gen);
+      ASSERT_TRUE(bool(ptx)) << arch << ": " << llvm::toString(ptx.takeError());
+      EXPECT_NE(ptx->find(".entry sp_decode_step"), std::string::npos) << arch;
+      // The decode reads what the step wrote from L2, never through the
+      // non-coherent path.
+      size_t decodeRow = ptx->find("decodeRow");
+      ASSERT_NE(decodeRow, std::string::npos);
+      EXPECT_EQ(ptx->find("ld.global.nc.v4", decodeRow), std::string::npos)
+          << arch;
+    }
+  }
+}
+
 // The CUDA backend's environment variables are checked without a GPU: every
 // accepted value, and a bad one named with the variable.
 TEST(CudaBackend, EnvironmentIsChecked) {
   const char *names[] = {"SPARSETX_PROFILE", "SPARSETX_CUDA_GRAPHS",
-                         "SPARSETX_BF16_GEMM"};
+                         "SPARSETX_BF16_GEMM", "SPARSETX_FUSED_DECODE"};
   for (const char *name : names)
     unsetenv(name);
   llvm::Expected<CudaEnvironment> env = readCudaEnvironment();
   ASSERT_TRUE(bool(env));
   EXPECT_FALSE(env->profile);
   EXPECT_TRUE(env->graphs);
+  EXPECT_FALSE(env->fusedDecode);
   EXPECT_EQ(env->bf16Gemm, "fast");
   setenv("SPARSETX_PROFILE", "1", 1);
   setenv("SPARSETX_CUDA_GRAPHS", "0", 1);
+  setenv("SPARSETX_FUSED_DECODE", "1", 1);
   for (const char *mode : {"convert", "fast", "tf32"}) {
     setenv("SPARSETX_BF16_GEMM", mode, 1);
     env = readCudaEnvironment();
     ASSERT_TRUE(bool(env)) << mode;
     EXPECT_TRUE(env->profile);
     EXPECT_FALSE(env->graphs);
+    EXPECT_TRUE(env->fusedDecode);
     EXPECT_EQ(env->bf16Gemm, mode);
   }
+  setenv("SPARSETX_FUSED_DECODE", "2", 1);
+  EXPECT_EQ(errorText(readCudaEnvironment().takeError()),
+            "SPARSETX_FUSED_DECODE must be 0 or 1, got '2'");
+  setenv("SPARSETX_FUSED_DECODE", "1", 1);
   setenv("SPARSETX_CUDA_GRAPHS", "yes", 1);
   EXPECT_EQ(errorText(readCudaEnvironment().takeError()),
             "SPARSETX_CUDA_GRAPHS must be 0 or 1, got 'yes'");

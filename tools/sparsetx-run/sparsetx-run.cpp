@@ -1031,9 +1031,11 @@ int runSample() {
   for (const auto &smp : samples)
     sampled += static_cast<int64_t>(smp.size());
   llvm::errs() << llvm::formatv(
-      "sampled {0} x {1} tokens in {2:f2} s: {3:f0} tokens/s ({4})\n",
+      "sampled {0} x {1} tokens in {2:f2} s: {3:f0} tokens/s ({4}; each "
+      "step: {5})\n",
       samples.size(), samples.empty() ? 0 : samples[0].size(), sampleSeconds,
-      sampled / std::max(sampleSeconds, 1e-9), s.backend->description());
+      sampled / std::max(sampleSeconds, 1e-9), s.backend->description(),
+      s.model->decodeMethod());
   std::string dir = outDir.empty() ? std::string(llvm::sys::path::parent_path(path))
                                    : outDir.getValue();
   if (dir.empty())

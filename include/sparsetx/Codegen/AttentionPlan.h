@@ -161,6 +161,29 @@ public:
                        int64_t capacity, cuda::DevicePtr o, cuda::DevicePtr lse,
                        double scale = 0, cuda::Stream stream = nullptr);
 
+  /// decodeAt's work for a persistent kernel that runs it itself (the
+  /// model's decoding step, decode_step.cuh), calling the generated
+  /// `sparsetx_gen::decodeRow(kernelId, args)` once per (row group, split) of
+  /// each entry with DecodeRowArgs{positionAt, queryBlockAt, maxSplits =
+  /// splits, finalOutput = 0} and the parts o + partBase * batchHeads * D,
+  /// lse + partBase * batchHeads. Row splits are chosen for `targetCtas`
+  /// CTAs. numParts: the parts a batch-head's row has at most; the merge
+  /// (log-sum-exp over parts 0..numParts-1 of each batch-head) must find
+  /// O = 0, LSE = -inf in the parts no entry writes for that batch-head.
+  struct DecodeWork {
+    int kernelId = 0;
+    int64_t rowGroups = 0; // batchHeads / (the mask's heads per launch)
+    int splits = 1, partBase = 0;
+    /// Row group r serves batch-head r * headsPerLaunch + head.
+    int headsPerLaunch = 1, head = 0;
+    cuda::DevicePtr queryBlockAt = 0;
+  };
+  llvm::Expected<std::vector<DecodeWork>>
+  decodeWork(int64_t layer, int64_t batchHeads, int64_t targetCtas,
+             int64_t &numParts);
+  /// The int32 tables the generated kernels read (DecodeRowArgs::tables).
+  cuda::DevicePtr getTables() const { return tables.get(); }
+
   /// Key blocks that mapped query block `queryBlock` of kernel `kernel` of
   /// mask `mask` visits (every segment); what decode splits.
   int64_t rowKeyBlocks(size_t mask, size_t kernel, int64_t queryBlock) const;
@@ -186,6 +209,18 @@ private:
                          int64_t capacity, cuda::DevicePtr o,
                          cuda::DevicePtr lse, double scale, cuda::Stream stream);
   llvm::Error buildDecodeTables();
+  /// decodeImpl's launches: per mask of the layer its (kernel, query block,
+  /// splits), and its parts (splits summed); checks the pattern and batch.
+  struct DecodeLaunch {
+    size_t kernel;
+    int queryBlock;
+    int64_t splits;
+  };
+  llvm::Error planDecode(int64_t layer, int64_t batchHeads, int64_t position,
+                         bool onDevice, int64_t targetCtas,
+                         std::vector<size_t> &masks,
+                         std::vector<std::vector<DecodeLaunch>> &launches,
+                         std::vector<int64_t> &parts);
   llvm::Error reserveWorkspace(int64_t batchHeads);
   llvm::Error reserveBackwardWorkspace(int64_t batchHeads);
   llvm::Error planBackwardWork(int64_t batchHeads);

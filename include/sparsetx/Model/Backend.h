@@ -26,6 +26,11 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
+
+namespace sparsetx::codegen {
+struct GeneratedAttention;
+} // namespace sparsetx::codegen
 
 namespace sparsetx::model {
 
@@ -247,6 +252,43 @@ public:
   prepareAttention(const AttentionPattern &pattern,
                    const AttentionDims &dims) = 0;
 
+  /// Decoding's whole step as one piece of work, where the backend can fuse
+  /// it (the CUDA backend: one persistent kernel per step, see
+  /// docs/model.md). The model describes itself in the backend's memory:
+  /// every pointer below is a backend buffer. The step computes what
+  /// Transformer::decodeStep's ops compute: x = tokens' embeddings +
+  /// posTable[position]; per layer x += Wo attn(LN1(x) Wq/Wk/Wv) (appending
+  /// k, v to `attention`'s caches at the position) and x += W2 gelu(LN2(x)
+  /// W1); logits = LNf(x) Wout + bout. ids holds the batch's tokens, then
+  /// its positions (equal).
+  struct DecodeLayer {
+    const float *ln1W, *ln1B, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo, *ln2W,
+        *ln2B, *w1, *b1, *w2, *b2;
+  };
+  struct DecodeModel {
+    int64_t batch = 0, dModel = 0, qkDim = 0, ffDim = 0, heads = 0,
+            seqLen = 0, inputVocab = 0, vocab = 0;
+    std::vector<DecodeLayer> layers;
+    const float *tokTable = nullptr, *posTable = nullptr;
+    const float *lnfW = nullptr, *lnfB = nullptr, *wout = nullptr,
+                *bout = nullptr;
+    const int32_t *ids = nullptr;
+    float *x = nullptr, *logits = nullptr;
+  };
+  class DecodeStep {
+  public:
+    virtual ~DecodeStep();
+    /// Enqueues one step.
+    virtual void run() = 0;
+    /// What runs it, for logs ("1 persistent kernel, 528 CTAs, ...").
+    virtual std::string description() const = 0;
+  };
+  /// Null (no error) where the backend has no fused step for this model or
+  /// attention: the caller runs the ops. attention.beginDecode must have
+  /// been called for the model's batch and layers.
+  virtual llvm::Expected<std::unique_ptr<DecodeStep>>
+  createDecodeStep(AttentionOp &attention, const DecodeModel &model);
+
 protected:
   friend class Buffer;
   virtual void *allocateRaw(int64_t bytes) = 0;
@@ -267,10 +309,13 @@ struct CudaBackendOptions {
 /// The environment variables the CUDA backend reads, checked (no GPU
 /// needed): SPARSETX_PROFILE=0|1 (GPU time per op at exit),
 /// SPARSETX_CUDA_GRAPHS=0|1 (sampling replays a captured step; default 1),
+/// SPARSETX_FUSED_DECODE=0|1 (1: sampling runs each step as one persistent
+/// kernel where the model allows; default 0, the captured ops, which are
+/// faster today: docs/model.md),
 /// SPARSETX_BF16_GEMM=convert|fast|tf32 (how bf16 GEMMs take fp32 operands;
 /// default fast). A bad value is an error naming the variable and value.
 struct CudaEnvironment {
-  bool profile = false, graphs = true;
+  bool profile = false, graphs = true, fusedDecode = false;
   std::string bf16Gemm = "fast";
 };
 llvm::Expected<CudaEnvironment> readCudaEnvironment();
@@ -284,6 +329,12 @@ createCudaBackend(const CudaBackendOptions &options);
 /// The CUDA backend's own kernels (kernels/model_ops.cuh) through NVRTC for
 /// `arch` ("sm_80", "sm_90a", ...): PTX, or NVRTC's log. Needs no GPU.
 llvm::Expected<std::string> compileCudaBackendKernels(llvm::StringRef arch);
+
+/// The fused decoding step (kernels/decode_step.cuh) with a pattern's
+/// generated attention (decode kernels on) through NVRTC for the
+/// generation's arch: PTX, or NVRTC's log. Needs no GPU.
+llvm::Expected<std::string>
+compileDecodeStepKernel(const codegen::GeneratedAttention &generated);
 
 } // namespace sparsetx::model
 

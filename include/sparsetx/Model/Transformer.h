@@ -183,6 +183,13 @@ private:
   Buffer decodeX, decodeIds;
   /// The step captured by the backend (CUDA graph), replayed per token.
   std::unique_ptr<Backend::CapturedWork> decodeGraph;
+  /// The backend's fused step (one persistent kernel), where it has one.
+  std::unique_ptr<Backend::DecodeStep> decodeFused;
+
+public:
+  /// How sampling runs its steps ("one persistent kernel ...", "captured
+  /// ops", "ops"), after beginDecode.
+  std::string decodeMethod() const;
 };
 
 } // namespace sparsetx::model

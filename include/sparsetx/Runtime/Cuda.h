@@ -168,6 +168,17 @@ llvm::Error setMaxDynamicSharedMemory(Function fn, int bytes);
 llvm::Error launch(Function fn, Dim3 grid, Dim3 block, unsigned sharedBytes,
                    Stream stream, llvm::ArrayRef<void *> args);
 
+/// The same as a cooperative launch: every CTA of the grid is resident at
+/// once (or the launch fails), so that they may wait for each other.
+llvm::Error launchCooperative(Function fn, Dim3 grid, Dim3 block,
+                              unsigned sharedBytes, Stream stream,
+                              llvm::ArrayRef<void *> args);
+
+/// How many CTAs of `fn` with this block size and dynamic shared memory fit
+/// on one SM at once.
+llvm::Expected<int> maxActiveBlocksPerSM(Function fn, int blockThreads,
+                                         unsigned sharedBytes);
+
 /// Times `body` (which enqueues work on the default stream) with CUDA events:
 /// `warmup` untimed runs, then `repeats` timed ones; returns each run's
 /// milliseconds.

@@ -14,26 +14,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-typedef long long i64;
-typedef unsigned long long u64;
-
-#define SP_GRID_STRIDE(i, n)                                                   \
-  for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n);            \
-       i += (i64)gridDim.x * blockDim.x)
-
-__device__ __forceinline__ float spWarpSum(float x) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1)
-    x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
-__device__ __forceinline__ float spWarpMax(float x) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1)
-    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
-  return x;
-}
-__device__ __forceinline__ float spNegInf() { return __int_as_float(0xff800000); }
+#include "sparsetx/model_math.cuh"
 
 // --- Elementwise ------------------------------------------------------------
 
@@ -43,10 +24,6 @@ extern "C" __global__ void sp_accumulate(float *y, const float *x, i64 n) {
 
 extern "C" __global__ void sp_scale(float *x, float s, i64 n) {
   SP_GRID_STRIDE(i, n) x[i] *= s;
-}
-
-__device__ __forceinline__ float spSigmoid(float z) {
-  return 1.0f / (1.0f + expf(-z));
 }
 
 extern "C" __global__ void sp_gelu_forward(float *out, const float *inp,
@@ -189,25 +166,6 @@ extern "C" __global__ void sp_sum_squares(double *partial, const float *x,
       s += warpSums[w];
     partial[blockIdx.x] = s;
   }
-}
-
-/// A layer norm's statistics of one row of c values, by one warp (every lane
-/// gets them): the mean, then the mean squared deviation (two passes).
-__device__ __forceinline__ void spRowStatistics(const float *x, i64 c,
-                                                float eps, float &mu,
-                                                float &rstd) {
-  const int lane = threadIdx.x & 31;
-  float sum = 0.0f;
-  for (i64 j = lane; j < c; j += 32)
-    sum += x[j];
-  mu = spWarpSum(sum) / (float)c;
-  float var = 0.0f;
-  for (i64 j = lane; j < c; j += 32) {
-    float d = x[j] - mu;
-    var += d * d;
-  }
-  var = spWarpSum(var) / (float)c;
-  rstd = rsqrtf(var + eps);
 }
 
 // --- Decoding's linear layers (a few rows) ----------------------------------
@@ -826,22 +784,6 @@ extern "C" __global__ void sp_attention_backward_dkdv(
 // (D = 32, 64 or 128); the model's projections are token-major fp32 [batch,
 // n, heads, dim] with dim <= D (the half-size q/k are zero-padded, which
 // leaves every dot product unchanged).
-
-__device__ __forceinline__ unsigned short spToHalf(float x, int bf16) {
-  unsigned short r;
-  if (bf16)
-    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(x));
-  else
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(x));
-  return r;
-}
-__device__ __forceinline__ float spFromHalf(unsigned short x, int bf16) {
-  if (bf16)
-    return __uint_as_float((unsigned)x << 16);
-  float f;
-  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x));
-  return f;
-}
 
 /// 16-bit copies of fp32 GEMM operands (a value beyond the format's range
 /// becomes inf, which fp16 loss scaling detects).

@@ -666,7 +666,7 @@ llvm::Error AttentionPlan::decode(int64_t layer, int64_t batchHeads,
                      " is past the KV cache's capacity of " +
                      llvm::Twine(capacity) + " rows");
   return decodeImpl(layer, batchHeads, position, 0, q, kCache, vCache,
-                    capacity, o, lse, scale, stream);
+                    capacity, o, lse, scale, stream, 0, 0);
 }
 
 llvm::Error AttentionPlan::decodeAt(int64_t layer, int64_t batchHeads,
@@ -674,11 +674,15 @@ llvm::Error AttentionPlan::decodeAt(int64_t layer, int64_t batchHeads,
                                     cuda::DevicePtr kCache,
                                     cuda::DevicePtr vCache, int64_t capacity,
                                     cuda::DevicePtr o, cuda::DevicePtr lse,
-                                    double scale, cuda::Stream stream) {
+                                    double scale, cuda::Stream stream,
+                                    cuda::DevicePtr o32, int64_t o32Dim) {
   if (!position)
     return makeError("decode: no device position given");
+  if (o32 && (o32Dim < 1 || o32Dim > gen.headDim))
+    return makeError("decode: o32Dim = " + llvm::Twine(o32Dim) +
+                     " is outside [1, " + llvm::Twine(gen.headDim) + "]");
   return decodeImpl(layer, batchHeads, -1, position, q, kCache, vCache,
-                    capacity, o, lse, scale, stream);
+                    capacity, o, lse, scale, stream, o32, o32Dim);
 }
 
 llvm::Error AttentionPlan::buildDecodeTables() {
@@ -824,7 +828,8 @@ llvm::Error AttentionPlan::decodeImpl(int64_t layer, int64_t batchHeads,
                                       cuda::DevicePtr q, cuda::DevicePtr kCache,
                                       cuda::DevicePtr vCache, int64_t capacity,
                                       cuda::DevicePtr o, cuda::DevicePtr lse,
-                                      double scale, cuda::Stream stream) {
+                                      double scale, cuda::Stream stream,
+                                      cuda::DevicePtr o32, int64_t o32Dim) {
   const bool onDevice = devicePosition != 0;
   // About four CTAs per SM (what the D = 128 kernel fits at 128 registers),
   // rounded down so that a launch never spills into a second, nearly empty
@@ -844,9 +849,10 @@ llvm::Error AttentionPlan::decodeImpl(int64_t layer, int64_t batchHeads,
   cuda::Dim3 block{codegen::kDecodeThreads, 1, 1};
   // Plan every mask's launches first: the workspace is sized once, before
   // anything is enqueued (reallocating it under running kernels would not do).
+  // (With o32 every mask goes through the merge, which writes it.)
   int64_t mostParts = 0;
   for (int64_t p : parts)
-    if (p != 1)
+    if (p != 1 || o32)
       mostParts = std::max(mostParts, p);
   // Masks share the parts: they serve different batch-heads (per-head) or
   // run alone (layers).
@@ -864,7 +870,7 @@ llvm::Error AttentionPlan::decodeImpl(int64_t layer, int64_t batchHeads,
     const int64_t rows = batchHeads / headsPerLaunch;
     // One part: its kernel writes the outputs; else parts and a merge (which
     // also writes O = 0, LSE = -inf for a row without keys).
-    const bool direct = parts[m] == 1;
+    const bool direct = parts[m] == 1 && !o32;
     int64_t partBase = 0;
     for (const DecodeLaunch &l : launches[m]) {
       cuda::DevicePtr out = o, outLse = lse;
@@ -892,8 +898,10 @@ llvm::Error AttentionPlan::decodeImpl(int64_t layer, int64_t batchHeads,
       cuda::DevicePtr oPartsArg = oParts, lsePartsArg = lseParts;
       int numParts = int(parts[m]), headsArg = int(headsPerLaunch),
           head = int(mask.head.value_or(0));
+      long long o32DimArg = o32Dim;
       void *args[] = {&oPartsArg, &lsePartsArg, &numParts, &batchHeadsArg,
-                      &headsArg,  &head,        &o,        &lse};
+                      &headsArg,  &head,        &o,        &lse,
+                      &o32,       &o32DimArg};
       cuda::Dim3 grid{unsigned(rows), 1, 1};
       cuda::Dim3 mblock{codegen::kDecodeMergeThreads, 1, 1};
       if (llvm::Error err = cuda::launch(decodeMerge, grid, mblock, 0, stream, args))

@@ -723,11 +723,11 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
         << kDecodeMergeThreads << ") " << gen.decodeMergeName
         << "(const float *oParts, const float *lseParts,\n"
            "    int numParts, long long batchHeads, int headsPerLaunch, int head,\n"
-           "    unsigned short *o, float *lse) {\n"
+           "    unsigned short *o, float *lse, float *o32, long long o32Dim) {\n"
         << "  sparsetx::attentionDecodeMerge<sparsetx::" << elem << ", "
         << options.headDim
         << ">(oParts, lseParts, numParts, batchHeads,\n      headsPerLaunch, "
-           "head, o, lse);\n}\n\n";
+           "head, o, lse, o32, o32Dim);\n}\n\n";
   }
   if (decode) {
     // What a persistent kernel (the model's decoding step) calls for one
@@ -885,7 +885,10 @@ void printManifestJSON(const GeneratedAttention &gen, llvm::StringRef ptxFile,
           j.attribute("name", gen.decodeMergeName);
           j.attribute("signature",
                       "(o_parts, lse_parts, int num_parts, long long "
-                      "batch_heads, int heads_per_launch, int head, o, lse)");
+                      "batch_heads, int heads_per_launch, int head, o, lse, "
+                      "float *o32, long long o32_dim); o32 (or null): O in "
+                      "fp32 [batch_heads, o32_dim] (the first o32_dim "
+                      "dimensions) instead of o");
           j.attribute("grid_x", "batch_heads / heads_per_launch");
           block(kDecodeMergeThreads);
         });

@@ -374,12 +374,16 @@ attentionDecode(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kCa
 /// (bh = blockIdx.x * headsPerLaunch + head). oParts [numParts][batchHeads]
 /// [D], lseParts [numParts][batchHeads]; no parts at all gives O = 0,
 /// LSE = -inf. Grid: batchHeads / headsPerLaunch; block: kDecodeMergeThreads.
+/// With o32, O goes there in fp32 instead, the first o32Dim dimensions of
+/// each row ([batchHeads, o32Dim]: the token-major layout a model's next
+/// layer reads), and o is not written.
 template <typename Elem, int D>
 __device__ __forceinline__ void
 attentionDecodeMerge(const float *__restrict__ oParts,
                      const float *__restrict__ lseParts, int numParts,
                      int64_t batchHeads, int headsPerLaunch, int head,
-                     uint16_t *__restrict__ o, float *__restrict__ lse) {
+                     uint16_t *__restrict__ o, float *__restrict__ lse,
+                     float *__restrict__ o32, int64_t o32Dim) {
   static_assert(D <= kDecodeMergeThreads, "one thread per dimension");
   const int d = threadIdx.x;
   if (d >= D)
@@ -402,7 +406,13 @@ attentionDecodeMerge(const float *__restrict__ oParts,
     acc = fmaf(w, oParts[row * D + d], acc);
   }
   const bool any = sum > 0.0f;
-  o[bh * D + d] = fromFloat<Elem>(any ? acc / sum : 0.0f);
+  const float out = any ? acc / sum : 0.0f;
+  if (o32) {
+    if (d < o32Dim)
+      o32[bh * o32Dim + d] = out;
+  } else {
+    o[bh * D + d] = fromFloat<Elem>(out);
+  }
   if (d == 0)
     lse[bh] = any ? m + fastLog2(sum) * 0.6931471805599453f : negInf();
 }

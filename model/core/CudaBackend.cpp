@@ -1303,12 +1303,11 @@ void CudaTensorAttention::decode(int64_t layer, int64_t batch,
                       H, n, dims.qkDim, dims.vDim, D, bf16);
   if (backend.failed())
     return;
+  // The merge writes o ([batch, heads, vDim] fp32) itself: no unpack.
   backend.record(plan.decodeAt(layer, batch * H, dev(position), q16,
                                kCache16[layer].get(), vCache16[layer].get(), n,
                                o16, decodeLse.get(), scale(),
-                               backend.getStream()));
-  backend.unpack(o, reinterpret_cast<const void *>(o16), batch, H, 1, dims.vDim,
-                 D);
+                               backend.getStream(), dev(o), dims.vDim));
 }
 
 //===----------------------------------------------------------------------===//

@@ -155,11 +155,15 @@ public:
   /// position outside [0, min(n, capacity)) gives O = 0 and LSE = -inf. The
   /// first call builds per kernel a table of query blocks over positions
   /// (4 bytes per position and kernel).
+  /// With o32, O goes there in fp32 instead of o: the first o32Dim
+  /// dimensions of each batch-head's row, [batchHeads, o32Dim] (what a model
+  /// reads next; no conversion launch), always through the merge.
   llvm::Error decodeAt(int64_t layer, int64_t batchHeads,
                        cuda::DevicePtr position, cuda::DevicePtr q,
                        cuda::DevicePtr kCache, cuda::DevicePtr vCache,
                        int64_t capacity, cuda::DevicePtr o, cuda::DevicePtr lse,
-                       double scale = 0, cuda::Stream stream = nullptr);
+                       double scale = 0, cuda::Stream stream = nullptr,
+                       cuda::DevicePtr o32 = 0, int64_t o32Dim = 0);
 
   /// decodeAt's work for a persistent kernel that runs it itself (the
   /// model's decoding step, decode_step.cuh), calling the generated
@@ -207,7 +211,8 @@ private:
                          cuda::DevicePtr devicePosition, cuda::DevicePtr q,
                          cuda::DevicePtr kCache, cuda::DevicePtr vCache,
                          int64_t capacity, cuda::DevicePtr o,
-                         cuda::DevicePtr lse, double scale, cuda::Stream stream);
+                         cuda::DevicePtr lse, double scale, cuda::Stream stream,
+                         cuda::DevicePtr o32, int64_t o32Dim);
   llvm::Error buildDecodeTables();
   /// decodeImpl's launches: per mask of the layer its (kernel, query block,
   /// splits), and its parts (splits summed); checks the pattern and batch.

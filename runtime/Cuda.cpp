@@ -615,22 +615,28 @@ llvm::Error cuda::setMaxDynamicSharedMemory(Function fn, int bytes) {
                " (max dynamic shared memory " + llvm::Twine(bytes) + " bytes)");
 }
 
+namespace {
+/// " (grid XxYxZ, block XxYxZ, N bytes shared)" for launch errors.
+std::string launchShape(cuda::Dim3 grid, cuda::Dim3 block, unsigned sharedBytes) {
+  return (" (grid " + llvm::Twine(grid.x) + "x" + llvm::Twine(grid.y) + "x" +
+          llvm::Twine(grid.z) + ", block " + llvm::Twine(block.x) + "x" +
+          llvm::Twine(block.y) + "x" + llvm::Twine(block.z) + ", " +
+          llvm::Twine(sharedBytes) + " bytes shared)")
+      .str();
+}
+} // namespace
+
 llvm::Error cuda::launch(Function fn, Dim3 grid, Dim3 block,
                          unsigned sharedBytes, Stream stream,
                          llvm::ArrayRef<void *> args) {
   llvm::Expected<const Driver &> d = getDriver();
   if (!d)
     return d.takeError();
-  return check(
-      d->launchKernel(static_cast<CUfunction>(fn), grid.x, grid.y, grid.z,
-                      block.x, block.y, block.z, sharedBytes,
-                      static_cast<CUstream>(stream),
-                      const_cast<void **>(args.data()), nullptr),
-      "cuLaunchKernel",
-      " (grid " + llvm::Twine(grid.x) + "x" + llvm::Twine(grid.y) + "x" +
-          llvm::Twine(grid.z) + ", block " + llvm::Twine(block.x) + "x" +
-          llvm::Twine(block.y) + "x" + llvm::Twine(block.z) + ", " +
-          llvm::Twine(sharedBytes) + " bytes shared)");
+  return check(d->launchKernel(static_cast<CUfunction>(fn), grid.x, grid.y,
+                               grid.z, block.x, block.y, block.z, sharedBytes,
+                               static_cast<CUstream>(stream),
+                               const_cast<void **>(args.data()), nullptr),
+               "cuLaunchKernel", launchShape(grid, block, sharedBytes));
 }
 
 llvm::Error cuda::launchCooperative(Function fn, Dim3 grid, Dim3 block,
@@ -639,16 +645,12 @@ llvm::Error cuda::launchCooperative(Function fn, Dim3 grid, Dim3 block,
   llvm::Expected<const Driver &> d = getDriver();
   if (!d)
     return d.takeError();
-  return check(
-      d->launchCooperativeKernel(static_cast<CUfunction>(fn), grid.x, grid.y,
-                                 grid.z, block.x, block.y, block.z, sharedBytes,
-                                 static_cast<CUstream>(stream),
-                                 const_cast<void **>(args.data())),
-      "cuLaunchCooperativeKernel",
-      " (grid " + llvm::Twine(grid.x) + "x" + llvm::Twine(grid.y) + "x" +
-          llvm::Twine(grid.z) + ", block " + llvm::Twine(block.x) + "x" +
-          llvm::Twine(block.y) + "x" + llvm::Twine(block.z) + ", " +
-          llvm::Twine(sharedBytes) + " bytes shared)");
+  return check(d->launchCooperativeKernel(
+                   static_cast<CUfunction>(fn), grid.x, grid.y, grid.z,
+                   block.x, block.y, block.z, sharedBytes,
+                   static_cast<CUstream>(stream),
+                   const_cast<void **>(args.data())),
+               "cuLaunchCooperativeKernel", launchShape(grid, block, sharedBytes));
 }
 
 llvm::Expected<int> cuda::maxActiveBlocksPerSM(Function fn, int blockThreads,

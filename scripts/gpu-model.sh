@@ -12,7 +12,7 @@
 #    step (SPARSETX_FUSED_DECODE=1) with its phase profile, a per-op profile)
 #   GTEST_FILTER works for the tests; DECODE_TESTS=0 skips AttentionDecodeTest;
 #   SAMPLE_PRECISIONS (default "bf16 fp32"), PEER=0, NOGRAPHS=0, FUSED=0 and
-#   PROFILE=0 trim --sample.
+#   PROFILE=0 trim --sample; NCU=1 adds Nsight Compute on the fused step.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/.."
@@ -65,6 +65,17 @@ if [ "$mode" = "--sample" ]; then
       "$bin/sparsetx-run" "${sample[@]}"
     SPARSETX_FUSED_DECODE=1 SPARSETX_PROFILE=1 run sample-enwik8-fused-profile timeout 150 \
       "$bin/sparsetx-run" --device cuda --out "$out/enwik8-run" --samples 1 --length 2048 sample
+  fi
+  # NCU=1: Nsight Compute on one step kernel (throughput, memory, stalls),
+  # where ncu is installed; the application is replayed, since the kernel
+  # is a cooperative launch that other launches depend on.
+  if [ "${NCU:-0}" = 1 ] && command -v ncu >/dev/null; then
+    SPARSETX_FUSED_DECODE=1 run sample-enwik8-fused-ncu timeout 300 ncu \
+      --kernel-name sp_decode_step --launch-skip 8 --launch-count 1 \
+      --replay-mode application --section SpeedOfLight \
+      --section MemoryWorkloadAnalysis --section WarpStateStats \
+      --section Occupancy "$bin/sparsetx-run" --device cuda \
+      --out "$out/enwik8-run" --samples 1 --length 16 sample
   fi
   # The peer in the same run: PyTorch, dense attention over a KV cache, CUDA
   # graphs (bench/model_peer.py --sample).

@@ -370,7 +370,6 @@ public:
   llvm::Expected<std::unique_ptr<CapturedWork>> endCapture() override;
   cuda::Stream getStream() const { return stream; }
   int getNumSMs() const { return numSMs; }
-  int computeCapability() const { return context.getComputeCapability(); }
 
   llvm::Expected<std::unique_ptr<DecodeStep>>
   createDecodeStep(AttentionOp &attention, const DecodeModel &model) override;
@@ -1420,7 +1419,7 @@ public:
   std::string description() const override {
     return llvm::formatv("one persistent kernel per step: {0} CTAs of {1} "
                          "threads, {2} barriers",
-                         grid, kStepThreads, 1 + 5 * args.layers);
+                         grid, kStepThreads, barriers());
   }
 
   CudaBackend &backend;

@@ -555,7 +555,6 @@ llvm::Error Transformer::beginDecode(int64_t batch) {
     m.ffDim = ff;
     m.heads = config.numHeads;
     m.seqLen = config.seqLen;
-    m.inputVocab = kInputVocab;
     m.vocab = kVocab;
     float *P = params();
     for (int64_t l = 0; l < config.numLayers; ++l) {

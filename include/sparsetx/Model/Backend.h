@@ -267,7 +267,7 @@ public:
   };
   struct DecodeModel {
     int64_t batch = 0, dModel = 0, qkDim = 0, ffDim = 0, heads = 0,
-            seqLen = 0, inputVocab = 0, vocab = 0;
+            seqLen = 0, vocab = 0;
     std::vector<DecodeLayer> layers;
     const float *tokTable = nullptr, *posTable = nullptr;
     const float *lnfW = nullptr, *lnfB = nullptr, *wout = nullptr,
@@ -280,7 +280,8 @@ public:
     virtual ~DecodeStep();
     /// Enqueues one step.
     virtual void run() = 0;
-    /// What runs it, for logs ("1 persistent kernel, 528 CTAs, ...").
+    /// What runs it, for logs ("one persistent kernel per step: 264 CTAs
+    /// ...").
     virtual std::string description() const = 0;
   };
   /// Null (no error) where the backend has no fused step for this model or

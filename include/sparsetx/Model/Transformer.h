@@ -135,6 +135,9 @@ public:
   llvm::Error beginDecode(int64_t batch);
   llvm::Error decode(llvm::ArrayRef<int32_t> tokens, int64_t position,
                      std::vector<float> &logits);
+  /// How decode runs its steps (the fused step's description, "the step's
+  /// ops, captured and replayed" or "the step's ops"), after beginDecode.
+  std::string decodeMethod() const;
 
 private:
   struct Layer;
@@ -185,11 +188,6 @@ private:
   std::unique_ptr<Backend::CapturedWork> decodeGraph;
   /// The backend's fused step (one persistent kernel), where it has one.
   std::unique_ptr<Backend::DecodeStep> decodeFused;
-
-public:
-  /// How sampling runs its steps ("one persistent kernel ...", "captured
-  /// ops", "ops"), after beginDecode.
-  std::string decodeMethod() const;
 };
 
 } // namespace sparsetx::model

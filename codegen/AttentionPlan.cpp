@@ -822,6 +822,16 @@ AttentionPlan::decodeWork(int64_t layer, int64_t batchHeads,
   return work;
 }
 
+llvm::Error AttentionPlan::launchDecode(cuda::Function fn, cuda::Dim3 grid,
+                                        cuda::Dim3 block, cuda::Stream stream,
+                                        llvm::ArrayRef<void *> args) const {
+  // (Not through a conditional over the two functions: an array argument
+  // would become a one-element ArrayRef there.)
+  if (overlapLaunches)
+    return cuda::launchOverlapping(fn, grid, block, 0, stream, args);
+  return cuda::launch(fn, grid, block, 0, stream, args);
+}
+
 llvm::Error AttentionPlan::decodeImpl(int64_t layer, int64_t batchHeads,
                                       int64_t position,
                                       cuda::DevicePtr devicePosition,
@@ -889,7 +899,7 @@ llvm::Error AttentionPlan::decodeImpl(int64_t layer, int64_t batchHeads,
                       &queryBlock,  &capacityArg, &batchHeadsArg, &finalOutput,
                       &positionAt,  &queryBlockAt};
       cuda::Dim3 grid{unsigned(l.splits), unsigned(rows), 1};
-      if (llvm::Error err = cuda::launch(fns.decode[l.kernel], grid, block, 0,
+      if (llvm::Error err = launchDecode(fns.decode[l.kernel], grid, block,
                                          stream, args))
         return err;
       partBase += l.splits;
@@ -904,7 +914,7 @@ llvm::Error AttentionPlan::decodeImpl(int64_t layer, int64_t batchHeads,
                       &o32,       &o32DimArg};
       cuda::Dim3 grid{unsigned(rows), 1, 1};
       cuda::Dim3 mblock{codegen::kDecodeMergeThreads, 1, 1};
-      if (llvm::Error err = cuda::launch(decodeMerge, grid, mblock, 0, stream, args))
+      if (llvm::Error err = launchDecode(decodeMerge, grid, mblock, stream, args))
         return err;
     }
   }

@@ -48,6 +48,7 @@ namespace {
   X(launchKernel, cuLaunchKernel, "cuLaunchKernel")                            \
   X(launchCooperativeKernel, cuLaunchCooperativeKernel,                        \
     "cuLaunchCooperativeKernel")                                               \
+  X(launchKernelEx, cuLaunchKernelEx, "cuLaunchKernelEx")                      \
   X(occupancyMaxActiveBlocks, cuOccupancyMaxActiveBlocksPerMultiprocessor,     \
     "cuOccupancyMaxActiveBlocksPerMultiprocessor")                             \
   X(eventCreate, cuEventCreate, "cuEventCreate")                               \
@@ -637,6 +638,32 @@ llvm::Error cuda::launch(Function fn, Dim3 grid, Dim3 block,
                                static_cast<CUstream>(stream),
                                const_cast<void **>(args.data()), nullptr),
                "cuLaunchKernel", launchShape(grid, block, sharedBytes));
+}
+
+llvm::Error cuda::launchOverlapping(Function fn, Dim3 grid, Dim3 block,
+                                    unsigned sharedBytes, Stream stream,
+                                    llvm::ArrayRef<void *> args) {
+  llvm::Expected<const Driver &> d = getDriver();
+  if (!d)
+    return d.takeError();
+  CUlaunchAttribute attr{};
+  attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+  attr.value.programmaticStreamSerializationAllowed = 1;
+  CUlaunchConfig config{};
+  config.gridDimX = grid.x;
+  config.gridDimY = grid.y;
+  config.gridDimZ = grid.z;
+  config.blockDimX = block.x;
+  config.blockDimY = block.y;
+  config.blockDimZ = block.z;
+  config.sharedMemBytes = sharedBytes;
+  config.hStream = static_cast<CUstream>(stream);
+  config.attrs = &attr;
+  config.numAttrs = 1;
+  return check(d->launchKernelEx(&config, static_cast<CUfunction>(fn),
+                                 const_cast<void **>(args.data()), nullptr),
+               "cuLaunchKernelEx", launchShape(grid, block, sharedBytes) +
+                                       " (overlapping its predecessor)");
 }
 
 llvm::Error cuda::launchCooperative(Function fn, Dim3 grid, Dim3 block,

@@ -12,7 +12,9 @@
 #    step (SPARSETX_FUSED_DECODE=1) with its phase profile, a per-op profile)
 #   GTEST_FILTER works for the tests; DECODE_TESTS=0 skips AttentionDecodeTest;
 #   SAMPLE_PRECISIONS (default "bf16 fp32"), PEER=0, NOGRAPHS=0, FUSED=0 and
-#   PROFILE=0 trim --sample; NCU=1 adds Nsight Compute on the fused step.
+#   PROFILE=0 trim --sample; NCU=1 adds Nsight Compute on the fused step,
+#   NCU_OPS=1 per-kernel times of two op-by-op steps; TESTS=0 skips the tests;
+#   OVERLAP=0 leaves out the run with SPARSETX_OVERLAP_LAUNCHES=1.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/.."
@@ -32,7 +34,7 @@ run() { # name, command...
   tail -n 25 "$out/$name.log"
   [ $rc -eq 0 ] || { echo "!! $name failed ($rc)"; status=1; }
 }
-if [ "$mode" != "--bench-only" ]; then
+if [ "$mode" != "--bench-only" ] && [ "${TESTS:-1}" = 1 ]; then
   run CudaModelTest timeout 400 "$bin/CudaModelTest" --gtest_brief=1
   [ "${DECODE_TESTS:-1}" = 0 ] || run AttentionDecodeTest timeout 300 "$bin/AttentionDecodeTest" --gtest_brief=1
   export NCCL_NVLS_ENABLE=0
@@ -53,6 +55,8 @@ if [ "$mode" = "--sample" ]; then
   for p in ${SAMPLE_PRECISIONS:-bf16 fp32}; do
     run "sample-enwik8-$p" timeout 150 "$bin/sparsetx-run" --precision "$p" "${sample[@]}"
   done
+  [ "${OVERLAP:-1}" = 0 ] || SPARSETX_OVERLAP_LAUNCHES=1 \
+    run sample-enwik8-bf16-overlap timeout 150 "$bin/sparsetx-run" "${sample[@]}"
   [ "${NOGRAPHS:-1}" = 0 ] || SPARSETX_CUDA_GRAPHS=0 \
     run sample-enwik8-bf16-nographs timeout 150 "$bin/sparsetx-run" "${sample[@]}"
   # The fused step (one persistent kernel, SPARSETX_FUSED_DECODE=1), after a
@@ -76,6 +80,15 @@ if [ "$mode" = "--sample" ]; then
       --section MemoryWorkloadAnalysis --section WarpStateStats \
       --section Occupancy "$bin/sparsetx-run" --device cuda \
       --out "$out/enwik8-run" --samples 1 --length 16 sample
+  fi
+  # NCU_OPS=1: every kernel of two decoding steps, launched one by one, timed
+  # by Nsight Compute (gpu__time_duration), summed per kernel name.
+  if [ "${NCU_OPS:-0}" = 1 ] && command -v ncu >/dev/null; then
+    SPARSETX_CUDA_GRAPHS=0 run sample-enwik8-ncu-ops timeout 300 ncu --clock-control none \
+      --launch-skip 3000 --launch-count "${NCU_OPS_COUNT:-430}" --csv --page raw \
+      --metrics gpu__time_duration.sum "$bin/sparsetx-run" --device cuda \
+      --out "$out/enwik8-run" --samples 1 --length 40 sample
+    python3 scripts/ncu-summary.py "$out/sample-enwik8-ncu-ops.log" | tee "$out/ncu-ops-summary.txt"
   fi
   # The peer in the same run: PyTorch, dense attention over a KV cache, CUDA
   # graphs (bench/model_peer.py --sample).

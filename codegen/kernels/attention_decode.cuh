@@ -229,6 +229,9 @@ struct DecodeRowArgs {
   /// The row group (bh = rowGroup * kNumHeads + kHead), this CTA's split and
   /// the most splits the row may take (the launch's grid.x).
   int rowGroup, split, maxSplits;
+  /// A kernel of its own that may overlap its predecessor
+  /// (cuda::launchOverlapping): wait for it once the row's tables are read.
+  bool waitPrior;
 };
 
 /// One CTA's share of one decode row of kernel V: what the decode kernel's
@@ -254,20 +257,6 @@ __device__ __forceinline__ void attentionDecodeRow(const DecodeRowArgs &a) {
   const uint16_t *k = a.kCache + bh * a.capacity * D;
   const uint16_t *v = a.vCache + bh * a.capacity * D;
 
-  DecodeState st;
-  {
-    float qf[8];
-    unpack8<Elem>(loadReadOnly16(a.q + bh * D + part * 8), qf);
-    const float scaleLog2 = a.scale * 1.4426950408889634f;
-#pragma unroll
-    for (int e = 0; e < 8; ++e) {
-      st.q[e] = qf[e] * scaleLog2;
-      st.acc[e] = 0.0f;
-    }
-  }
-  st.m = negInf();
-  st.l = 0.0f;
-
   // Position from device memory (captured decode): the query block comes
   // from the kernel's table over positions (-1: no part of that row), and
   // the row takes as many of the launch's CTAs as it has pairs of key
@@ -288,6 +277,23 @@ __device__ __forceinline__ void attentionDecodeRow(const DecodeRowArgs &a) {
   if (a.positionAt)
     splits = min(splits, max(1, (total + kDecodeMinBlocksPerSplit - 1) /
                                     kDecodeMinBlocksPerSplit));
+  // The position and the tables are written by no kernel: the walk above
+  // overlaps the previous kernel; q and the caches' newest row may not.
+  if (a.waitPrior)
+    waitForPriorGrids();
+  DecodeState st;
+  {
+    float qf[8];
+    unpack8<Elem>(loadReadOnly16(a.q + bh * D + part * 8), qf);
+    const float scaleLog2 = a.scale * 1.4426950408889634f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      st.q[e] = qf[e] * scaleLog2;
+      st.acc[e] = 0.0f;
+    }
+  }
+  st.m = negInf();
+  st.l = 0.0f;
   const int split = a.split;
   const int first = split < splits ? (int)((int64_t)split * total / splits) : 0;
   const int last = split < splits ? (int)((int64_t)(split + 1) * total / splits) : 0;
@@ -367,6 +373,8 @@ attentionDecode(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kCa
   a.rowGroup = (int)blockIdx.y;
   a.split = (int)blockIdx.x;
   a.maxSplits = (int)gridDim.x;
+  a.waitPrior = true;
+  allowDependentGrids();
   attentionDecodeRow<V>(a);
 }
 
@@ -385,26 +393,67 @@ attentionDecodeMerge(const float *__restrict__ oParts,
                      uint16_t *__restrict__ o, float *__restrict__ lse,
                      float *__restrict__ o32, int64_t o32Dim) {
   static_assert(D <= kDecodeMergeThreads, "one thread per dimension");
-  const int d = threadIdx.x;
+  constexpr int kWarps = kDecodeMergeThreads / 32;
+  // Each part's weight, kDecodeMergeThreads parts at a time: every thread
+  // loads one LSE (all in flight at once), the block takes their maximum,
+  // then the weights go to shared memory for the sum over parts.
+  __shared__ float weights[kDecodeMergeThreads];
+  __shared__ float warpMax[kWarps], warpSum[kWarps];
+  allowDependentGrids();
+  waitForPriorGrids();
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+  const int64_t bh = (int64_t)blockIdx.x * headsPerLaunch + head;
+  float m = negInf(), sum = 0.0f, acc = 0.0f;
+  for (int p0 = 0; p0 < numParts; p0 += kDecodeMergeThreads) {
+    const int p = p0 + t;
+    const float x = p < numParts ? lseParts[(int64_t)p * batchHeads + bh] : negInf();
+    float wm = x;
+#pragma unroll
+    for (int s = 16; s > 0; s >>= 1)
+      wm = fmaxf(wm, __shfl_xor_sync(0xffffffffu, wm, s));
+    if (lane == 0)
+      warpMax[warp] = wm;
+    __syncthreads();
+    float chunkMax = warpMax[0];
+#pragma unroll
+    for (int w = 1; w < kWarps; ++w)
+      chunkMax = fmaxf(chunkMax, warpMax[w]);
+    // Rescale what came before to the new maximum (the same in every thread).
+    const float newMax = fmaxf(m, chunkMax);
+    const float base = newMax == negInf() ? 0.0f : newMax;
+    const float rescale = m == negInf() ? 0.0f : fastExp2((m - base) * 1.4426950408889634f);
+    // An empty part has LSE = -inf (weight 0) and O = 0, never NaN.
+    const float w = fastExp2((x - base) * 1.4426950408889634f);
+    weights[t] = w;
+    float ws = w;
+#pragma unroll
+    for (int s = 16; s > 0; s >>= 1)
+      ws += __shfl_xor_sync(0xffffffffu, ws, s);
+    if (lane == 0)
+      warpSum[warp] = ws;
+    __syncthreads();
+    float chunkSum = 0.0f;
+#pragma unroll
+    for (int w2 = 0; w2 < kWarps; ++w2)
+      chunkSum += warpSum[w2];
+    sum = sum * rescale + chunkSum;
+    m = newMax;
+    if (t < D) {
+      const int count = min(kDecodeMergeThreads, numParts - p0);
+      float part = 0.0f;
+      // Unrolled so that many loads are in flight: a long row has a hundred
+      // parts or more.
+#pragma unroll 16
+      for (int q = 0; q < count; ++q)
+        part = fmaf(weights[q], oParts[((int64_t)(p0 + q) * batchHeads + bh) * D + t], part);
+      acc = acc * rescale + part;
+    }
+    // weights, warpMax and warpSum are rewritten by the next chunk.
+    __syncthreads();
+  }
+  const int d = t;
   if (d >= D)
     return;
-  const int64_t bh = (int64_t)blockIdx.x * headsPerLaunch + head;
-  // Unrolled so that several loads are in flight: a long row has a hundred
-  // parts or more.
-  float m = negInf();
-#pragma unroll 8
-  for (int p = 0; p < numParts; ++p)
-    m = fmaxf(m, lseParts[(int64_t)p * batchHeads + bh]);
-  const float base = m == negInf() ? 0.0f : m;
-  float sum = 0.0f, acc = 0.0f;
-#pragma unroll 8
-  for (int p = 0; p < numParts; ++p) {
-    const int64_t row = (int64_t)p * batchHeads + bh;
-    const float w = fastExp2((lseParts[row] - base) * 1.4426950408889634f);
-    sum += w;
-    // An empty part has LSE = -inf (weight 0) and O = 0, never NaN.
-    acc = fmaf(w, oParts[row * D + d], acc);
-  }
   const bool any = sum > 0.0f;
   const float out = any ? acc / sum : 0.0f;
   if (o32) {

@@ -27,6 +27,24 @@ struct FP16 {
   static constexpr bool kIsBF16 = false;
 };
 
+// --- Programmatic dependent launch (sm_90 and later) ----------------------
+// A kernel launched to overlap its predecessor in the stream
+// (cuda::launchOverlapping) may start before that one ends: it waits here
+// before it touches anything an earlier kernel writes or reads. Without
+// that launch attribute, or before sm_90, both are no-ops.
+
+__device__ __forceinline__ void waitForPriorGrids() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+/// Lets the stream's next overlapping kernel start (it waits itself).
+__device__ __forceinline__ void allowDependentGrids() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // --- .sp integer semantics (include/sparsetx/Support/IntMath.h) -----------
 // 64-bit two's-complement arithmetic that wraps, floor division and floor
 // modulo by positive divisors. The generated mask predicates call these.

@@ -88,6 +88,22 @@ struct SpLinear {
   unsigned *counters;
 };
 static_assert(sizeof(SpLinear) == 208, "SpLinear must match the kernel");
+constexpr int64_t kGemvWarps = 4, kGemvMaxInput = 16384;
+struct SpGemvOut {
+  float *c;
+  const void *w;
+  const float *bias;
+  int64_t n, firstCol;
+};
+struct SpGemv {
+  SpGemvOut out[kLinearMaxOuts];
+  int32_t outs;
+  const float *a, *lnWeight, *lnBias;
+  float eps;
+  int64_t m, k;
+  int32_t accumulate, gelu, bf16;
+};
+static_assert(sizeof(SpGemv) == 192, "SpGemv must match the kernel");
 
 constexpr unsigned kThreads = 256;
 
@@ -394,6 +410,9 @@ public:
   void fusedLinear(llvm::ArrayRef<LinearOut> outs, const float *a, int64_t m,
                    int64_t k, bool accumulate,
                    const LinearFusion &fusion) override {
+    // Packed weights (decoding): sp_gemv_*, overlapping the previous kernel.
+    if (gemv(outs, a, m, k, accumulate, fusion))
+      return;
     // A few rows (decoding): one launch of sp_linear_small; else the ops.
     if (m < 1 || m > kLinearMaxRows || k < 1 || outs.empty() ||
         int64_t(outs.size()) > kLinearMaxOuts ||
@@ -440,6 +459,54 @@ public:
     launchKernel(fnLinearSmall,
                  {static_cast<unsigned>(tiles), static_cast<unsigned>(splits)},
                  {32, 8}, 0, p);
+  }
+  int64_t packedLinearBytes(int64_t k, int64_t n) const override {
+    return k * n * (options.precision == Precision::FP32 ? 4 : 2);
+  }
+  void packLinear(void *packed, const float *b, int64_t k, int64_t n) override {
+    ProfileScope scope(profiler, "pack weights");
+    int32_t type = options.precision == Precision::FP32   ? 0
+                   : options.precision == Precision::BF16 ? 1
+                                                          : 2;
+    elementwise(fnPackLinear, k * n, packed, b, k, n, type);
+  }
+  /// fusedLinear on packLinear's weights where every output has them and
+  /// the shapes suit sp_gemv (false: not launched).
+  bool gemv(llvm::ArrayRef<LinearOut> outs, const float *a, int64_t m,
+            int64_t k, bool accumulate, const LinearFusion &fusion) {
+    const int64_t elemBytes = options.precision == Precision::FP32 ? 4 : 2;
+    if (m < 1 || m > kLinearMaxRows || k < 1 || (k * elemBytes) % 16 != 0 ||
+        m * k > kGemvMaxInput || dev(a) % 16 != 0 || outs.empty() ||
+        int64_t(outs.size()) > kLinearMaxOuts)
+      return false;
+    for (const LinearOut &o : outs)
+      if (!o.packed || dev(o.packed) % 16 != 0 || o.n < 1)
+        return false;
+    if (failed())
+      return true;
+    ProfileScope scope(profiler, "linear (packed)");
+    SpGemv p{};
+    int64_t cols = 0;
+    for (size_t i = 0; i < outs.size(); ++i) {
+      p.out[i] = {outs[i].c, outs[i].packed, outs[i].bias, outs[i].n, cols};
+      cols += outs[i].n;
+    }
+    p.outs = int32_t(outs.size());
+    p.a = a;
+    p.lnWeight = fusion.lnWeight;
+    p.lnBias = fusion.lnBias;
+    p.eps = cpu::kLayerNormEps;
+    p.m = m;
+    p.k = k;
+    p.accumulate = accumulate ? 1 : 0;
+    p.gelu = fusion.gelu ? 1 : 0;
+    p.bf16 = options.precision == Precision::BF16 ? 1 : 0;
+    launchOverlapping(
+        elemBytes == 4 ? fnGemvF32 : fnGemvH16,
+        {static_cast<unsigned>((cols + kGemvWarps - 1) / kGemvWarps)},
+        {static_cast<unsigned>(kGemvWarps * 32)},
+        static_cast<unsigned>(m * k * 4), p);
+    return true;
   }
   void matmulBackward(float *da, bool accumulateDa, float *db, const float *dc,
                       const float *a, const float *b, int64_t m, int64_t n,
@@ -653,10 +720,31 @@ public:
     void *ptrs[] = {static_cast<void *>(&args)...};
     record(cuda::launch(fn, grid, block, shared, stream, ptrs));
   }
+  /// launchKernel for a kernel that calls spWaitPrior before it touches what
+  /// earlier kernels write: it may start before its predecessor ends, where
+  /// the device and SPARSETX_OVERLAP_LAUNCHES allow.
+  template <typename... Args>
+  void launchOverlapping(cuda::Function fn, cuda::Dim3 grid, cuda::Dim3 block,
+                         unsigned shared, Args... args) {
+    if (failed())
+      return;
+    void *ptrs[] = {static_cast<void *>(&args)...};
+    // (Not through a conditional over the two functions: ptrs would become
+    // a one-element ArrayRef there.)
+    if (overlapLaunches)
+      record(cuda::launchOverlapping(fn, grid, block, shared, stream, ptrs));
+    else
+      record(cuda::launch(fn, grid, block, shared, stream, ptrs));
+  }
   template <typename... Args>
   void elementwise(cuda::Function fn, int64_t n, Args... args) {
     if (n > 0)
       launchKernel(fn, {gridFor(n)}, {kThreads}, 0, args...);
+  }
+  template <typename... Args>
+  void elementwiseOverlapping(cuda::Function fn, int64_t n, Args... args) {
+    if (n > 0)
+      launchOverlapping(fn, {gridFor(n)}, {kThreads}, 0, args...);
   }
   /// Grows `buffer` to at least `bytes`; false (error recorded) on failure.
   bool reserve(cuda::DeviceBuffer &buffer, size_t bytes) {
@@ -803,7 +891,12 @@ private:
                  fnResidualDropout = nullptr, fnEmbeddingReduce = nullptr;
 
 public:
-  cuda::Function fnAppendRowAt = nullptr, fnLinearSmall = nullptr, fnDecodePrepare = nullptr;
+  cuda::Function fnAppendRowAt = nullptr, fnLinearSmall = nullptr,
+                 fnDecodePrepare = nullptr, fnGemvF32 = nullptr,
+                 fnGemvH16 = nullptr, fnPackLinear = nullptr;
+  /// Kernels written for it launch overlapping their predecessor (sm_90+,
+  /// SPARSETX_OVERLAP_LAUNCHES).
+  bool overlapLaunches = false;
 
 private:
   cuda::DeviceBuffer lossScratch, normScratch, columnScratch, gemmA16, gemmB16,
@@ -901,6 +994,7 @@ llvm::Error CudaBackend::init() {
     profiler.enable(stream);
   graphsEnabled = env->graphs;
   fusedDecodeEnabled = env->fusedDecode;
+  overlapLaunches = env->overlapLaunches && cc >= 90;
   bf16Gemm = env->bf16Gemm == "convert" ? Bf16Gemm::Convert
              : env->bf16Gemm == "tf32"  ? Bf16Gemm::TF32
                                         : Bf16Gemm::Fast;
@@ -949,6 +1043,9 @@ llvm::Error CudaBackend::init() {
       {&fnAppendRowAt, "sp_append_row_at"},
       {&fnLinearSmall, "sp_linear_small"},
       {&fnDecodePrepare, "sp_decode_prepare"},
+      {&fnGemvF32, "sp_gemv_f32"},
+      {&fnGemvH16, "sp_gemv_h16"},
+      {&fnPackLinear, "sp_pack_linear"},
   };
   for (Entry &e : entries) {
     llvm::Expected<cuda::Function> fn = module.getFunction(e.name);
@@ -956,6 +1053,10 @@ llvm::Error CudaBackend::init() {
       return fn.takeError();
     *e.fn = *fn;
   }
+  // sp_gemv holds its rows in up to 64 KiB of dynamic shared memory.
+  for (cuda::Function fn : {fnGemvF32, fnGemvH16})
+    if (llvm::Error e = cuda::setMaxDynamicSharedMemory(fn, kGemvMaxInput * 4))
+      return e;
   return llvm::Error::success();
 }
 
@@ -1297,9 +1398,10 @@ void CudaTensorAttention::decode(int64_t layer, int64_t batch,
   cuda::DevicePtr q16 = decodeRows.get(),
                   o16 = decodeRows.get() + static_cast<size_t>(batch * H * D) * 2;
   // The new k and v rows into the caches and q to 16 bits: one launch.
-  backend.elementwise(backend.fnDecodePrepare, 3 * batch * H * D, kc, vc,
-                      reinterpret_cast<void *>(q16), k, v, q, position, batch,
-                      H, n, dims.qkDim, dims.vDim, D, bf16);
+  backend.elementwiseOverlapping(backend.fnDecodePrepare, 3 * batch * H * D,
+                                 kc, vc, reinterpret_cast<void *>(q16), k, v,
+                                 q, position, batch, H, n, dims.qkDim,
+                                 dims.vDim, D, bf16);
   if (backend.failed())
     return;
   // The merge writes o ([batch, heads, vDim] fp32) itself: no unpack.
@@ -1318,6 +1420,7 @@ CudaTensorAttention::CudaTensorAttention(CudaBackend &backend,
                                          AttentionPlan plan, int64_t headDim)
     : backend(backend), dims(dims), plan(std::move(plan)), D(headDim) {
   backend.tensorAttentions.push_back(this);
+  this->plan.setOverlapLaunches(backend.overlapLaunches);
 }
 
 CudaTensorAttention::~CudaTensorAttention() {
@@ -1634,6 +1737,8 @@ llvm::Expected<CudaEnvironment> sparsetx::model::readCudaEnvironment() {
   if (llvm::Error e = flag("SPARSETX_CUDA_GRAPHS", env.graphs))
     return std::move(e);
   if (llvm::Error e = flag("SPARSETX_FUSED_DECODE", env.fusedDecode))
+    return std::move(e);
+  if (llvm::Error e = flag("SPARSETX_OVERLAP_LAUNCHES", env.overlapLaunches))
     return std::move(e);
   if (const char *g = std::getenv("SPARSETX_BF16_GEMM")) {
     llvm::StringRef mode(g);

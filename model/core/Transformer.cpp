@@ -582,8 +582,46 @@ llvm::Error Transformer::beginDecode(int64_t batch) {
     decodeFused = std::move(*fused);
   }
   embedPositions();
+  // Every time: the weights may have changed (trained) since the last one.
+  packDecodeWeights();
   decodeNext = 0;
   return backend.takeError();
+}
+
+void Transformer::packDecodeWeights() {
+  const int64_t d = config.dModel, dqk = config.qkDim(), ff = config.ffDim();
+  // (k, n) of Wq, Wk, Wv, Wo, W1, W2 (the Weights order), then Wout.
+  const std::pair<int64_t, int64_t> shapes[] = {
+      {d, dqk}, {d, dqk}, {d, d}, {d, d}, {d, ff}, {ff, d}};
+  std::vector<std::pair<const float *, std::pair<int64_t, int64_t>>> mats;
+  float *P = params();
+  for (int64_t l = 0; l < config.numLayers; ++l) {
+    Layer w = layerParams(P, l);
+    for (int t = Wq; t <= W2; ++t)
+      mats.push_back({w.t[t], shapes[t]});
+  }
+  mats.push_back({P + offWout, {d, kVocab}});
+  std::vector<int64_t> offsets;
+  int64_t total = 0;
+  for (auto &[b, kn] : mats) {
+    int64_t bytes = backend.packedLinearBytes(kn.first, kn.second);
+    if (bytes <= 0)
+      return; // the backend reads b itself
+    offsets.push_back(total);
+    total += (bytes + 255) / 256 * 256;
+  }
+  if (decodeWeights.bytes() != total) {
+    decodeGraph.reset(); // it holds the old copy's address
+    decodeWeights = backend.allocate(total);
+  }
+  if (!decodeWeights.data())
+    return; // the allocation's error is the backend's
+  packedWeights.clear();
+  for (auto [i, m] : llvm::enumerate(mats)) {
+    char *dst = static_cast<char *>(decodeWeights.data()) + offsets[i];
+    backend.packLinear(dst, m.first, m.second.first, m.second.second);
+    packedWeights.push_back(dst);
+  }
 }
 
 void Transformer::decodeStep() {
@@ -609,26 +647,34 @@ void Transformer::decodeStep() {
     f.lnRstd = a.rstd1.f32();
     return f;
   };
+  // The backend's packed copy of weight matrix `t` of layer l (Wout: l =
+  // numLayers, t = 0), or null.
+  auto packed = [&](int64_t l, int t) -> const void * {
+    size_t i = size_t(l * (W2 + 1) + t);
+    return i < packedWeights.size() ? packedWeights[i] : nullptr;
+  };
   for (int64_t l = 0; l < config.numLayers; ++l) {
     Layer w = layerParams(P, l);
-    backend.fusedLinear({Out{a.q.f32(), w.t[Wq], w.t[Bq], dqk},
-                         Out{a.k.f32(), w.t[Wk], w.t[Bk], dqk},
-                         Out{a.v.f32(), w.t[Wv], w.t[Bv], d}},
+    backend.fusedLinear({Out{a.q.f32(), w.t[Wq], w.t[Bq], dqk, packed(l, Wq)},
+                         Out{a.k.f32(), w.t[Wk], w.t[Bk], dqk, packed(l, Wk)},
+                         Out{a.v.f32(), w.t[Wv], w.t[Bv], d, packed(l, Wv)}},
                         x, S, d, false, norm(w.t[Ln1W], w.t[Ln1B], a.ln1.f32()));
     attention->decode(l, S, positions, a.q.f32(), a.k.f32(), a.v.f32(),
                       a.o.f32());
-    backend.fusedLinear({Out{x, w.t[Wo], w.t[Bo], d}}, a.o.f32(), S, d, true,
-                        {});
+    backend.fusedLinear({Out{x, w.t[Wo], w.t[Bo], d, packed(l, Wo)}}, a.o.f32(),
+                        S, d, true, {});
     Backend::LinearFusion ff1 = norm(w.t[Ln2W], w.t[Ln2B], a.ln2.f32());
     ff1.gelu = true;
     ff1.preGelu = a.f1.f32();
-    backend.fusedLinear({Out{a.g.f32(), w.t[W1], w.t[B1], ff}}, x, S, d, false,
-                        ff1);
-    backend.fusedLinear({Out{x, w.t[W2], w.t[B2], d}}, a.g.f32(), S, ff, true,
-                        {});
+    backend.fusedLinear({Out{a.g.f32(), w.t[W1], w.t[B1], ff, packed(l, W1)}},
+                        x, S, d, false, ff1);
+    backend.fusedLinear({Out{x, w.t[W2], w.t[B2], d, packed(l, W2)}},
+                        a.g.f32(), S, ff, true, {});
   }
-  backend.fusedLinear({Out{logits.f32(), P + offWout, P + offBout, kVocab}}, x,
-                      S, d, false, norm(P + offLnfW, P + offLnfB, a.ln1.f32()));
+  backend.fusedLinear(
+      {Out{logits.f32(), P + offWout, P + offBout, kVocab,
+           packed(config.numLayers, 0)}},
+      x, S, d, false, norm(P + offLnfW, P + offLnfB, a.ln1.f32()));
 }
 
 std::string Transformer::decodeMethod() const {

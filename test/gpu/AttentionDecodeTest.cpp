@@ -13,8 +13,8 @@
 // into NaN.
 //
 // Also: decode refuses a non-causal pattern, a position outside the plan or
-// the cache; and a long dense causal row (n = 16384) is checked against the
-// reference and timed.
+// the cache; and a long dense causal row (n = 16384, timed; n = 20000, more
+// parts than the merge has threads) is checked against the reference.
 //
 // Skipped where no GPU is present.
 //
@@ -165,6 +165,9 @@ TEST_P(AttentionDecodeTest, MatchesForwardRowByRow) {
   if (HasFatalFailure())
     return;
   ASSERT_TRUE(plan->getGenerated().hasDecode());
+  // Where the GPU has them, the launches overlap their predecessors (as in a
+  // model's sampling step): the merge must still see every part.
+  plan->setOverlapLaunches(context.getComputeCapability() >= 90);
 
   mlir::FailureOr<PatternEvaluator> evaluator =
       PatternEvaluator::compile(cp->sourcePattern, Binding(n));
@@ -400,16 +403,19 @@ TEST_F(AttentionDecodeMiscTest, RefusesWhatItCannotDo) {
 /// A long dense causal row, the case split-K is for: checked against the
 /// float64 reference at the last and a middle position, then timed.
 TEST_F(AttentionDecodeMiscTest, LongDenseRow) {
-  const int64_t n = 16384;
   llvm::Expected<std::string> text = patternText("dense");
   ASSERT_TRUE(!!text) << llvm::toString(text.takeError());
-  for (int64_t d : {int64_t(64), int64_t(128)}) {
-    SCOPED_TRACE("head dim " + std::to_string(d));
+  // n = 20000: one batch-head's row takes more parts than the merge's 128
+  // threads (it goes through them in chunks), with overlapping launches.
+  for (auto [n, d] : {std::pair<int64_t, int64_t>{16384, 64}, {16384, 128},
+                      {20000, 64}}) {
+    SCOPED_TRACE("n " + std::to_string(n) + ", head dim " + std::to_string(d));
     std::unique_ptr<CompiledPattern> cp;
     std::optional<AttentionPlan> plan;
     makePlan("dense", *text, n, d, codegen::ElementType::BF16, cp, plan);
     if (HasFatalFailure())
       return;
+    plan->setOverlapLaunches(n != 16384 && context.getComputeCapability() >= 90);
     for (int64_t bhs : {int64_t(1), int64_t(8), int64_t(32)}) {
       const int64_t elems = bhs * n * d;
       bool ok = true;
@@ -479,6 +485,8 @@ TEST_F(AttentionDecodeMiscTest, LongDenseRow) {
                     (long long)n, (long long)d, (long long)bhs, (long long)t,
                     errO, errL);
       }
+      if (n != 16384)
+        continue;
       // Timing at the last position: K and V rows 0..n-1 of every batch-head
       // are read once (bh = 1 fits in L2, so it measures L2 and launches).
       auto body = [&]() -> llvm::Error {

@@ -231,6 +231,104 @@ TEST_F(OpsTest, FusedLinear) {
   }
 }
 
+// Decoding's linear layers on packed weights (packLinear: [n, k] in the
+// precision's element type; sp_gemv) against the CPU's composition over the
+// same weights rounded to that type: fp32 accumulation is all that differs.
+// k up to the kernel's 64 KiB of rows (8 x 2048), one not a multiple of its
+// chunk; outputs not multiples of its 4 columns per CTA; outputs poisoned.
+TEST(PackedLinearTest, MatchesTheCpuOnRoundedWeights) {
+  SKIP_WITHOUT_GPU();
+  using Out = Backend::LinearOut;
+  for (Precision precision : {Precision::FP32, Precision::BF16, Precision::FP16}) {
+    SCOPED_TRACE(toString(precision).str());
+    std::unique_ptr<Backend> g = gpu(precision), c = createCpuBackend();
+    ASSERT_TRUE(g);
+    auto round = [&](float x) {
+      return precision == Precision::BF16   ? bf16ToFloat(floatToBF16(x))
+             : precision == Precision::FP16 ? fp16ToFloat(floatToFP16(x))
+                                            : x;
+    };
+    for (auto [m, k] : {std::pair<int64_t, int64_t>{1, 512}, {3, 520},
+                        {8, 2048}, {2, 2056}}) {
+      SCOPED_TRACE("m = " + std::to_string(m) + ", k = " + std::to_string(k));
+      const int64_t n[3] = {45, 32, 101};
+      ASSERT_GT(g->packedLinearBytes(k, n[0]), 0);
+      auto both = [&](const std::vector<float> &host, Buffer &cb, Buffer &gb) {
+        cb = c->allocateFloats(int64_t(host.size()));
+        gb = g->allocateFloats(int64_t(host.size()));
+        c->upload(cb.data(), host.data(), host.size() * 4);
+        g->upload(gb.data(), host.data(), host.size() * 4);
+      };
+      Buffer aC, aG, lnWC, lnWG, lnBC, lnBG;
+      both(randoms(m * k, 31), aC, aG);
+      both(randoms(k, 32), lnWC, lnWG);
+      both(randoms(k, 33), lnBC, lnBG);
+      Buffer bC[3], bG[3], biasC[3], biasG[3], outC[3], outG[3], packed[3];
+      for (int i = 0; i < 3; ++i) {
+        std::vector<float> b = randoms(k * n[i], 40 + i, 0.1f), rounded = b;
+        for (float &x : rounded)
+          x = round(x);
+        // The CPU gets the rounded weights, the GPU the fp32 ones to pack.
+        bC[i] = c->allocateFloats(k * n[i]);
+        c->upload(bC[i].data(), rounded.data(), rounded.size() * 4);
+        bG[i] = g->allocateFloats(k * n[i]);
+        g->upload(bG[i].data(), b.data(), b.size() * 4);
+        packed[i] = g->allocate(g->packedLinearBytes(k, n[i]));
+        g->packLinear(packed[i].data(), bG[i].f32(), k, n[i]);
+        both(randoms(n[i], 50 + i), biasC[i], biasG[i]);
+      }
+      auto run = [&](int outs, bool accumulate, bool norm, bool gelu,
+                     const char *what) {
+        std::vector<std::vector<float>> start(3);
+        for (int i = 0; i < outs; ++i) {
+          // Accumulating: the same start on both; else NaN (poison).
+          start[i] = accumulate ? randoms(m * n[i], 60 + i)
+                                : std::vector<float>(m * n[i], NAN);
+          both(start[i], outC[i], outG[i]);
+        }
+        std::vector<Out> oc, og;
+        for (int i = 0; i < outs; ++i) {
+          oc.push_back({outC[i].f32(), bC[i].f32(), biasC[i].f32(), n[i]});
+          og.push_back({outG[i].f32(), bG[i].f32(), biasG[i].f32(), n[i],
+                        packed[i].data()});
+        }
+        Backend::LinearFusion fc, fg;
+        Buffer scratch = c->allocateFloats(m * (k + 2) + m * 101);
+        if (norm) {
+          fc.lnWeight = lnWC.f32();
+          fc.lnBias = lnBC.f32();
+          fg.lnWeight = lnWG.f32();
+          fg.lnBias = lnBG.f32();
+        }
+        fc.lnOut = scratch.f32();
+        fc.lnMean = scratch.f32() + m * k;
+        fc.lnRstd = scratch.f32() + m * k + m;
+        fc.gelu = fg.gelu = gelu;
+        fc.preGelu = scratch.f32() + m * (k + 2);
+        c->fusedLinear(oc, aC.f32(), m, k, accumulate, fc);
+        g->fusedLinear(og, aG.f32(), m, k, accumulate, fg);
+        for (int i = 0; i < outs; ++i) {
+          std::vector<float> want(m * n[i]), got(m * n[i]);
+          c->download(want.data(), outC[i].f32(), want.size() * 4);
+          g->download(got.data(), outG[i].f32(), got.size() * 4);
+          if (llvm::Error e = g->takeError())
+            FAIL() << what << ": " << llvm::toString(std::move(e));
+          double diff = 0, mag = 1e-30;
+          for (size_t e = 0; e < got.size(); ++e) {
+            ASSERT_TRUE(std::isfinite(got[e])) << what << " out " << i << " [" << e << "]";
+            diff = std::max(diff, double(std::fabs(want[e] - got[e])));
+            mag = std::max(mag, double(std::fabs(want[e])));
+          }
+          EXPECT_LE(diff / mag, 1e-5) << what << " out " << i;
+        }
+      };
+      run(3, false, true, false, "layer norm + three outputs");
+      run(1, true, false, false, "accumulated");
+      run(1, false, true, true, "layer norm + GELU");
+    }
+  }
+}
+
 TEST_F(OpsTest, Elementwise) {
   const int64_t rows = 77, c = 300, n = rows * c;
   Pair x = random(n, 11), w = random(c, 12), bias = random(c, 13);

@@ -535,7 +535,8 @@ TEST(CudaBackend, DecodeStepCompilesForEveryPatternKind) {
 // accepted value, and a bad one named with the variable.
 TEST(CudaBackend, EnvironmentIsChecked) {
   const char *names[] = {"SPARSETX_PROFILE", "SPARSETX_CUDA_GRAPHS",
-                         "SPARSETX_BF16_GEMM", "SPARSETX_FUSED_DECODE"};
+                         "SPARSETX_BF16_GEMM", "SPARSETX_FUSED_DECODE",
+                         "SPARSETX_OVERLAP_LAUNCHES"};
   for (const char *name : names)
     unsetenv(name);
   llvm::Expected<CudaEnvironment> env = readCudaEnvironment();
@@ -543,7 +544,16 @@ TEST(CudaBackend, EnvironmentIsChecked) {
   EXPECT_FALSE(env->profile);
   EXPECT_TRUE(env->graphs);
   EXPECT_FALSE(env->fusedDecode);
+  EXPECT_FALSE(env->overlapLaunches);
   EXPECT_EQ(env->bf16Gemm, "fast");
+  setenv("SPARSETX_OVERLAP_LAUNCHES", "1", 1);
+  env = readCudaEnvironment();
+  ASSERT_TRUE(bool(env));
+  EXPECT_TRUE(env->overlapLaunches);
+  setenv("SPARSETX_OVERLAP_LAUNCHES", "yes", 1);
+  EXPECT_EQ(errorText(readCudaEnvironment().takeError()),
+            "SPARSETX_OVERLAP_LAUNCHES must be 0 or 1, got 'yes'");
+  unsetenv("SPARSETX_OVERLAP_LAUNCHES");
   setenv("SPARSETX_PROFILE", "1", 1);
   setenv("SPARSETX_CUDA_GRAPHS", "0", 1);
   setenv("SPARSETX_FUSED_DECODE", "1", 1);

@@ -185,6 +185,12 @@ public:
   llvm::Expected<std::vector<DecodeWork>>
   decodeWork(int64_t layer, int64_t batchHeads, int64_t targetCtas,
              int64_t &numParts);
+  /// Decode's kernels (the row's parts and the merge) launched to overlap
+  /// the stream's previous kernel (cuda::launchOverlapping: they wait for it
+  /// after the row's table walk); only on sm_90 and later, where a model
+  /// whose other kernels do the same gains the launch gaps. Off by default.
+  void setOverlapLaunches(bool on) { overlapLaunches = on; }
+
   /// The int32 tables the generated kernels read (DecodeRowArgs::tables).
   cuda::DevicePtr getTables() const { return tables.get(); }
 
@@ -214,6 +220,9 @@ private:
                          cuda::DevicePtr lse, double scale, cuda::Stream stream,
                          cuda::DevicePtr o32, int64_t o32Dim);
   llvm::Error buildDecodeTables();
+  /// One of decode's launches: overlapping or not (setOverlapLaunches).
+  llvm::Error launchDecode(cuda::Function fn, cuda::Dim3 grid, cuda::Dim3 block,
+                           cuda::Stream stream, llvm::ArrayRef<void *> args) const;
   /// decodeImpl's launches: per mask of the layer its (kernel, query block,
   /// splits), and its parts (splits summed); checks the pattern and batch.
   struct DecodeLaunch {
@@ -269,6 +278,7 @@ private:
   cuda::DeviceBuffer decodeTableBuffer;
   /// Decode splits a row into enough CTAs to fill the device.
   int numSMs = 0;
+  bool overlapLaunches = false;
 };
 
 } // namespace sparsetx

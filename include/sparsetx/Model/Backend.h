@@ -170,6 +170,8 @@ public:
     float *c = nullptr;
     const float *b = nullptr, *bias = nullptr;
     int64_t n = 0;
+    /// packLinear's copy of b, or null (then b is read).
+    const void *packed = nullptr;
   };
   struct LinearFusion {
     const float *lnWeight = nullptr, *lnBias = nullptr;
@@ -180,6 +182,16 @@ public:
   virtual void fusedLinear(llvm::ArrayRef<LinearOut> outs, const float *a,
                            int64_t m, int64_t k, bool accumulate,
                            const LinearFusion &fusion);
+  /// Decoding reads every weight matrix once per step: a backend may keep a
+  /// copy of b [k, n] in the layout and element type its fusedLinear reads
+  /// fastest (the CUDA backend: [n, k], in the precision's 16-bit type, or
+  /// fp32 in fp32, what the training GEMMs round their operands to).
+  /// packedLinearBytes(k, n) is the copy's size, 0 where the backend keeps
+  /// none (then LinearOut::packed stays null); packLinear(dst, b, k, n)
+  /// writes it, 256-byte aligned dst. The caller remakes it when b changes.
+  virtual int64_t packedLinearBytes(int64_t k, int64_t n) const { return 0; }
+  /// Called only where packedLinearBytes(k, n) > 0.
+  virtual void packLinear(void *, const float *, int64_t, int64_t) {}
   /// da (+)= dc b^T, db += a^T dc (or their transB forms); da may be null.
   virtual void matmulBackward(float *da, bool accumulateDa, float *db,
                               const float *dc, const float *a, const float *b,
@@ -316,7 +328,8 @@ struct CudaBackendOptions {
 /// SPARSETX_BF16_GEMM=convert|fast|tf32 (how bf16 GEMMs take fp32 operands;
 /// default fast). A bad value is an error naming the variable and value.
 struct CudaEnvironment {
-  bool profile = false, graphs = true, fusedDecode = false;
+  bool profile = false, graphs = true, fusedDecode = false,
+       overlapLaunches = false;
   std::string bf16Gemm = "fast";
 };
 llvm::Expected<CudaEnvironment> readCudaEnvironment();

@@ -184,6 +184,13 @@ private:
   int64_t decodeBatch = 0, decodeNext = 0;
   std::unique_ptr<Acts> decodeActs;
   Buffer decodeX, decodeIds;
+  /// The backend's packed copies of the weight matrices (packLinear), made
+  /// by every beginDecode: per layer Wq, Wk, Wv, Wo, W1, W2, then Wout;
+  /// empty where the backend keeps none.
+  Buffer decodeWeights;
+  std::vector<const void *> packedWeights;
+  /// Packs the weights into decodeWeights (allocated once).
+  void packDecodeWeights();
   /// The step captured by the backend (CUDA graph), replayed per token.
   std::unique_ptr<Backend::CapturedWork> decodeGraph;
   /// The backend's fused step (one persistent kernel), where it has one.

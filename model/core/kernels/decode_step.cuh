@@ -403,6 +403,7 @@ __device__ __noinline__ void attentionPhase(const Step &p, const StepLayer &L,
   a.batchHeads = p.S * p.H;
   a.finalOutput = 0;
   a.positionAt = p.ids + p.S;
+  a.waitPrior = false; // one cooperative launch: its barriers order the phases
   i64 items = 0;
   for (i64 w = L.workBegin; w < L.workEnd; ++w)
     items += (i64)p.work[w].rowGroups * p.work[w].splits;

@@ -52,6 +52,22 @@ __device__ __forceinline__ void spRowStatistics(const float *x, i64 c,
   rstd = rsqrtf(var + eps);
 }
 
+/// Programmatic dependent launch (sm_90 and later; no-ops before, and in a
+/// kernel launched without the attribute): a kernel launched to overlap its
+/// predecessor (cuda::launchOverlapping) calls spWaitPrior() before it reads
+/// anything an earlier kernel writes or writes anything one reads, and
+/// spAllowNext() to let the next such kernel start.
+__device__ __forceinline__ void spWaitPrior() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void spAllowNext() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ unsigned short spToHalf(float x, int bf16) {
   unsigned short r;
   if (bf16)

@@ -318,6 +318,181 @@ sp_linear_small(SpLinear p) {
   *c = p.accumulate ? *c + v : v;
 }
 
+// --- Decoding's linear layers on packed weights ------------------------------
+
+#define SP_GEMV_WARPS 4
+/// The rows in shared memory: m * k <= SP_GEMV_MAX_INPUT floats (64 KiB).
+#define SP_GEMV_MAX_INPUT 16384
+
+struct SpGemvOut {
+  float *c;
+  /// sp_pack_linear's copy of b: [n, k], element type per the kernel.
+  const void *w;
+  const float *bias;
+  i64 n;
+  /// The first column of this output among the launch's columns.
+  i64 firstCol;
+};
+struct SpGemv {
+  SpGemvOut out[SP_LINEAR_MAX_OUTS];
+  int outs;
+  const float *a, *lnWeight, *lnBias;
+  float eps;
+  i64 m, k;
+  int accumulate, gelu, bf16;
+};
+
+/// b [k, n] (fp32) to w [n, k]: fp32 (type 0), bf16 (1) or fp16 (2), so
+/// that one output column's weights are contiguous.
+extern "C" __global__ void sp_pack_linear(void *w, const float *b, i64 k,
+                                          i64 n, int type) {
+  SP_GRID_STRIDE(i, k * n) {
+    const i64 col = i / k, j = i - col * k;
+    const float x = b[j * n + col];
+    if (type == 0)
+      static_cast<float *>(w)[i] = x;
+    else
+      static_cast<unsigned short *>(w)[i] = spToHalf(x, type == 1);
+  }
+}
+
+/// 16 bytes of weights through the read-only path, or zeros.
+__device__ __forceinline__ uint4 spLoadWeights16(const char *p, bool valid) {
+  uint4 r = make_uint4(0u, 0u, 0u, 0u);
+  if (valid)
+    r = __ldg(reinterpret_cast<const uint4 *>(p));
+  return r;
+}
+
+/// The body of sp_gemv_f32 / sp_gemv_h16: c (+)= act(norm(a) b + bias) like
+/// sp_linear_small, on weights packed by sp_pack_linear. Warp w of CTA x
+/// takes output column 4x + w, whole (all k): its lanes take 16 bytes of
+/// the column's weights at a time (a chunk: 8 loads per lane, all in flight
+/// at once), and a warp sum adds them up in a fixed order (bit-repeatable).
+/// The first chunk is loaded before spWaitPrior (nothing writes weights
+/// while sampling), so that it overlaps the previous kernel; then the rows
+/// go to shared memory, normalized there by the CTA itself.
+/// Needs k * sizeof(element) % 16 == 0, 16-byte aligned a and w,
+/// m <= SP_LINEAR_MAX_ROWS, m * k <= SP_GEMV_MAX_INPUT.
+template <int kElemBytes>
+__device__ __forceinline__ void spGemv(const SpGemv &p) {
+  extern __shared__ float4 gemvShared[];
+  float *xs = reinterpret_cast<float *>(gemvShared);
+  __shared__ float stats[SP_LINEAR_MAX_ROWS][2];
+  constexpr int kVec = 16 / kElemBytes; // elements per 16-byte load
+  constexpr int kLoads = 8;             // loads per lane per chunk
+  constexpr int kChunk = 32 * kVec * kLoads;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const i64 col = (i64)blockIdx.x * SP_GEMV_WARPS + warp;
+  int o = 0;
+  while (o + 1 < p.outs && col >= p.out[o + 1].firstCol)
+    ++o;
+  const SpGemvOut out = p.out[o];
+  const i64 local = col - out.firstCol, m = p.m, k = p.k;
+  const bool valid = local < out.n;
+  const char *w = static_cast<const char *>(out.w) +
+                  (valid ? local : 0) * k * kElemBytes;
+  uint4 wv[kLoads];
+#pragma unroll
+  for (int u = 0; u < kLoads; ++u) {
+    const i64 e = ((i64)u * 32 + lane) * kVec;
+    wv[u] = spLoadWeights16(w + e * kElemBytes, valid && e < k);
+  }
+  spAllowNext();
+  spWaitPrior();
+  for (i64 e = (i64)threadIdx.x * 4; e < m * k; e += (i64)blockDim.x * 4)
+    *reinterpret_cast<float4 *>(xs + e) =
+        __ldcg(reinterpret_cast<const float4 *>(p.a + e));
+  __syncthreads();
+  if (p.lnWeight) {
+    for (i64 r = warp; r < m; r += SP_GEMV_WARPS) {
+      float mu, rstd;
+      spRowStatistics(xs + r * k, k, p.eps, mu, rstd);
+      if (lane == 0) {
+        stats[r][0] = mu;
+        stats[r][1] = rstd;
+      }
+    }
+    __syncthreads();
+    for (i64 e = threadIdx.x; e < m * k; e += blockDim.x) {
+      const i64 r = e / k, j = e - r * k;
+      xs[e] = (xs[e] - stats[r][0]) * stats[r][1] * p.lnWeight[j] + p.lnBias[j];
+    }
+    __syncthreads();
+  }
+  float acc[SP_LINEAR_MAX_ROWS];
+#pragma unroll
+  for (int r = 0; r < SP_LINEAR_MAX_ROWS; ++r)
+    acc[r] = 0.0f;
+  for (i64 c0 = 0; c0 < k; c0 += kChunk) {
+    if (c0 > 0) {
+#pragma unroll
+      for (int u = 0; u < kLoads; ++u) {
+        const i64 e = c0 + ((i64)u * 32 + lane) * kVec;
+        wv[u] = spLoadWeights16(w + e * kElemBytes, valid && e < k);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kLoads; ++u) {
+      const i64 e = c0 + ((i64)u * 32 + lane) * kVec;
+      if (e >= k)
+        break;
+      float f[kVec];
+      if (kElemBytes == 4) {
+        f[0] = __uint_as_float(wv[u].x);
+        f[1] = __uint_as_float(wv[u].y);
+        f[2] = __uint_as_float(wv[u].z);
+        f[3] = __uint_as_float(wv[u].w);
+      } else {
+        const unsigned words[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
+#pragma unroll
+        for (int h = 0; h < 4; ++h) {
+          f[2 * h] = spFromHalf((unsigned short)(words[h] & 0xffffu), p.bf16);
+          f[2 * h + 1] = spFromHalf((unsigned short)(words[h] >> 16), p.bf16);
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < SP_LINEAR_MAX_ROWS; ++r)
+        if (r < m) {
+          const float4 *x = reinterpret_cast<const float4 *>(xs + r * k + e);
+#pragma unroll
+          for (int v = 0; v < kVec / 4; ++v) {
+            const float4 xv = x[v];
+            acc[r] = fmaf(xv.x, f[4 * v], acc[r]);
+            acc[r] = fmaf(xv.y, f[4 * v + 1], acc[r]);
+            acc[r] = fmaf(xv.z, f[4 * v + 2], acc[r]);
+            acc[r] = fmaf(xv.w, f[4 * v + 3], acc[r]);
+          }
+        }
+    }
+  }
+  float v = 0.0f;
+#pragma unroll
+  for (int r = 0; r < SP_LINEAR_MAX_ROWS; ++r)
+    if (r < m) {
+      const float s = spWarpSum(acc[r]);
+      if (lane == r)
+        v = s;
+    }
+  if (!valid || lane >= m)
+    return;
+  if (out.bias)
+    v += out.bias[local];
+  if (p.gelu)
+    v = v * spSigmoid(1.702f * v);
+  float *c = out.c + (i64)lane * out.n + local;
+  *c = p.accumulate ? *c + v : v;
+}
+
+extern "C" __global__ void __launch_bounds__(SP_GEMV_WARPS * 32)
+sp_gemv_f32(SpGemv p) {
+  spGemv<4>(p);
+}
+extern "C" __global__ void __launch_bounds__(SP_GEMV_WARPS * 32)
+sp_gemv_h16(SpGemv p) {
+  spGemv<2>(p);
+}
+
 // --- Layer norm (one warp per row) ------------------------------------------
 
 extern "C" __global__ void sp_layernorm_forward(float *out, float *mean,
@@ -836,6 +1011,10 @@ extern "C" __global__ void sp_decode_prepare(unsigned short *kc,
                                              const int *positionAt, i64 batch,
                                              i64 heads, i64 n, i64 qkDim,
                                              i64 vDim, i64 D, int bf16) {
+  // Overlapping the projections' kernel (launchOverlapping): k, v, q are
+  // its output.
+  spAllowNext();
+  spWaitPrior();
   const i64 position = *positionAt;
   if (position < 0 || position >= n)
     return;

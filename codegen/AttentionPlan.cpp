@@ -872,14 +872,27 @@ llvm::Error AttentionPlan::decodeImpl(int64_t layer, int64_t batchHeads,
     return err;
   const cuda::DevicePtr oParts = decodeWorkspace.get();
   const cuda::DevicePtr lseParts = oParts + partRows * gen.headDim * sizeof(float);
+  // One merge ticket per batch-head (zeroed here once; the merging CTA
+  // leaves it zeroed again).
+  if (decodeCounters.size() < size_t(batchHeads) * 4) {
+    decodeCounters = cuda::DeviceBuffer();
+    llvm::Expected<cuda::DeviceBuffer> counters =
+        cuda::DeviceBuffer::allocate(size_t(batchHeads) * 4);
+    if (!counters)
+      return counters.takeError();
+    if (llvm::Error err = counters->fill(0))
+      return err;
+    decodeCounters = std::move(*counters);
+  }
 
   for (auto [m, maskIndex] : llvm::enumerate(masks)) {
     const codegen::MaskKernels &mask = gen.masks[maskIndex];
     const MaskFunctions &fns = functions[maskIndex];
     const int64_t headsPerLaunch = mask.head ? gen.numHeads : 1;
     const int64_t rows = batchHeads / headsPerLaunch;
-    // One part: its kernel writes the outputs; else parts and a merge (which
-    // also writes O = 0, LSE = -inf for a row without keys).
+    // One part: its kernel writes the outputs; else parts, merged by the
+    // CTA that writes a batch-head's last one; no parts at all: the merge
+    // kernel writes O = 0, LSE = -inf.
     const bool direct = parts[m] == 1 && !o32;
     int64_t partBase = 0;
     for (const DecodeLaunch &l : launches[m]) {
@@ -894,17 +907,22 @@ llvm::Error AttentionPlan::decodeImpl(int64_t layer, int64_t batchHeads,
       if (onDevice)
         queryBlockAt = decodeTableBuffer.get() +
                        size_t(decodeTables[maskIndex][l.kernel].offset) * 4;
-      void *args[] = {&q,           &kCache,      &vCache,        &out,
-                      &outLse,      &tablePtr,    &scaleArg,      &positionArg,
-                      &queryBlock,  &capacityArg, &batchHeadsArg, &finalOutput,
-                      &positionAt,  &queryBlockAt};
+      cuda::DevicePtr counters = direct ? 0 : decodeCounters.get();
+      int mergeParts = int(parts[m]), partBaseArg = int(partBase);
+      long long o32DimArg = o32Dim;
+      void *args[] = {&q,          &kCache,      &vCache,        &out,
+                      &outLse,     &tablePtr,    &scaleArg,      &positionArg,
+                      &queryBlock, &capacityArg, &batchHeadsArg, &finalOutput,
+                      &positionAt, &queryBlockAt, &counters,     &mergeParts,
+                      &partBaseArg, &o,          &lse,           &o32,
+                      &o32DimArg};
       cuda::Dim3 grid{unsigned(l.splits), unsigned(rows), 1};
       if (llvm::Error err = launchDecode(fns.decode[l.kernel], grid, block,
                                          stream, args))
         return err;
       partBase += l.splits;
     }
-    if (!direct) {
+    if (parts[m] == 0) {
       cuda::DevicePtr oPartsArg = oParts, lsePartsArg = lseParts;
       int numParts = int(parts[m]), headsArg = int(headsPerLaunch),
           head = int(mask.head.value_or(0));

@@ -660,11 +660,14 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
                "    const int *tables, float scale, long long position,\n"
                "    int queryBlock, long long capacity, long long batchHeads,\n"
                "    int finalOutput, const int *positionAt,\n"
-               "    const int *queryBlockAt) {\n"
+               "    const int *queryBlockAt, unsigned *mergeCounters,\n"
+               "    int mergeParts, int partBase, unsigned short *mergeO,\n"
+               "    float *mergeLse, float *o32, long long o32Dim) {\n"
             << "  sparsetx::attentionDecode<sparsetx_gen::" << prefix
             << ">(q, kCache, vCache, o, lse, tables, scale, position, "
                "queryBlock,\n      capacity, batchHeads, finalOutput, "
-               "positionAt, queryBlockAt);\n}\n\n";
+               "positionAt, queryBlockAt, mergeCounters,\n      mergeParts, "
+               "partBase, mergeO, mergeLse, o32, o32Dim);\n}\n\n";
       }
       info.kernels.push_back(std::move(kernel));
     }

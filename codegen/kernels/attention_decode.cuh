@@ -342,11 +342,129 @@ __device__ __forceinline__ void attentionDecodeRow(const DecodeRowArgs &a) {
   __syncthreads();
 }
 
+/// L2 loads (ld.global.cg) of a merge's inputs: parts other CTAs wrote in
+/// this kernel or an earlier one (the L1 of this SM may hold stale lines of
+/// the same workspace from an earlier step).
+__device__ __forceinline__ float loadL2(const float *p) {
+  float r;
+  asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(r) : "l"(p));
+  return r;
+}
+
+/// Log-sum-exp merge of batch-head bh's parts 0..numParts-1 (oParts
+/// [numParts][batchHeads][D], lseParts [numParts][batchHeads]) by one CTA of
+/// kDecodeMergeThreads threads, all of which must call it; no parts gives
+/// O = 0, LSE = -inf. O goes to o (Elem [batchHeads, D]) or, with o32, in
+/// fp32 to the first o32Dim dimensions of row bh of o32 ([batchHeads,
+/// o32Dim]: the token-major layout a model's next layer reads); LSE to
+/// lse[bh]. Each part's weight, kDecodeMergeThreads parts at a time: every
+/// thread loads one LSE (all in flight at once), the block takes their
+/// maximum and weights through shared memory, then each thread sums its
+/// dimension over those parts (8 loads in flight), rescaling what came
+/// before when a row has more parts than threads.
+template <typename Elem, int D>
+__device__ __forceinline__ void
+decodeMergeRow(const float *__restrict__ oParts,
+               const float *__restrict__ lseParts, int numParts,
+               int64_t batchHeads, int64_t bh, uint16_t *__restrict__ o,
+               float *__restrict__ lse, float *__restrict__ o32,
+               int64_t o32Dim) {
+  static_assert(D <= kDecodeMergeThreads, "one thread per dimension");
+  constexpr int kWarps = kDecodeMergeThreads / 32;
+  __shared__ float weights[kDecodeMergeThreads];
+  __shared__ float warpMax[kWarps], warpSum[kWarps];
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+  float m = negInf(), sum = 0.0f, acc = 0.0f;
+  for (int p0 = 0; p0 < numParts; p0 += kDecodeMergeThreads) {
+    const int p = p0 + t;
+    const float x =
+        p < numParts ? loadL2(lseParts + (int64_t)p * batchHeads + bh) : negInf();
+    float wm = x;
+#pragma unroll
+    for (int s = 16; s > 0; s >>= 1)
+      wm = fmaxf(wm, __shfl_xor_sync(0xffffffffu, wm, s));
+    if (lane == 0)
+      warpMax[warp] = wm;
+    __syncthreads();
+    float chunkMax = warpMax[0];
+#pragma unroll
+    for (int w = 1; w < kWarps; ++w)
+      chunkMax = fmaxf(chunkMax, warpMax[w]);
+    // Rescale what came before to the new maximum (the same in every thread).
+    const float newMax = fmaxf(m, chunkMax);
+    const float base = newMax == negInf() ? 0.0f : newMax;
+    const float rescale =
+        m == negInf() ? 0.0f : fastExp2((m - base) * 1.4426950408889634f);
+    // An empty part has LSE = -inf (weight 0) and O = 0, never NaN.
+    const float w = fastExp2((x - base) * 1.4426950408889634f);
+    weights[t] = w;
+    float ws = w;
+#pragma unroll
+    for (int s = 16; s > 0; s >>= 1)
+      ws += __shfl_xor_sync(0xffffffffu, ws, s);
+    if (lane == 0)
+      warpSum[warp] = ws;
+    __syncthreads();
+    float chunkSum = 0.0f;
+#pragma unroll
+    for (int w2 = 0; w2 < kWarps; ++w2)
+      chunkSum += warpSum[w2];
+    sum = sum * rescale + chunkSum;
+    m = newMax;
+    if (t < D) {
+      const int count = min(kDecodeMergeThreads, numParts - p0);
+      float part = 0.0f;
+#pragma unroll 8
+      for (int q = 0; q < count; ++q)
+        part = fmaf(weights[q],
+                    loadL2(oParts + ((int64_t)(p0 + q) * batchHeads + bh) * D + t),
+                    part);
+      acc = acc * rescale + part;
+    }
+    // weights, warpMax and warpSum are rewritten by the next chunk.
+    __syncthreads();
+  }
+  if (t >= D)
+    return;
+  const bool any = sum > 0.0f;
+  const float out = any ? acc / sum : 0.0f;
+  if (o32) {
+    if (t < o32Dim)
+      o32[bh * o32Dim + t] = out;
+  } else {
+    o[bh * D + t] = fromFloat<Elem>(out);
+  }
+  if (t == 0)
+    lse[bh] = any ? m + fastLog2(sum) * 0.6931471805599453f : negInf();
+}
+
+/// The merge kernel of the batch-heads one mask serves (bh = blockIdx.x *
+/// headsPerLaunch + head); grid: batchHeads / headsPerLaunch; block:
+/// kDecodeMergeThreads. AttentionPlan launches it only for a mask with no
+/// parts at this position (O = 0, LSE = -inf); with parts, the decode
+/// kernels merge (attentionDecode's mergeCounters).
+template <typename Elem, int D>
+__device__ __forceinline__ void
+attentionDecodeMerge(const float *__restrict__ oParts,
+                     const float *__restrict__ lseParts, int numParts,
+                     int64_t batchHeads, int headsPerLaunch, int head,
+                     uint16_t *__restrict__ o, float *__restrict__ lse,
+                     float *__restrict__ o32, int64_t o32Dim) {
+  allowDependentGrids();
+  waitForPriorGrids();
+  decodeMergeRow<Elem, D>(oParts, lseParts, numParts, batchHeads,
+                          (int64_t)blockIdx.x * headsPerLaunch + head, o, lse,
+                          o32, o32Dim);
+}
+
 /// Decode of one kernel of a mask. Grid: (splits, batchHeads / kNumHeads);
 /// block: kDecodeThreads; no dynamic shared memory. q, o: [batchHeads, D];
 /// kCache, vCache: [batchHeads, capacity, D]. With finalOutput, o is Elem
 /// and lse [batchHeads] (gridDim.x must be 1); otherwise o is this launch's
-/// fp32 parts [gridDim.x][batchHeads][D] and lse its [gridDim.x][batchHeads].
+/// fp32 parts [gridDim.x][batchHeads][D] and lse its [gridDim.x][batchHeads],
+/// parts partBase.. of the mask's mergeParts. With mergeCounters (one zeroed
+/// unsigned per batch-head), the CTA that writes a batch-head's last part
+/// merges them all into mergeO / mergeLse (or o32: decodeMergeRow).
 template <typename V>
 __device__ __forceinline__ void
 attentionDecode(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kCache,
@@ -354,7 +472,9 @@ attentionDecode(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kCa
                 float *__restrict__ lse, const int32_t *__restrict__ tables,
                 float scale, int64_t position, int queryBlock, int64_t capacity,
                 int64_t batchHeads, int finalOutput, const int *positionAt,
-                const int *queryBlockAt) {
+                const int *queryBlockAt, unsigned *mergeCounters,
+                int mergeParts, int partBase, uint16_t *mergeO,
+                float *mergeLse, float *o32, int64_t o32Dim) {
   DecodeRowArgs a;
   a.q = q;
   a.kCache = kCache;
@@ -376,94 +496,32 @@ attentionDecode(const uint16_t *__restrict__ q, const uint16_t *__restrict__ kCa
   a.waitPrior = true;
   allowDependentGrids();
   attentionDecodeRow<V>(a);
-}
-
-/// Log-sum-exp merge of the decode parts of the batch-heads one mask serves
-/// (bh = blockIdx.x * headsPerLaunch + head). oParts [numParts][batchHeads]
-/// [D], lseParts [numParts][batchHeads]; no parts at all gives O = 0,
-/// LSE = -inf. Grid: batchHeads / headsPerLaunch; block: kDecodeMergeThreads.
-/// With o32, O goes there in fp32 instead, the first o32Dim dimensions of
-/// each row ([batchHeads, o32Dim]: the token-major layout a model's next
-/// layer reads), and o is not written.
-template <typename Elem, int D>
-__device__ __forceinline__ void
-attentionDecodeMerge(const float *__restrict__ oParts,
-                     const float *__restrict__ lseParts, int numParts,
-                     int64_t batchHeads, int headsPerLaunch, int head,
-                     uint16_t *__restrict__ o, float *__restrict__ lse,
-                     float *__restrict__ o32, int64_t o32Dim) {
-  static_assert(D <= kDecodeMergeThreads, "one thread per dimension");
-  constexpr int kWarps = kDecodeMergeThreads / 32;
-  // Each part's weight, kDecodeMergeThreads parts at a time: every thread
-  // loads one LSE (all in flight at once), the block takes their maximum,
-  // then the weights go to shared memory for the sum over parts.
-  __shared__ float weights[kDecodeMergeThreads];
-  __shared__ float warpMax[kWarps], warpSum[kWarps];
-  allowDependentGrids();
-  waitForPriorGrids();
-  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
-  const int64_t bh = (int64_t)blockIdx.x * headsPerLaunch + head;
-  float m = negInf(), sum = 0.0f, acc = 0.0f;
-  for (int p0 = 0; p0 < numParts; p0 += kDecodeMergeThreads) {
-    const int p = p0 + t;
-    const float x = p < numParts ? lseParts[(int64_t)p * batchHeads + bh] : negInf();
-    float wm = x;
-#pragma unroll
-    for (int s = 16; s > 0; s >>= 1)
-      wm = fmaxf(wm, __shfl_xor_sync(0xffffffffu, wm, s));
-    if (lane == 0)
-      warpMax[warp] = wm;
-    __syncthreads();
-    float chunkMax = warpMax[0];
-#pragma unroll
-    for (int w = 1; w < kWarps; ++w)
-      chunkMax = fmaxf(chunkMax, warpMax[w]);
-    // Rescale what came before to the new maximum (the same in every thread).
-    const float newMax = fmaxf(m, chunkMax);
-    const float base = newMax == negInf() ? 0.0f : newMax;
-    const float rescale = m == negInf() ? 0.0f : fastExp2((m - base) * 1.4426950408889634f);
-    // An empty part has LSE = -inf (weight 0) and O = 0, never NaN.
-    const float w = fastExp2((x - base) * 1.4426950408889634f);
-    weights[t] = w;
-    float ws = w;
-#pragma unroll
-    for (int s = 16; s > 0; s >>= 1)
-      ws += __shfl_xor_sync(0xffffffffu, ws, s);
-    if (lane == 0)
-      warpSum[warp] = ws;
-    __syncthreads();
-    float chunkSum = 0.0f;
-#pragma unroll
-    for (int w2 = 0; w2 < kWarps; ++w2)
-      chunkSum += warpSum[w2];
-    sum = sum * rescale + chunkSum;
-    m = newMax;
-    if (t < D) {
-      const int count = min(kDecodeMergeThreads, numParts - p0);
-      float part = 0.0f;
-      // Unrolled so that many loads are in flight: a long row has a hundred
-      // parts or more.
-#pragma unroll 16
-      for (int q = 0; q < count; ++q)
-        part = fmaf(weights[q], oParts[((int64_t)(p0 + q) * batchHeads + bh) * D + t], part);
-      acc = acc * rescale + part;
-    }
-    // weights, warpMax and warpSum are rewritten by the next chunk.
-    __syncthreads();
-  }
-  const int d = t;
-  if (d >= D)
+  static_assert(kDecodeThreads == kDecodeMergeThreads, "the CTA merges");
+  if (!mergeCounters)
     return;
-  const bool any = sum > 0.0f;
-  const float out = any ? acc / sum : 0.0f;
-  if (o32) {
-    if (d < o32Dim)
-      o32[bh * o32Dim + d] = out;
-  } else {
-    o[bh * D + d] = fromFloat<Elem>(out);
+  // The merge, by the CTA that writes a batch-head's last part (a ticket
+  // per batch-head over all the mask's launches: mergeParts parts), in the
+  // fixed order of the parts, so that results repeat bit for bit whichever
+  // CTA it is. The counter goes back to 0 for the next decode.
+  __shared__ int isLast;
+  const int64_t bh = (int64_t)blockIdx.y * V::kNumHeads + V::kHead;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned ticket = atomicAdd(mergeCounters + bh, 1u);
+    isLast = ticket == (unsigned)mergeParts - 1u;
   }
-  if (d == 0)
-    lse[bh] = any ? m + fastLog2(sum) * 0.6931471805599453f : negInf();
+  __syncthreads();
+  if (!isLast)
+    return;
+  __threadfence();
+  if (threadIdx.x == 0)
+    mergeCounters[bh] = 0u;
+  const float *oParts =
+      static_cast<const float *>(o) - (int64_t)partBase * batchHeads * V::kHeadDim;
+  decodeMergeRow<typename V::Elem, V::kHeadDim>(
+      oParts, lse - (int64_t)partBase * batchHeads, mergeParts, batchHeads, bh,
+      mergeO, mergeLse, o32, o32Dim);
 }
 
 } // namespace sparsetx

@@ -276,6 +276,8 @@ private:
   };
   std::vector<std::vector<DecodeTable>> decodeTables;
   cuda::DeviceBuffer decodeTableBuffer;
+  /// Decode's merge tickets, one per batch-head (zero between decodes).
+  cuda::DeviceBuffer decodeCounters;
   /// Decode splits a row into enough CTAs to fill the device.
   int numSMs = 0;
   bool overlapLaunches = false;

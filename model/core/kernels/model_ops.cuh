@@ -369,9 +369,10 @@ __device__ __forceinline__ uint4 spLoadWeights16(const char *p, bool valid) {
 /// takes output column 4x + w, whole (all k): its lanes take 16 bytes of
 /// the column's weights at a time (a chunk: 8 loads per lane, all in flight
 /// at once), and a warp sum adds them up in a fixed order (bit-repeatable).
-/// The first chunk is loaded before spWaitPrior (nothing writes weights
-/// while sampling), so that it overlaps the previous kernel; then the rows
-/// go to shared memory, normalized there by the CTA itself.
+/// The first chunk and the bias are loaded before spWaitPrior (nothing
+/// writes parameters while sampling), so that they overlap the previous
+/// kernel; then the rows go to shared memory, normalized there by the CTA
+/// itself.
 /// Needs k * sizeof(element) % 16 == 0, 16-byte aligned a and w,
 /// m <= SP_LINEAR_MAX_ROWS, m * k <= SP_GEMV_MAX_INPUT.
 template <int kElemBytes>
@@ -398,8 +399,16 @@ __device__ __forceinline__ void spGemv(const SpGemv &p) {
     const i64 e = ((i64)u * 32 + lane) * kVec;
     wv[u] = spLoadWeights16(w + e * kElemBytes, valid && e < k);
   }
+  const float bias = valid && out.bias ? __ldg(out.bias + local) : 0.0f;
   spAllowNext();
   spWaitPrior();
+  // What the output adds to (the residual stream), loaded now: its round
+  // trip overlaps the rows'.
+  float *c = out.c + (i64)lane * out.n + local;
+  const bool writes = valid && lane < m;
+  const float prev = writes && p.accumulate ? __ldcg(c) : 0.0f;
+  // The rows, 4 loads per thread in flight.
+#pragma unroll 4
   for (i64 e = (i64)threadIdx.x * 4; e < m * k; e += (i64)blockDim.x * 4)
     *reinterpret_cast<float4 *>(xs + e) =
         __ldcg(reinterpret_cast<const float4 *>(p.a + e));
@@ -414,9 +423,25 @@ __device__ __forceinline__ void spGemv(const SpGemv &p) {
       }
     }
     __syncthreads();
-    for (i64 e = threadIdx.x; e < m * k; e += blockDim.x) {
-      const i64 r = e / k, j = e - r * k;
-      xs[e] = (xs[e] - stats[r][0]) * stats[r][1] * p.lnWeight[j] + p.lnBias[j];
+    // 4 columns per thread at a time: their weights and biases loaded
+    // together, then every row's entries normalized.
+    for (i64 j0 = threadIdx.x; j0 < k; j0 += 4 * (i64)blockDim.x) {
+      float g[4], h[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const i64 j = j0 + (i64)u * blockDim.x;
+        g[u] = j < k ? p.lnWeight[j] : 0.0f;
+        h[u] = j < k ? p.lnBias[j] : 0.0f;
+      }
+      for (i64 r = 0; r < m; ++r) {
+        const float mu = stats[r][0], rstd = stats[r][1];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+          const i64 j = j0 + (i64)u * blockDim.x;
+          if (j < k)
+            xs[r * k + j] = (xs[r * k + j] - mu) * rstd * g[u] + h[u];
+        }
+      }
     }
     __syncthreads();
   }
@@ -474,14 +499,12 @@ __device__ __forceinline__ void spGemv(const SpGemv &p) {
       if (lane == r)
         v = s;
     }
-  if (!valid || lane >= m)
+  if (!writes)
     return;
-  if (out.bias)
-    v += out.bias[local];
+  v += bias;
   if (p.gelu)
     v = v * spSigmoid(1.702f * v);
-  float *c = out.c + (i64)lane * out.n + local;
-  *c = p.accumulate ? *c + v : v;
+  *c = p.accumulate ? prev + v : v;
 }
 
 extern "C" __global__ void __launch_bounds__(SP_GEMV_WARPS * 32)

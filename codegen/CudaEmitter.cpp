@@ -869,20 +869,31 @@ void printManifestJSON(const GeneratedAttention &gen, llvm::StringRef ptxFile,
         j.attribute("order",
                     "per mask of the layer: per kernel whose query map covers "
                     "position p (mapped index t, query block t / 64) and whose "
-                    "row has key blocks, decode with grid (splits, y); then "
-                    "merge, unless the mask has exactly one part");
+                    "row has key blocks, decode with grid (splits, y); with "
+                    "more than one part the decode CTAs merge them (the CTA "
+                    "that writes a batch-head's last part, merge_counters "
+                    "given); the merge kernel only for a mask with no parts "
+                    "at the position (O = 0, LSE = -inf)");
         j.attribute("signature",
                     "(q, k_cache, v_cache, o, lse, tables, float scale, long "
                     "long position, int query_block, long long capacity, long "
                     "long batch_heads, int final_output, const int "
-                    "*position_at, const int *query_block_at); final_output: "
+                    "*position_at, const int *query_block_at, unsigned "
+                    "*merge_counters, int merge_parts, int part_base, "
+                    "merge_o, float *merge_lse, float *o32, long long "
+                    "o32_dim); final_output: "
                     "o, lse are the outputs (grid.x = 1), else this launch's "
                     "fp32 parts o_parts [splits][batch_heads][head_dim], "
                     "lse_parts [splits][batch_heads]; position_at (device, "
                     "or null): the position is read there and the query "
                     "block from query_block_at[position] (-1: no part), the "
                     "row using min(grid.x, ceil(blocks / 2)) CTAs and the "
-                    "rest writing empty parts");
+                    "rest writing empty parts; merge_counters (one zeroed "
+                    "unsigned per batch-head, left zeroed; or null: no "
+                    "merge): this launch's parts are parts part_base.. of "
+                    "the mask's merge_parts, and the CTA that writes a "
+                    "batch-head's last one merges them into merge_o, "
+                    "merge_lse (or o32 [batch_heads, o32_dim] in fp32)");
         block(kDecodeThreads);
         j.attributeObject("merge", [&] {
           j.attribute("name", gen.decodeMergeName);

@@ -6,6 +6,7 @@
 
 #include "llvm/Support/FormatVariadic.h"
 
+#include <cassert>
 #include <cmath>
 
 using namespace sparsetx;
@@ -589,22 +590,19 @@ llvm::Error Transformer::beginDecode(int64_t batch) {
 }
 
 void Transformer::packDecodeWeights() {
-  const int64_t d = config.dModel, dqk = config.qkDim(), ff = config.ffDim();
-  // (k, n) of Wq, Wk, Wv, Wo, W1, W2 (the Weights order), then Wout.
-  const std::pair<int64_t, int64_t> shapes[] = {
-      {d, dqk}, {d, dqk}, {d, d}, {d, d}, {d, ff}, {ff, d}};
-  std::vector<std::pair<const float *, std::pair<int64_t, int64_t>>> mats;
-  float *P = params();
-  for (int64_t l = 0; l < config.numLayers; ++l) {
-    Layer w = layerParams(P, l);
-    for (int t = Wq; t <= W2; ++t)
-      mats.push_back({w.t[t], shapes[t]});
-  }
-  mats.push_back({P + offWout, {d, kVocab}});
+  // The weight matrices in the order decodeStep's packed() indexes them:
+  // layout() puts every block's Wq, Wk, Wv, Wo, W1, W2, then Wout first
+  // among the parameters (the decayed ones), with their [k, n] shapes.
+  std::vector<const ParamInfo *> mats;
+  for (const ParamInfo &p : paramInfo)
+    if (p.offset < decayedParams)
+      mats.push_back(&p);
+  assert(int64_t(mats.size()) == config.numLayers * (W2 + 1) + 1 &&
+         "layout() changed the decayed parameters");
   std::vector<int64_t> offsets;
   int64_t total = 0;
-  for (auto &[b, kn] : mats) {
-    int64_t bytes = backend.packedLinearBytes(kn.first, kn.second);
+  for (const ParamInfo *p : mats) {
+    int64_t bytes = backend.packedLinearBytes(p->rows, p->cols);
     if (bytes <= 0)
       return; // the backend reads b itself
     offsets.push_back(total);
@@ -617,9 +615,9 @@ void Transformer::packDecodeWeights() {
   if (!decodeWeights.data())
     return; // the allocation's error is the backend's
   packedWeights.clear();
-  for (auto [i, m] : llvm::enumerate(mats)) {
+  for (auto [i, p] : llvm::enumerate(mats)) {
     char *dst = static_cast<char *>(decodeWeights.data()) + offsets[i];
-    backend.packLinear(dst, m.first, m.second.first, m.second.second);
+    backend.packLinear(dst, params() + p->offset, p->rows, p->cols);
     packedWeights.push_back(dst);
   }
 }

@@ -481,6 +481,103 @@ TEST(Model, DecodeMatchesForward) {
   }
 }
 
+/// The CPU backend with packed decode weights (what the CUDA backend keeps):
+/// records every packLinear call and the packed pointers fusedLinear gets,
+/// then computes as the CPU does (from b).
+class PackingBackend final : public test::ForwardingBackend {
+public:
+  struct Pack {
+    const float *b;
+    int64_t k, n;
+    const void *dst;
+  };
+  std::vector<Pack> packs;
+  std::vector<const void *> linearPacked;
+  int64_t packedLinearBytes(int64_t k, int64_t n) const override {
+    return k * n * 2;
+  }
+  void packLinear(void *dst, const float *b, int64_t k, int64_t n) override {
+    packs.push_back({b, k, n, dst});
+  }
+  void fusedLinear(llvm::ArrayRef<LinearOut> outs, const float *a, int64_t m,
+                   int64_t k, bool accumulate,
+                   const LinearFusion &fusion) override {
+    for (const LinearOut &o : outs)
+      linearPacked.push_back(o.packed);
+    Backend::fusedLinear(outs, a, m, k, accumulate, fusion);
+  }
+};
+
+// beginDecode packs every weight matrix (each block's Wq, Wk, Wv, Wo, W1,
+// W2, then Wout) with its [k, n] shape into 256-byte aligned, disjoint
+// places, again at every beginDecode (into the same places); the decoding
+// step hands each linear layer its matrix's copy; results are the CPU's.
+TEST(Model, DecodePacksEveryWeightMatrix) {
+  auto pattern = loadPattern(kFixed, 16, 2);
+  PackingBackend packing;
+  std::unique_ptr<Backend> cpu = createCpuBackend();
+  const ModelConfig c = smallConfig();
+  auto m = Transformer::create(packing, c, *pattern, 2);
+  auto ref = Transformer::create(*cpu, c, *pattern, 2);
+  ASSERT_TRUE(m && ref);
+  for (auto *model : {&**m, &**ref}) {
+    model->initialize(1);
+    randomizeParams(*model, 2);
+  }
+  ASSERT_FALSE(bool((*m)->beginDecode(2)));
+  ASSERT_FALSE(bool((*ref)->beginDecode(2)));
+  const int64_t d = c.dModel, dqk = c.qkDim(), ff = c.ffDim();
+  const char *names[] = {"wq", "wk", "wv", "wo", "w1", "w2"};
+  const std::pair<int64_t, int64_t> shapes[] = {
+      {d, dqk}, {d, dqk}, {d, d}, {d, d}, {d, ff}, {ff, d}};
+  auto offsetOf = [&](const std::string &name) {
+    for (const ParamInfo &p : (*m)->getParamInfo())
+      if (p.name == name)
+        return p.offset;
+    ADD_FAILURE() << "no parameter " << name;
+    return int64_t(-1);
+  };
+  ASSERT_EQ(packing.packs.size(), size_t(c.numLayers * 6 + 1));
+  for (int64_t l = 0; l <= c.numLayers; ++l)
+    for (int t = 0; t < (l < c.numLayers ? 6 : 1); ++t) {
+      SCOPED_TRACE(llvm::formatv("layer {0}, matrix {1}", l, t).str());
+      const PackingBackend::Pack &p = packing.packs[size_t(l * 6 + t)];
+      std::string name = l < c.numLayers
+                             ? llvm::formatv("layer{0}.{1}", l, names[t]).str()
+                             : "out.w";
+      EXPECT_EQ(p.b, (*m)->params() + offsetOf(name));
+      std::pair<int64_t, int64_t> kn =
+          l < c.numLayers ? shapes[t] : std::pair<int64_t, int64_t>{d, kVocab};
+      EXPECT_EQ(std::make_pair(p.k, p.n), kn);
+      const char *dst = static_cast<const char *>(p.dst);
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(dst) % 16, 0u);
+      if (l * 6 + t > 0) {
+        const PackingBackend::Pack &prev = packing.packs[size_t(l * 6 + t - 1)];
+        const char *prevDst = static_cast<const char *>(prev.dst);
+        EXPECT_EQ((dst - prevDst) % 256, 0);
+        EXPECT_GE(dst - prevDst, prev.k * prev.n * 2);
+      }
+    }
+  std::vector<int32_t> inputs, targets;
+  randomTokens(2, 16, 6, inputs, targets);
+  std::vector<float> logits, want;
+  for (int64_t t = 0; t < 4; ++t) {
+    ASSERT_FALSE(bool((*m)->decode({inputs[t], inputs[16 + t]}, t, logits)));
+    ASSERT_FALSE(bool((*ref)->decode({inputs[t], inputs[16 + t]}, t, want)));
+    EXPECT_EQ(logits, want) << t;
+  }
+  // Per step: q, k, v, Wo, W1, W2 of each block, then the logits.
+  ASSERT_EQ(packing.linearPacked.size(), size_t(4 * (c.numLayers * 6 + 1)));
+  for (size_t i = 0; i < size_t(c.numLayers * 6 + 1); ++i)
+    EXPECT_EQ(packing.linearPacked[i], packing.packs[i].dst) << i;
+  // Again at the next beginDecode (the weights may have been trained), into
+  // the same places.
+  ASSERT_FALSE(bool((*m)->beginDecode(2)));
+  ASSERT_EQ(packing.packs.size(), size_t(2 * (c.numLayers * 6 + 1)));
+  for (size_t i = 0; i < size_t(c.numLayers * 6 + 1); ++i)
+    EXPECT_EQ(packing.packs[i + c.numLayers * 6 + 1].dst, packing.packs[i].dst);
+}
+
 // The CUDA backend's kernels compile (NVRTC needs no GPU) for the targets
 // the GPU machine and its predecessors have, and hold every entry point.
 TEST(CudaBackend, KernelsCompileForSm80AndSm90a) {
@@ -492,7 +589,8 @@ TEST(CudaBackend, KernelsCompileForSm80AndSm90a) {
           "sp_softmax_cross_entropy", "sp_attention_forward",
           "sp_attention_backward_dq", "sp_attention_backward_dkdv",
           "sp_attention_decode", "sp_pack_heads", "sp_unpack_heads",
-          "sp_linear_small", "sp_decode_prepare", "sp_append_row_at"})
+          "sp_linear_small", "sp_decode_prepare", "sp_append_row_at",
+          "sp_gemv_f32", "sp_gemv_h16", "sp_pack_linear"})
       EXPECT_NE(ptx->find(std::string(".entry ") + entry), std::string::npos)
           << arch << " lacks " << entry;
   }

@@ -825,11 +825,7 @@ AttentionPlan::decodeWork(int64_t layer, int64_t batchHeads,
 llvm::Error AttentionPlan::launchDecode(cuda::Function fn, cuda::Dim3 grid,
                                         cuda::Dim3 block, cuda::Stream stream,
                                         llvm::ArrayRef<void *> args) const {
-  // (Not through a conditional over the two functions: an array argument
-  // would become a one-element ArrayRef there.)
-  if (overlapLaunches)
-    return cuda::launchOverlapping(fn, grid, block, 0, stream, args);
-  return cuda::launch(fn, grid, block, 0, stream, args);
+  return cuda::launch(fn, grid, block, 0, stream, args, overlapLaunches);
 }
 
 llvm::Error AttentionPlan::decodeImpl(int64_t layer, int64_t batchHeads,

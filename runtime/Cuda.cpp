@@ -629,23 +629,16 @@ std::string launchShape(cuda::Dim3 grid, cuda::Dim3 block, unsigned sharedBytes)
 
 llvm::Error cuda::launch(Function fn, Dim3 grid, Dim3 block,
                          unsigned sharedBytes, Stream stream,
-                         llvm::ArrayRef<void *> args) {
+                         llvm::ArrayRef<void *> args, bool overlap) {
   llvm::Expected<const Driver &> d = getDriver();
   if (!d)
     return d.takeError();
-  return check(d->launchKernel(static_cast<CUfunction>(fn), grid.x, grid.y,
-                               grid.z, block.x, block.y, block.z, sharedBytes,
-                               static_cast<CUstream>(stream),
-                               const_cast<void **>(args.data()), nullptr),
-               "cuLaunchKernel", launchShape(grid, block, sharedBytes));
-}
-
-llvm::Error cuda::launchOverlapping(Function fn, Dim3 grid, Dim3 block,
-                                    unsigned sharedBytes, Stream stream,
-                                    llvm::ArrayRef<void *> args) {
-  llvm::Expected<const Driver &> d = getDriver();
-  if (!d)
-    return d.takeError();
+  if (!overlap)
+    return check(d->launchKernel(static_cast<CUfunction>(fn), grid.x, grid.y,
+                                 grid.z, block.x, block.y, block.z,
+                                 sharedBytes, static_cast<CUstream>(stream),
+                                 const_cast<void **>(args.data()), nullptr),
+                 "cuLaunchKernel", launchShape(grid, block, sharedBytes));
   CUlaunchAttribute attr{};
   attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
   attr.value.programmaticStreamSerializationAllowed = 1;

@@ -14,7 +14,8 @@
 #   SAMPLE_PRECISIONS (default "bf16 fp32"), PEER=0, NOGRAPHS=0, FUSED=0 and
 #   PROFILE=0 trim --sample; NCU=1 adds Nsight Compute on the fused step,
 #   NCU_OPS=1 per-kernel times of two op-by-op steps; TESTS=0 skips the tests;
-#   OVERLAP=0 leaves out the run with SPARSETX_OVERLAP_LAUNCHES=1.
+#   OVERLAP=0 leaves out the run with SPARSETX_OVERLAP_LAUNCHES=1;
+#   OVERLAP_STRESS=N repeats the decoding tests N times with it.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/.."
@@ -37,6 +38,9 @@ run() { # name, command...
 if [ "$mode" != "--bench-only" ] && [ "${TESTS:-1}" = 1 ]; then
   run CudaModelTest timeout 400 "$bin/CudaModelTest" --gtest_brief=1
   [ "${DECODE_TESTS:-1}" = 0 ] || run AttentionDecodeTest timeout 300 "$bin/AttentionDecodeTest" --gtest_brief=1
+  [ "${OVERLAP_STRESS:-0}" = 0 ] || SPARSETX_OVERLAP_LAUNCHES=1 \
+    run CudaModelTest-overlap-stress timeout 400 "$bin/CudaModelTest" --gtest_brief=1 \
+      --gtest_filter='CudaModel.DecodeMatches*:PackedLinear*' --gtest_repeat="$OVERLAP_STRESS"
   export NCCL_NVLS_ENABLE=0
   run nccl-one-rank bash test/gpu/nccl-one-rank.sh "$bin/sparsetx-run" patterns "$data"
 fi
@@ -96,6 +100,9 @@ if [ "$mode" = "--sample" ]; then
     --preset enwik8 --sample "$length" --out "$out/peer-sample-enwik8.json"
   [ "${PROFILE:-1}" = 0 ] || SPARSETX_CUDA_GRAPHS=0 SPARSETX_PROFILE=1 run sample-enwik8-profile timeout 120 \
     "$bin/sparsetx-run" --device cuda --out "$out/enwik8-run" --samples 1 --length 512 sample
+  # The captured step's GPU time per token against the wall clock's.
+  [ "${PROFILE:-1}" = 0 ] || SPARSETX_PROFILE=1 run sample-enwik8-profile-replay timeout 120 \
+    "$bin/sparsetx-run" --device cuda --out "$out/enwik8-run" --samples 1 --length 4096 sample
   rm -f "$out/enwik8-run/checkpoint.bin"
 fi
 if [ "$mode" != "--tests-only" ] && [ "$mode" != "--train" ] && [ "$mode" != "--sample" ]; then

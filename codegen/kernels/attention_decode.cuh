@@ -230,7 +230,7 @@ struct DecodeRowArgs {
   /// the most splits the row may take (the launch's grid.x).
   int rowGroup, split, maxSplits;
   /// A kernel of its own that may overlap its predecessor
-  /// (cuda::launchOverlapping): wait for it once the row's tables are read.
+  /// (cuda::launch with overlap = true): wait for it once the row's tables are read.
   bool waitPrior;
 };
 

@@ -29,7 +29,7 @@ struct FP16 {
 
 // --- Programmatic dependent launch (sm_90 and later) ----------------------
 // A kernel launched to overlap its predecessor in the stream
-// (cuda::launchOverlapping) may start before that one ends: it waits here
+// (cuda::launch with overlap = true) may start before that one ends: it waits here
 // before it touches anything an earlier kernel writes or reads. Without
 // that launch attribute, or before sm_90, both are no-ops.
 

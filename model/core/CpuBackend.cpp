@@ -15,6 +15,7 @@
 #include "sparsetx/Support/Half.h"
 #include "sparsetx/Support/Parallel.h"
 
+#include <cassert>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -57,6 +58,8 @@ Backend::createDecodeStep(AttentionOp &, const DecodeModel &) {
 void Backend::fusedLinear(llvm::ArrayRef<LinearOut> outs, const float *a,
                           int64_t m, int64_t k, bool accumulate,
                           const LinearFusion &fusion) {
+  for ([[maybe_unused]] const LinearOut &out : outs)
+    assert(!out.half.data && "the backend's attention hands out no HalfRows");
   const float *in = a;
   if (fusion.lnWeight) {
     layerNormForward(fusion.lnOut, fusion.lnMean, fusion.lnRstd, a,

@@ -94,6 +94,9 @@ struct SpGemvOut {
   const void *w;
   const float *bias;
   int64_t n, firstCol;
+  void *half;
+  int64_t heads, width, stride, capacity;
+  const int32_t *position;
 };
 struct SpGemv {
   SpGemvOut out[kLinearMaxOuts];
@@ -103,7 +106,7 @@ struct SpGemv {
   int64_t m, k;
   int32_t accumulate, gelu, bf16;
 };
-static_assert(sizeof(SpGemv) == 192, "SpGemv must match the kernel");
+static_assert(sizeof(SpGemv) == 336, "SpGemv must match the kernel");
 
 constexpr unsigned kThreads = 256;
 
@@ -168,6 +171,8 @@ public:
   void decode(int64_t layer, int64_t batch, const int32_t *position,
               const float *q, const float *k, const float *v,
               float *o) override;
+  bool decodeInputs(int64_t layer, int64_t batch, const int32_t *position,
+                    HalfRows (&qkv)[3]) override;
   AttentionPlan &getPlan() { return plan; }
   /// The fused decoding step over this op's caches (beginDecode first).
   llvm::Expected<std::unique_ptr<Backend::DecodeStep>>
@@ -185,9 +190,12 @@ private:
   bool reservedBackward = false;
   /// 16-bit [batch * heads, n, D]: q, k, v, o, then dO, dQ, dK, dV.
   std::vector<cuda::DeviceBuffer> halves;
-  // Decoding: per layer 16-bit caches [batch * heads, n, D]; q and o rows.
+  // Decoding: per layer 16-bit caches [batch * heads, n, D]; q and o rows
+  // (zero padded to D from beginDecode on: only columns below qkDim / vDim
+  // are ever written).
   std::vector<cuda::DeviceBuffer> kCache16, vCache16;
   cuda::DeviceBuffer decodeRows, decodeLse;
+  int64_t decodeBatch = 0;
 };
 
 //===----------------------------------------------------------------------===//
@@ -413,6 +421,18 @@ public:
     // Packed weights (decoding): sp_gemv_*, overlapping the previous kernel.
     if (gemv(outs, a, m, k, accumulate, fusion))
       return;
+    // 16-bit rows for the attention (HalfRows) where sp_gemv cannot take
+    // the shapes: fp32 rows first, then converted.
+    if (llvm::any_of(outs, [](const LinearOut &o) { return o.half.data; })) {
+      llvm::SmallVector<LinearOut, 3> rows(outs.begin(), outs.end());
+      for (LinearOut &o : rows)
+        o.half = HalfRows();
+      fusedLinear(rows, a, m, k, accumulate, fusion);
+      for (const LinearOut &o : outs)
+        if (o.half.data)
+          rowsToHalf(o.half, o.c, m, o.n);
+      return;
+    }
     // A few rows (decoding): one launch of sp_linear_small; else the ops.
     if (m < 1 || m > kLinearMaxRows || k < 1 || outs.empty() ||
         int64_t(outs.size()) > kLinearMaxOuts ||
@@ -460,6 +480,14 @@ public:
                  {static_cast<unsigned>(tiles), static_cast<unsigned>(splits)},
                  {32, 8}, 0, p);
   }
+  /// rows [m, n] fp32 into 16-bit rows `h` (the precision's type).
+  void rowsToHalf(const HalfRows &h, const float *rows, int64_t m, int64_t n) {
+    if (options.precision == Precision::FP32)
+      return record(backendError("16-bit rows in an fp32 backend"));
+    int32_t bf16 = options.precision == Precision::BF16 ? 1 : 0;
+    elementwiseOverlapping(fnRowsToHalf, m * n, h.data, rows, h.position, m,
+                           n, h.heads, h.width, h.stride, h.capacity, bf16);
+  }
   int64_t packedLinearBytes(int64_t k, int64_t n) const override {
     return k * n * (options.precision == Precision::FP32 ? 4 : 2);
   }
@@ -480,7 +508,8 @@ public:
         int64_t(outs.size()) > kLinearMaxOuts)
       return false;
     for (const LinearOut &o : outs)
-      if (!o.packed || dev(o.packed) % 16 != 0 || o.n < 1)
+      if (!o.packed || dev(o.packed) % 16 != 0 || o.n < 1 ||
+          (o.half.data && (accumulate || elemBytes != 2)))
         return false;
     if (failed())
       return true;
@@ -488,7 +517,10 @@ public:
     SpGemv p{};
     int64_t cols = 0;
     for (size_t i = 0; i < outs.size(); ++i) {
-      p.out[i] = {outs[i].c, outs[i].packed, outs[i].bias, outs[i].n, cols};
+      const HalfRows &h = outs[i].half;
+      p.out[i] = {outs[i].c,  outs[i].packed, outs[i].bias, outs[i].n,
+                  cols,       h.data,         h.heads,      h.width,
+                  h.stride,   h.capacity,     h.position};
       cols += outs[i].n;
     }
     p.outs = int32_t(outs.size());
@@ -729,12 +761,7 @@ public:
     if (failed())
       return;
     void *ptrs[] = {static_cast<void *>(&args)...};
-    // (Not through a conditional over the two functions: ptrs would become
-    // a one-element ArrayRef there.)
-    if (overlapLaunches)
-      record(cuda::launchOverlapping(fn, grid, block, shared, stream, ptrs));
-    else
-      record(cuda::launch(fn, grid, block, shared, stream, ptrs));
+    record(cuda::launch(fn, grid, block, shared, stream, ptrs, overlapLaunches));
   }
   template <typename... Args>
   void elementwise(cuda::Function fn, int64_t n, Args... args) {
@@ -892,7 +919,7 @@ private:
 
 public:
   cuda::Function fnAppendRowAt = nullptr, fnLinearSmall = nullptr,
-                 fnDecodePrepare = nullptr, fnGemvF32 = nullptr,
+                 fnRowsToHalf = nullptr, fnGemvF32 = nullptr,
                  fnGemvH16 = nullptr, fnPackLinear = nullptr;
   /// Kernels written for it launch overlapping their predecessor (sm_90+,
   /// SPARSETX_OVERLAP_LAUNCHES).
@@ -1042,7 +1069,7 @@ llvm::Error CudaBackend::init() {
       {&fnAttnBackwardDkDv, "sp_attention_backward_dkdv"},
       {&fnAppendRowAt, "sp_append_row_at"},
       {&fnLinearSmall, "sp_linear_small"},
-      {&fnDecodePrepare, "sp_decode_prepare"},
+      {&fnRowsToHalf, "sp_rows_to_half"},
       {&fnGemvF32, "sp_gemv_f32"},
       {&fnGemvH16, "sp_gemv_h16"},
       {&fnPackLinear, "sp_pack_linear"},
@@ -1074,6 +1101,9 @@ public:
   CudaCapturedWork(CudaBackend &backend, cuda::Graph graph)
       : backend(backend), graph(std::move(graph)) {}
   void replay() override {
+    // (SPARSETX_PROFILE=1: the replay's GPU time against the wall clock's
+    // tokens/s shows the host's share.)
+    ProfileScope scope(backend.profiler, "captured work (replay)");
     if (!backend.failed())
       backend.record(graph.launch(backend.getStream()));
   }
@@ -1372,6 +1402,7 @@ void CudaTensorAttention::backward(int64_t layer, int64_t batch, const float *q,
 }
 
 void CudaTensorAttention::beginDecode(int64_t batch, int64_t layers) {
+  decodeBatch = 0;
   kCache16.resize(layers);
   vCache16.resize(layers);
   const int64_t H = dims.heads, n = dims.seqLen;
@@ -1383,25 +1414,51 @@ void CudaTensorAttention::beginDecode(int64_t batch, int64_t layers) {
   if (!backend.reserve(decodeRows, static_cast<size_t>(2 * batch * H * D) * 2) ||
       !backend.reserve(decodeLse, static_cast<size_t>(batch * H) * 4))
     return;
+  // The padding of q, k and v rows to D stays zero: nothing writes it.
+  if (dims.qkDim < D || dims.vDim < D) {
+    cuda::Stream stream = backend.getStream();
+    for (int64_t l = 0; l < layers; ++l)
+      for (cuda::DeviceBuffer *c : {&kCache16[l], &vCache16[l]})
+        backend.record(cuda::fill32(c->get(), 0, cacheBytes / 4, stream));
+    backend.record(cuda::fill32(decodeRows.get(), 0,
+                                decodeRows.size() / 4, stream));
+  }
+  if (!backend.failed())
+    decodeBatch = batch;
+}
+
+bool CudaTensorAttention::decodeInputs(int64_t layer, int64_t batch,
+                                       const int32_t *position,
+                                       HalfRows (&qkv)[3]) {
+  if (layer < 0 || layer >= int64_t(kCache16.size()) || batch < 1 || batch > decodeBatch)
+    return false;
+  const int64_t H = dims.heads, n = dims.seqLen;
+  auto ptr = [](cuda::DevicePtr p) { return reinterpret_cast<void *>(p); };
+  qkv[0] = {ptr(decodeRows.get()), H, dims.qkDim, D, 1, nullptr};
+  qkv[1] = {ptr(kCache16[layer].get()), H, dims.qkDim, D, n, position};
+  qkv[2] = {ptr(vCache16[layer].get()), H, dims.vDim, D, n, position};
+  return true;
 }
 
 void CudaTensorAttention::decode(int64_t layer, int64_t batch,
                                  const int32_t *position, const float *q,
                                  const float *k, const float *v, float *o) {
   ProfileScope scope(backend.profiler, "attention decode");
-  if (layer >= int64_t(kCache16.size()))
-    return backend.record(backendError("attention decode before beginDecode"));
+  if (layer >= int64_t(kCache16.size()) || batch < 1 || batch > decodeBatch)
+    return backend.record(backendError(
+        "attention decode before beginDecode (or with a larger batch)"));
   const int64_t H = dims.heads, n = dims.seqLen;
-  int32_t bf16 = backend.precision() == Precision::BF16 ? 1 : 0;
-  void *kc = reinterpret_cast<void *>(kCache16[layer].get()),
-       *vc = reinterpret_cast<void *>(vCache16[layer].get());
   cuda::DevicePtr q16 = decodeRows.get(),
                   o16 = decodeRows.get() + static_cast<size_t>(batch * H * D) * 2;
-  // The new k and v rows into the caches and q to 16 bits: one launch.
-  backend.elementwiseOverlapping(backend.fnDecodePrepare, 3 * batch * H * D,
-                                 kc, vc, reinterpret_cast<void *>(q16), k, v,
-                                 q, position, batch, H, n, dims.qkDim,
-                                 dims.vDim, D, bf16);
+  // fp32 rows: the new k and v rows into the caches and q to 16 bits (else
+  // the projections wrote them there, decodeInputs).
+  if (q || k || v) {
+    HalfRows in[3];
+    decodeInputs(layer, batch, position, in);
+    backend.rowsToHalf(in[0], q, batch, H * dims.qkDim);
+    backend.rowsToHalf(in[1], k, batch, H * dims.qkDim);
+    backend.rowsToHalf(in[2], v, batch, H * dims.vDim);
+  }
   if (backend.failed())
     return;
   // The merge writes o ([batch, heads, vDim] fp32) itself: no unpack.

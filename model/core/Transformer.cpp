@@ -653,12 +653,26 @@ void Transformer::decodeStep() {
   };
   for (int64_t l = 0; l < config.numLayers; ++l) {
     Layer w = layerParams(P, l);
-    backend.fusedLinear({Out{a.q.f32(), w.t[Wq], w.t[Bq], dqk, packed(l, Wq)},
-                         Out{a.k.f32(), w.t[Wk], w.t[Bk], dqk, packed(l, Wk)},
-                         Out{a.v.f32(), w.t[Wv], w.t[Bv], d, packed(l, Wv)}},
-                        x, S, d, false, norm(w.t[Ln1W], w.t[Ln1B], a.ln1.f32()));
-    attention->decode(l, S, positions, a.q.f32(), a.k.f32(), a.v.f32(),
-                      a.o.f32());
+    Out q{a.q.f32(), w.t[Wq], w.t[Bq], dqk, packed(l, Wq)},
+        k{a.k.f32(), w.t[Wk], w.t[Bk], dqk, packed(l, Wk)},
+        v{a.v.f32(), w.t[Wv], w.t[Bv], d, packed(l, Wv)};
+    // The projections write q, k, v straight into the attention's buffers
+    // where it takes them so (its 16-bit caches), else fp32 rows.
+    HalfRows direct[3];
+    bool inPlace = attention->decodeInputs(l, S, positions, direct);
+    if (inPlace) {
+      q.half = direct[0];
+      k.half = direct[1];
+      v.half = direct[2];
+    }
+    backend.fusedLinear({q, k, v}, x, S, d, false,
+                        norm(w.t[Ln1W], w.t[Ln1B], a.ln1.f32()));
+    if (inPlace)
+      attention->decode(l, S, positions, nullptr, nullptr, nullptr,
+                        a.o.f32());
+    else
+      attention->decode(l, S, positions, a.q.f32(), a.k.f32(), a.v.f32(),
+                        a.o.f32());
     backend.fusedLinear({Out{x, w.t[Wo], w.t[Bo], d, packed(l, Wo)}}, a.o.f32(),
                         S, d, true, {});
     Backend::LinearFusion ff1 = norm(w.t[Ln2W], w.t[Ln2B], a.ln2.f32());

@@ -589,7 +589,7 @@ TEST(CudaBackend, KernelsCompileForSm80AndSm90a) {
           "sp_softmax_cross_entropy", "sp_attention_forward",
           "sp_attention_backward_dq", "sp_attention_backward_dkdv",
           "sp_attention_decode", "sp_pack_heads", "sp_unpack_heads",
-          "sp_linear_small", "sp_decode_prepare", "sp_append_row_at",
+          "sp_linear_small", "sp_rows_to_half", "sp_append_row_at",
           "sp_gemv_f32", "sp_gemv_h16", "sp_pack_linear"})
       EXPECT_NE(ptx->find(std::string(".entry ") + entry), std::string::npos)
           << arch << " lacks " << entry;

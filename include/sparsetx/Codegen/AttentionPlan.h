@@ -186,7 +186,7 @@ public:
   decodeWork(int64_t layer, int64_t batchHeads, int64_t targetCtas,
              int64_t &numParts);
   /// Decode's kernels (the row's parts and the merge) launched to overlap
-  /// the stream's previous kernel (cuda::launchOverlapping: they wait for it
+  /// the stream's previous kernel (cuda::launch with overlap = true: they wait for it
   /// after the row's table walk); only on sm_90 and later, where a model
   /// whose other kernels do the same gains the launch gaps. Off by default.
   void setOverlapLaunches(bool on) { overlapLaunches = on; }

@@ -68,6 +68,19 @@ struct AttentionDims {
   int64_t batch = 1, heads = 1, seqLen = 0, qkDim = 0, vDim = 0;
 };
 
+/// Decoding: a linear layer's output written as 16-bit rows (the backend's
+/// precision) straight into an attention op's buffers (AttentionOp::
+/// decodeInputs, Backend::LinearOut::half) instead of fp32 rows: column j of
+/// row s goes to element ((s * heads + j / width) * capacity + p) * stride +
+/// j % width of `data`, p = *position (one int32 in the backend's memory;
+/// nothing is written for p outside [0, capacity)) or 0 where position is
+/// null. The columns width..stride-1 of each head's row are not written.
+struct HalfRows {
+  void *data = nullptr;
+  int64_t heads = 1, width = 0, stride = 0, capacity = 1;
+  const int32_t *position = nullptr;
+};
+
 /// A pattern's attention prepared for one backend and shape.
 class AttentionOp {
 public:
@@ -96,6 +109,16 @@ public:
   virtual void decode(int64_t layer, int64_t batch, const int32_t *position,
                       const float *q, const float *k, const float *v,
                       float *o) = 0;
+  /// Where the projections may write decode's inputs themselves (fusedLinear
+  /// with LinearOut::half): q, k and v of block `layer` at the position held
+  /// in `position`, as 16-bit rows in this op's own buffers (k and v in its
+  /// caches), zeros already in place of any padding. False where the op
+  /// takes fp32 rows only (the default). When the projections wrote them,
+  /// decode(layer, batch, position, nullptr, nullptr, nullptr, o) attends.
+  virtual bool decodeInputs(int64_t layer, int64_t batch,
+                            const int32_t *position, HalfRows (&qkv)[3]) {
+    return false;
+  }
 };
 
 /// The arithmetic of a backend: fp32 throughout, or mixed precision as the
@@ -172,6 +195,11 @@ public:
     int64_t n = 0;
     /// packLinear's copy of b, or null (then b is read).
     const void *packed = nullptr;
+    /// Where data is set: the output goes there as 16-bit rows (not
+    /// accumulating), and c is scratch for it ([m, n] fp32, its contents
+    /// afterwards unspecified). Only backends whose attention ops hand out
+    /// HalfRows (AttentionOp::decodeInputs) take it.
+    HalfRows half;
   };
   struct LinearFusion {
     const float *lnWeight = nullptr, *lnBias = nullptr;

@@ -165,19 +165,16 @@ llvm::Error setMaxDynamicSharedMemory(Function fn, int bytes);
 
 /// Launches `fn`; `args` are pointers to each kernel argument, in order.
 /// Checks the launch; does not synchronize.
+/// With `overlap` (programmatic dependent launch, sm_90 and later; callers
+/// pass false before that) the kernel may start before the stream's previous
+/// kernel ends: it must execute griddepcontrol.wait before it reads anything
+/// an earlier kernel of the stream writes, and before it writes anything
+/// they read; what it does before (load weights, walk tables) overlaps its
+/// predecessor's tail. Its griddepcontrol.launch_dependents lets the next
+/// such kernel start early.
 llvm::Error launch(Function fn, Dim3 grid, Dim3 block, unsigned sharedBytes,
-                   Stream stream, llvm::ArrayRef<void *> args);
-
-/// The same, allowed to start before the stream's previous kernel ends
-/// (programmatic dependent launch, sm_90 and later): the kernel must execute
-/// griddepcontrol.wait before it reads anything an earlier kernel of the
-/// stream writes, and before it writes anything they read; what it does
-/// before (load weights, walk tables) overlaps its predecessor's tail. Its
-/// griddepcontrol.launch_dependents lets the next such kernel start early.
-/// Callers use it on sm_90 and later only (before, `launch`).
-llvm::Error launchOverlapping(Function fn, Dim3 grid, Dim3 block,
-                              unsigned sharedBytes, Stream stream,
-                              llvm::ArrayRef<void *> args);
+                   Stream stream, llvm::ArrayRef<void *> args,
+                   bool overlap = false);
 
 /// The same as a cooperative launch: every CTA of the grid is resident at
 /// once (or the launch fails), so that they may wait for each other.

@@ -54,7 +54,7 @@ __device__ __forceinline__ void spRowStatistics(const float *x, i64 c,
 
 /// Programmatic dependent launch (sm_90 and later; no-ops before, and in a
 /// kernel launched without the attribute): a kernel launched to overlap its
-/// predecessor (cuda::launchOverlapping) calls spWaitPrior() before it reads
+/// predecessor (cuda::launch with overlap = true) calls spWaitPrior() before it reads
 /// anything an earlier kernel writes or writes anything one reads, and
 /// spAllowNext() to let the next such kernel start.
 __device__ __forceinline__ void spWaitPrior() {

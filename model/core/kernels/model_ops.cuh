@@ -320,6 +320,15 @@ sp_linear_small(SpLinear p) {
 
 // --- Decoding's linear layers on packed weights ------------------------------
 
+/// Where column j of row s goes in 16-bit rows (Backend.h HalfRows), at row
+/// `at` of the capacity.
+__device__ __forceinline__ i64 spHalfRowIndex(i64 s, i64 j, i64 at, i64 heads,
+                                              i64 width, i64 stride,
+                                              i64 capacity) {
+  const i64 h = j / width;
+  return ((s * heads + h) * capacity + at) * stride + (j - h * width);
+}
+
 #define SP_GEMV_WARPS 4
 /// The rows in shared memory: m * k <= SP_GEMV_MAX_INPUT floats (64 KiB).
 #define SP_GEMV_MAX_INPUT 16384
@@ -332,6 +341,11 @@ struct SpGemvOut {
   i64 n;
   /// The first column of this output among the launch's columns.
   i64 firstCol;
+  /// Non-null: the output goes there as 16-bit rows instead of c (Backend.h
+  /// HalfRows: heads, width, stride, capacity, the row at *position or 0).
+  unsigned short *half;
+  i64 heads, width, stride, capacity;
+  const int *position;
 };
 struct SpGemv {
   SpGemvOut out[SP_LINEAR_MAX_OUTS];
@@ -504,6 +518,13 @@ __device__ __forceinline__ void spGemv(const SpGemv &p) {
   v += bias;
   if (p.gelu)
     v = v * spSigmoid(1.702f * v);
+  if (out.half) {
+    const i64 at = out.position ? *out.position : 0;
+    if (at >= 0 && at < out.capacity)
+      out.half[spHalfRowIndex(lane, local, at, out.heads, out.width,
+                              out.stride, out.capacity)] = spToHalf(v, p.bf16);
+    return;
+  }
   *c = p.accumulate ? prev + v : v;
 }
 
@@ -1023,36 +1044,23 @@ extern "C" __global__ void sp_pack_heads(unsigned short *dst, const float *src,
   }
 }
 
-/// Decoding, tensor-core attention: row *position of the 16-bit caches kc,
-/// vc [(b*heads + h), n, D] from k [b, heads, qkDim], v [b, heads, vDim],
-/// and q [b, heads, qkDim] to q16 [(b*heads + h), D] (zero padded to D).
-extern "C" __global__ void sp_decode_prepare(unsigned short *kc,
-                                             unsigned short *vc,
-                                             unsigned short *q16,
-                                             const float *k, const float *v,
-                                             const float *q,
-                                             const int *positionAt, i64 batch,
-                                             i64 heads, i64 n, i64 qkDim,
-                                             i64 vDim, i64 D, int bf16) {
-  // Overlapping the projections' kernel (launchOverlapping): k, v, q are
-  // its output.
+/// Decoding: rows [m, n] fp32 to 16-bit rows in an attention op's buffer
+/// (Backend.h HalfRows; the row at *position), for the projections that
+/// sp_gemv cannot take. Overlaps the kernel that wrote the rows.
+extern "C" __global__ void sp_rows_to_half(unsigned short *dst,
+                                           const float *rows,
+                                           const int *position, i64 m, i64 n,
+                                           i64 heads, i64 width, i64 stride,
+                                           i64 capacity, int bf16) {
   spAllowNext();
   spWaitPrior();
-  const i64 position = *positionAt;
-  if (position < 0 || position >= n)
+  const i64 at = position ? *position : 0;
+  if (at < 0 || at >= capacity)
     return;
-  const i64 per = batch * heads * D;
-  SP_GRID_STRIDE(e, 3 * per) {
-    i64 which = e / per, r = e % per;
-    i64 t = r % D, bh = r / D;
-    if (which == 0)
-      kc[(bh * n + position) * D + t] =
-          spToHalf(t < qkDim ? k[bh * qkDim + t] : 0.0f, bf16);
-    else if (which == 1)
-      vc[(bh * n + position) * D + t] =
-          spToHalf(t < vDim ? v[bh * vDim + t] : 0.0f, bf16);
-    else
-      q16[bh * D + t] = spToHalf(t < qkDim ? q[bh * qkDim + t] : 0.0f, bf16);
+  SP_GRID_STRIDE(e, m * n) {
+    const i64 s = e / n, j = e - s * n;
+    dst[spHalfRowIndex(s, j, at, heads, width, stride, capacity)] =
+        spToHalf(rows[e], bf16);
   }
 }
 

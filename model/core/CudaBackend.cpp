@@ -23,6 +23,7 @@
 #include "sparsetx/Codegen/AttentionPlan.h"
 #include "sparsetx/Codegen/CudaEmitter.h"
 #include "sparsetx/Model/Backend.h"
+#include "sparsetx/Model/Config.h"
 #include "sparsetx/Model/Cpu/Ops.h"
 #include "sparsetx/Runtime/Blas.h"
 #include "sparsetx/Runtime/Cuda.h"
@@ -480,6 +481,16 @@ public:
                  {static_cast<unsigned>(tiles), static_cast<unsigned>(splits)},
                  {32, 8}, 0, p);
   }
+  bool picksTokens() const override { return true; }
+  void pickTokens(const PickTokens &p) override {
+    ProfileScope scope(profiler, "pick tokens");
+    static_assert(sizeof(PickTokens) == 56 && sizeof(PickOptions) == 48,
+                  "PickTokens/PickOptions must match sp_pick_tokens' SpPick");
+    static_assert(kVocab == 256, "sp_pick_tokens ranks 256 bytes");
+    if (p.batch > 0)
+      launchKernel(fnPickTokens, {static_cast<unsigned>(p.batch)}, {256}, 0,
+                   p);
+  }
   /// rows [m, n] fp32 into 16-bit rows `h` (the precision's type).
   void rowsToHalf(const HalfRows &h, const float *rows, int64_t m, int64_t n) {
     if (options.precision == Precision::FP32)
@@ -919,7 +930,7 @@ private:
 
 public:
   cuda::Function fnAppendRowAt = nullptr, fnLinearSmall = nullptr,
-                 fnRowsToHalf = nullptr, fnGemvF32 = nullptr,
+                 fnRowsToHalf = nullptr, fnPickTokens = nullptr, fnGemvF32 = nullptr,
                  fnGemvH16 = nullptr, fnPackLinear = nullptr;
   /// Kernels written for it launch overlapping their predecessor (sm_90+,
   /// SPARSETX_OVERLAP_LAUNCHES).
@@ -1070,6 +1081,7 @@ llvm::Error CudaBackend::init() {
       {&fnAppendRowAt, "sp_append_row_at"},
       {&fnLinearSmall, "sp_linear_small"},
       {&fnRowsToHalf, "sp_rows_to_half"},
+      {&fnPickTokens, "sp_pick_tokens"},
       {&fnGemvF32, "sp_gemv_f32"},
       {&fnGemvH16, "sp_gemv_h16"},
       {&fnPackLinear, "sp_pack_linear"},

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 using namespace sparsetx;
@@ -362,14 +363,20 @@ llvm::Error Trainer::restore(const Checkpoint &c, llvm::StringRef path) {
 // Sampling
 //===----------------------------------------------------------------------===//
 
-namespace {
-
-uint8_t pick(const float *logits, const SampleOptions &options, uint64_t h) {
+uint8_t sparsetx::model::pickByte(const float *logits, const SampleOptions &options,
+                                  uint64_t sample, int64_t position) {
+  const uint64_t h =
+      hash3(options.seed, sample, static_cast<uint64_t>(position));
   std::array<int, kVocab> order;
   std::iota(order.begin(), order.end(), 0);
-  // Most likely first (ties: smaller byte first, so picks are reproducible).
+  // Most likely first (ties: smaller byte first, so picks are reproducible;
+  // NaN ranks as -inf). Backend::pickTokens computes the same on a device.
+  auto key = [&](int a) {
+    return std::isnan(logits[a]) ? -std::numeric_limits<float>::infinity()
+                                 : logits[a];
+  };
   std::stable_sort(order.begin(), order.end(),
-                   [&](int a, int b) { return logits[a] > logits[b]; });
+                   [&](int a, int b) { return key(a) > key(b); });
   if (options.temperature <= 0)
     return static_cast<uint8_t>(order[0]);
   int64_t k = options.topK > 0 ? std::min<int64_t>(options.topK, kVocab) : kVocab;
@@ -388,8 +395,6 @@ uint8_t pick(const float *logits, const SampleOptions &options, uint64_t h) {
   }
   return static_cast<uint8_t>(order[k - 1]);
 }
-
-} // namespace
 
 llvm::Expected<std::vector<std::vector<uint8_t>>>
 sparsetx::model::sample(Transformer &model, const SampleOptions &options) {
@@ -410,6 +415,20 @@ sparsetx::model::sample(Transformer &model, const SampleOptions &options) {
     int64_t S = std::min(model.getMaxBatch(), options.count - begin);
     if (llvm::Error e = model.beginDecode(S))
       return std::move(e);
+    if (!options.pickOnHost && model.getBackend().picksTokens()) {
+      Backend::PickOptions o;
+      o.seed = options.seed;
+      o.firstSample = begin;
+      o.topK = options.topK;
+      o.length = length;
+      o.temperature = options.temperature;
+      std::vector<std::vector<uint8_t>> batch;
+      if (llvm::Error e = model.decodeAndPick(o, options.prompt, batch))
+        return std::move(e);
+      for (int64_t s = 0; s < S; ++s)
+        samples[begin + s] = std::move(batch[s]);
+      continue;
+    }
     std::vector<int32_t> tokens(S, kStartToken);
     for (int64_t t = 0; t < length; ++t) {
       if (llvm::Error e = model.decode(tokens, t, logits))
@@ -418,9 +437,8 @@ sparsetx::model::sample(Transformer &model, const SampleOptions &options) {
         uint8_t next =
             t < static_cast<int64_t>(options.prompt.size())
                 ? options.prompt[t]
-                : pick(logits.data() + s * kVocab, options,
-                       hash3(options.seed, static_cast<uint64_t>(begin + s),
-                             static_cast<uint64_t>(t)));
+                : pickByte(logits.data() + s * kVocab, options,
+                           static_cast<uint64_t>(begin + s), t);
         samples[begin + s].push_back(next);
         tokens[s] = next;
       }

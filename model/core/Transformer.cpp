@@ -528,6 +528,7 @@ llvm::Error Transformer::beginDecode(int64_t batch) {
         "sample batch {0} exceeds the model's batch {1}", batch, maxBatch));
   if (batch != decodeBatch) {
     decodeGraph.reset();
+    sampleGraph.reset();
     decodeActs = std::make_unique<Acts>();
     Acts &a = *decodeActs;
     a.ln1 = backend.allocateFloats(batch * d);
@@ -586,6 +587,7 @@ llvm::Error Transformer::beginDecode(int64_t batch) {
   // Every time: the weights may have changed (trained) since the last one.
   packDecodeWeights();
   decodeNext = 0;
+  pickedOnBackend = false;
   return backend.takeError();
 }
 
@@ -609,7 +611,8 @@ void Transformer::packDecodeWeights() {
     total += (bytes + 255) / 256 * 256;
   }
   if (decodeWeights.bytes() != total) {
-    decodeGraph.reset(); // it holds the old copy's address
+    decodeGraph.reset(); // they hold the old copy's address
+    sampleGraph.reset();
     decodeWeights = backend.allocate(total);
   }
   if (!decodeWeights.data())
@@ -690,9 +693,94 @@ void Transformer::decodeStep() {
 }
 
 std::string Transformer::decodeMethod() const {
-  if (decodeFused)
-    return decodeFused->description();
-  return decodeGraph ? "the step's ops, captured and replayed" : "the step's ops";
+  std::string method = decodeFused ? decodeFused->description()
+                       : decodeGraph || (pickedOnBackend && sampleGraph)
+                           ? "the step's ops, captured and replayed"
+                           : "the step's ops";
+  if (pickedOnBackend)
+    method += "; tokens picked by the backend";
+  return method;
+}
+
+llvm::Error Transformer::decodeAndPick(Backend::PickOptions options,
+                                       llvm::ArrayRef<uint8_t> prompt,
+                                       std::vector<std::vector<uint8_t>> &samples) {
+  const int64_t n = config.seqLen, S = decodeBatch;
+  if (!decodeActs)
+    return modelError("decodeAndPick() before beginDecode()");
+  if (!backend.picksTokens())
+    return modelError(backend.name() + " does not pick tokens itself");
+  if (decodeNext != 0)
+    return modelError(llvm::formatv(
+        "decodeAndPick() starts at position 0; decoding is at {0}", decodeNext));
+  if (options.length < 1 || options.length > n)
+    return modelError(llvm::formatv("sample length {0} is outside 1..{1}",
+                                    options.length, n));
+  if (static_cast<int64_t>(prompt.size()) > n)
+    return modelError(llvm::formatv("the prompt ({0} bytes) exceeds the "
+                                    "model's sequence length {1}",
+                                    prompt.size(), n));
+  options.promptLength = static_cast<int64_t>(prompt.size());
+  // Sized for the largest batch and length once, so that the captured
+  // work's addresses hold for every call.
+  if (!pickHistory.data()) {
+    pickHistory = backend.allocate(maxBatch * n * 4);
+    pickPrompt = backend.allocate(n * 4);
+    pickOptions = backend.allocate(sizeof(Backend::PickOptions));
+  }
+  std::vector<int32_t> host(prompt.begin(), prompt.end());
+  host.resize(size_t(n), 0);
+  backend.upload(pickPrompt.data(), host.data(), n * 4);
+  backend.upload(pickOptions.data(), &options, sizeof options);
+  std::vector<int32_t> ids(size_t(S), kStartToken);
+  ids.resize(size_t(2 * S), 0);
+  backend.upload(decodeIds.data(), ids.data(), 2 * S * 4);
+  if (llvm::Error e = backend.takeError())
+    return e;
+  Backend::PickTokens pick;
+  pick.logits = logits.f32();
+  pick.ids = decodeIds.i32();
+  pick.history = pickHistory.i32();
+  pick.prompt = pickPrompt.i32();
+  pick.options = static_cast<const Backend::PickOptions *>(pickOptions.data());
+  pick.batch = S;
+  pick.historyStride = n;
+  auto step = [&] {
+    if (decodeFused)
+      decodeFused->run();
+    else
+      decodeStep();
+    backend.pickTokens(pick);
+  };
+  pickedOnBackend = true;
+  // As decode(): the first step op by op (it sizes every buffer and
+  // table), the second captured, then replayed.
+  for (int64_t t = 0; t < options.length; ++t) {
+    if (!decodeFused && !sampleGraph && t > 0 && backend.beginCapture()) {
+      step();
+      llvm::Expected<std::unique_ptr<Backend::CapturedWork>> graph =
+          backend.endCapture();
+      if (!graph)
+        return modelError("capturing the sampling step failed "
+                          "(SPARSETX_CUDA_GRAPHS=0 runs it op by op): " +
+                          llvm::toString(graph.takeError()));
+      sampleGraph = std::move(*graph);
+    }
+    if (sampleGraph && !decodeFused)
+      sampleGraph->replay();
+    else
+      step();
+  }
+  decodeNext = options.length;
+  host.assign(size_t(S * n), 0);
+  backend.download(host.data(), pickHistory.data(), S * n * 4);
+  if (llvm::Error e = backend.takeError())
+    return e;
+  samples.assign(size_t(S), {});
+  for (int64_t s = 0; s < S; ++s)
+    for (int64_t t = 0; t < options.length; ++t)
+      samples[s].push_back(static_cast<uint8_t>(host[size_t(s * n + t)]));
+  return llvm::Error::success();
 }
 
 llvm::Error Transformer::decode(llvm::ArrayRef<int32_t> tokens, int64_t position,

@@ -205,10 +205,12 @@ TEST_P(AttentionBackwardTest, MatchesReference) {
       }
       const AttentionPlan::BackwardSplitStats stats =
           plan->getBackwardSplitStats();
-      if (n == 3000 && (mode.split > 0 || (mode.split == 0 && name == "fixed")))
+      if (n == 3000 && (mode.split > 0 || (mode.split == 0 && name == "fixed"))) {
         EXPECT_GT(stats.splitKeyBlocks, 0) << "the long lists were not split";
-      if (mode.split < 0)
+      }
+      if (mode.split < 0) {
         EXPECT_EQ(stats.splitKeyBlocks, 0) << "split although told not to";
+      }
       std::printf("[ errors ] %s layer %lld %s split %lld (%lld CTAs, %lld "
                   "key blocks in %lld parts): dQ %.2e, dK %.2e, dV %.2e\n",
                   caseName(name, n, headDim, dtype).c_str(), (long long)layer,

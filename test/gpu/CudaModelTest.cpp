@@ -444,12 +444,87 @@ TEST(PackedLinearTest, WritesHalfRowsAtThePosition) {
               mag = std::max(mag, double(std::fabs(want[s * n + j])));
             }
           EXPECT_LE(diff / mag, bf16 ? 2e-2 : 5e-3) << "out " << i;
-          for (size_t e = 0; e < got.size(); ++e)
-            if (!written[e])
+          for (size_t e = 0; e < got.size(); ++e) {
+            if (!written[e]) {
               ASSERT_EQ(got[e], 0xffffu) << "out " << i << ": element " << e
                                          << " written";
+            }
+          }
         }
       }
+    }
+  }
+}
+
+// sp_pick_tokens against the host's pickByte, byte for byte: random logits
+// and rows with ties, NaN, -inf and +inf; greedy, full and top-k draws;
+// positions inside the prompt, past the length (no history written) and
+// sequence numbers offset by firstSample. Poisoned history elsewhere stays.
+TEST(CudaModel, PickTokensEqualsTheHostPicks) {
+  SKIP_WITHOUT_GPU();
+  std::unique_ptr<Backend> g = gpu(Precision::BF16);
+  ASSERT_TRUE(g && g->picksTokens());
+  const int64_t S = 96, stride = 8;
+  std::vector<float> logits = randoms(S * kVocab, 123, 3.0f);
+  for (int64_t v = 0; v < kVocab; ++v) {
+    logits[0 * kVocab + v] = 0.5f;                        // all tied
+    logits[1 * kVocab + v] = v % 3 ? NAN : float(v % 7);  // NaN and ties
+    logits[2 * kVocab + v] = v % 2 ? -INFINITY : 0.25f * float(v % 5);
+    logits[3 * kVocab + v] = v == 17 ? INFINITY : 1.0f;
+  }
+  const std::vector<int32_t> prompt = {'x', 'y', 'z'};
+  Buffer logitsG = g->allocateFloats(S * kVocab), ids = g->allocate(2 * S * 4),
+         history = g->allocate(S * stride * 4), promptG = g->allocate(3 * 4),
+         optionsG = g->allocate(sizeof(Backend::PickOptions));
+  g->upload(logitsG.data(), logits.data(), logits.size() * 4);
+  g->upload(promptG.data(), prompt.data(), prompt.size() * 4);
+  for (auto [temperature, topK] :
+       {std::pair<double, int64_t>{1.0, 0}, {0.8, 5}, {0.0, 0}, {1.5, 300}}) {
+    SCOPED_TRACE("temperature " + std::to_string(temperature) + ", top-k " +
+                 std::to_string(topK));
+    Backend::PickOptions o;
+    o.seed = 77;
+    o.firstSample = 5;
+    o.topK = topK;
+    o.promptLength = 3;
+    o.length = 7;
+    o.temperature = temperature;
+    g->upload(optionsG.data(), &o, sizeof o);
+    std::vector<int32_t> hostIds(2 * S), hostHistory(S * stride, -1);
+    for (int64_t s = 0; s < S; ++s) {
+      hostIds[s] = 1000; // the last input: overwritten
+      hostIds[S + s] = int32_t(s % stride);
+    }
+    g->upload(ids.data(), hostIds.data(), hostIds.size() * 4);
+    g->upload(history.data(), hostHistory.data(), hostHistory.size() * 4);
+    Backend::PickTokens p;
+    p.logits = logitsG.f32();
+    p.ids = ids.i32();
+    p.history = history.i32();
+    p.prompt = promptG.i32();
+    p.options = static_cast<const Backend::PickOptions *>(optionsG.data());
+    p.batch = S;
+    p.historyStride = stride;
+    g->pickTokens(p);
+    std::vector<int32_t> gotIds(2 * S), gotHistory(S * stride);
+    g->download(gotIds.data(), ids.data(), gotIds.size() * 4);
+    g->download(gotHistory.data(), history.data(), gotHistory.size() * 4);
+    if (llvm::Error e = g->takeError())
+      FAIL() << llvm::toString(std::move(e));
+    SampleOptions so;
+    so.seed = o.seed;
+    so.topK = topK;
+    so.temperature = temperature;
+    for (int64_t s = 0; s < S; ++s) {
+      const int64_t t = s % stride;
+      const int32_t want =
+          t < 3 ? prompt[t]
+                : pickByte(logits.data() + s * kVocab, so, uint64_t(5 + s), t);
+      EXPECT_EQ(gotIds[s], want) << "sequence " << s;
+      EXPECT_EQ(gotIds[S + s], t + 1) << "sequence " << s;
+      for (int64_t u = 0; u < stride; ++u)
+        EXPECT_EQ(gotHistory[s * stride + u], u == t && t < 7 ? want : -1)
+            << "sequence " << s << ", history " << u;
     }
   }
 }
@@ -949,6 +1024,13 @@ TEST(CudaModel, DecodeMatchesForwardAndSamplingIsReproducible) {
       ASSERT_TRUE(s1 && s2);
       EXPECT_EQ(*s1, *s2);
       EXPECT_EQ((*s1)[0].size(), size_t(n));
+      EXPECT_NE(r->model->decodeMethod().find("tokens picked by the backend"),
+                std::string::npos);
+      // The GPU's picks (sp_pick_tokens) are the host's.
+      o.pickOnHost = true;
+      auto s3 = sample(*r->model, o);
+      ASSERT_TRUE(bool(s3));
+      EXPECT_EQ(*s1, *s3);
     }
   }
 }

@@ -481,6 +481,94 @@ TEST(Model, DecodeMatchesForward) {
   }
 }
 
+/// The CPU backend picking tokens "itself" (Backend::pickTokens' contract
+/// on host memory, through pickByte): what decodeAndPick does with the
+/// ids, positions, history and prompt is then checked against the host's
+/// sampling loop on the same backend.
+class PickingBackend final : public test::ForwardingBackend {
+public:
+  int64_t calls = 0;
+  bool picksTokens() const override { return true; }
+  void pickTokens(const PickTokens &p) override {
+    ++calls;
+    const PickOptions &o = *p.options;
+    SampleOptions so;
+    so.seed = o.seed;
+    so.topK = o.topK;
+    so.temperature = o.temperature;
+    for (int64_t s = 0; s < p.batch; ++s) {
+      const int32_t t = p.ids[p.batch + s];
+      const int32_t next =
+          t < o.promptLength
+              ? p.prompt[t]
+              : pickByte(p.logits + s * kVocab, so, uint64_t(o.firstSample + s), t);
+      if (t < o.length)
+        p.history[s * p.historyStride + t] = next;
+      p.ids[s] = next;
+      p.ids[p.batch + s] = t + 1;
+    }
+  }
+};
+
+// Sampling with the backend's picks (Transformer::decodeAndPick) gives the
+// host loop's samples: two batches (the second numbered from 2 for the
+// draws), a prompt, temperatures and top-k; one pick per sequence batch and
+// position. Misuse has exact errors.
+TEST(Model, PicksOnTheBackendEqualTheHostLoop) {
+  auto pattern = loadPattern(kFixed, 16, 2);
+  PickingBackend picking;
+  auto m = Transformer::create(picking, smallConfig(), *pattern, 2);
+  ASSERT_TRUE(bool(m));
+  (*m)->initialize(1);
+  randomizeParams(**m, 2);
+  for (auto [temperature, topK] :
+       {std::pair<double, int64_t>{1.0, 0}, {0.7, 4}, {0.0, 0}}) {
+    SampleOptions o;
+    o.count = 3;
+    o.seed = 9;
+    o.prompt = {'a', 'b'};
+    o.length = 12;
+    o.temperature = temperature;
+    o.topK = topK;
+    picking.calls = 0;
+    auto device = sample(**m, o);
+    ASSERT_TRUE(bool(device)) << llvm::toString(device.takeError());
+    EXPECT_EQ(picking.calls, 2 * 12);
+    EXPECT_NE((*m)->decodeMethod().find("tokens picked by the backend"),
+              std::string::npos);
+    o.pickOnHost = true;
+    auto host = sample(**m, o);
+    ASSERT_TRUE(bool(host));
+    EXPECT_EQ(picking.calls, 2 * 12);
+    EXPECT_EQ(*device, *host) << "temperature " << temperature;
+    ASSERT_EQ((*device)[2].size(), 12u);
+    EXPECT_EQ((*device)[2][1], 'b');
+  }
+  Backend::PickOptions o;
+  o.length = 4;
+  std::vector<std::vector<uint8_t>> out;
+  ASSERT_FALSE(bool((*m)->beginDecode(2)));
+  std::vector<float> logits;
+  ASSERT_FALSE(bool((*m)->decode({1, 2}, 0, logits)));
+  EXPECT_EQ(errorText((*m)->decodeAndPick(o, {}, out)),
+            "decodeAndPick() starts at position 0; decoding is at 1");
+  ASSERT_FALSE(bool((*m)->beginDecode(2)));
+  o.length = 17;
+  EXPECT_EQ(errorText((*m)->decodeAndPick(o, {}, out)),
+            "sample length 17 is outside 1..16");
+  o.length = 4;
+  EXPECT_EQ(errorText((*m)->decodeAndPick(o, std::vector<uint8_t>(17, 'x'), out)),
+            "the prompt (17 bytes) exceeds the model's sequence length 16");
+  std::unique_ptr<Backend> cpu = createCpuBackend();
+  auto plain = Transformer::create(*cpu, smallConfig(), *pattern, 2);
+  ASSERT_TRUE(bool(plain));
+  EXPECT_EQ(errorText((*plain)->decodeAndPick(o, {}, out)),
+            "decodeAndPick() before beginDecode()");
+  ASSERT_FALSE(bool((*plain)->beginDecode(1)));
+  EXPECT_EQ(errorText((*plain)->decodeAndPick(o, {}, out)),
+            "cpu does not pick tokens itself");
+}
+
 /// The CPU backend with packed decode weights (what the CUDA backend keeps):
 /// records every packLinear call and the packed pointers fusedLinear gets,
 /// then computes as the CPU does (from b).

@@ -330,6 +330,33 @@ public:
   virtual llvm::Expected<std::unique_ptr<DecodeStep>>
   createDecodeStep(AttentionOp &attention, const DecodeModel &model);
 
+  /// Sampling's picks made by the backend, so that no token crosses to the
+  /// host per step (Transformer::decodeAndPick). For each sequence s of a
+  /// decoding batch S, after a step at position t = ids[S + s]: the next
+  /// token is prompt[t] while t < promptLength, else the most likely byte
+  /// of logits [S, 256] (temperature <= 0), else a draw among the topK most
+  /// likely (0: all) with probabilities softmax(logits / temperature) and
+  /// the uniform number from hash (seed, firstSample + s, t); exactly what
+  /// the host's picks compute (Trainer.cpp). It becomes ids[s], ids[S + s]
+  /// becomes t + 1, and history[s * historyStride + t] records it (for
+  /// t < length). The options live in backend memory (PickOptions), so that
+  /// captured work serves every sampling call.
+  struct PickOptions {
+    uint64_t seed = 0;
+    int64_t firstSample = 0, topK = 0, promptLength = 0, length = 0;
+    double temperature = 1.0;
+  };
+  struct PickTokens {
+    const float *logits = nullptr;
+    int32_t *ids = nullptr, *history = nullptr;
+    const int32_t *prompt = nullptr;
+    const PickOptions *options = nullptr;
+    int64_t batch = 0, historyStride = 0;
+  };
+  virtual bool picksTokens() const { return false; }
+  /// Called only where picksTokens().
+  virtual void pickTokens(const PickTokens &) {}
+
 protected:
   friend class Buffer;
   virtual void *allocateRaw(int64_t bytes) = 0;

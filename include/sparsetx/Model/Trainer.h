@@ -163,7 +163,18 @@ struct SampleOptions {
   std::vector<uint8_t> prompt;
   /// Total length of each sample including the prompt (<= n; 0: n).
   int64_t length = 0;
+  /// Pick every next token on the host even where the backend can pick
+  /// them itself (Transformer::decodeAndPick; the same picks).
+  bool pickOnHost = false;
 };
+
+/// The byte sampled from `logits` [256] for sample number `sample` at
+/// `position` (the temperature, topK and seed of `options`): the most likely
+/// where temperature <= 0, else a draw among the topK most likely (0: all)
+/// by softmax(logits / temperature), its uniform number hashed from (seed,
+/// sample, position). Backend::pickTokens computes the same on a device.
+uint8_t pickByte(const float *logits, const SampleOptions &options,
+                 uint64_t sample, int64_t position);
 
 /// Samples `count` sequences autoregressively (in batches of at most the
 /// model's batch). Deterministic in the seed.

@@ -135,8 +135,21 @@ public:
   llvm::Error beginDecode(int64_t batch);
   llvm::Error decode(llvm::ArrayRef<int32_t> tokens, int64_t position,
                      std::vector<float> &logits);
+  /// Sampling without the host in the loop, where the backend picks tokens
+  /// (Backend::picksTokens): after beginDecode(batch), decodes positions
+  /// 0..options.length-1 feeding the start token first, then prompt[t] or
+  /// the backend's pick (Backend::pickTokens; options.firstSample numbers
+  /// the batch's first sequence for the draws; promptLength is taken from
+  /// `prompt`). samples[s] gets the length tokens fed after the start
+  /// token: the prompt, then the picks. The host only enqueues work (one
+  /// captured step + pick per token where the backend captures) and waits
+  /// once at the end.
+  llvm::Error decodeAndPick(Backend::PickOptions options,
+                            llvm::ArrayRef<uint8_t> prompt,
+                            std::vector<std::vector<uint8_t>> &samples);
   /// How decode runs its steps (the fused step's description, "the step's
-  /// ops, captured and replayed" or "the step's ops"), after beginDecode.
+  /// ops, captured and replayed" or "the step's ops"; "..., tokens picked
+  /// by the backend" after decodeAndPick), after beginDecode.
   std::string decodeMethod() const;
 
 private:
@@ -195,6 +208,11 @@ private:
   std::unique_ptr<Backend::CapturedWork> decodeGraph;
   /// The backend's fused step (one persistent kernel), where it has one.
   std::unique_ptr<Backend::DecodeStep> decodeFused;
+  /// decodeAndPick's buffers (history [maxBatch, n], prompt [n], options)
+  /// and its captured step + pick.
+  Buffer pickHistory, pickPrompt, pickOptions;
+  std::unique_ptr<Backend::CapturedWork> sampleGraph;
+  bool pickedOnBackend = false;
 };
 
 } // namespace sparsetx::model

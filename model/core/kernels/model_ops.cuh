@@ -1064,6 +1064,79 @@ extern "C" __global__ void sp_rows_to_half(unsigned short *dst,
   }
 }
 
+/// Backend::PickOptions / PickTokens.
+struct SpPickOptions {
+  unsigned long long seed;
+  i64 firstSample, topK, promptLength, length;
+  double temperature;
+};
+struct SpPick {
+  const float *logits;
+  int *ids, *history;
+  const int *prompt;
+  const SpPickOptions *options;
+  i64 batch, historyStride;
+};
+
+/// Sampling: sequence blockIdx.x's next token (Backend::pickTokens), the
+/// host's pick (Trainer.cpp) step for step: bytes ranked by logit, larger
+/// first, ties (and NaN, ranked as -inf) to the smaller byte; the weights
+/// exp((logit - max) / temperature) in double, summed in rank order by one
+/// thread, and the draw walked in the same order. Block: 256 threads.
+extern "C" __global__ void __launch_bounds__(256) sp_pick_tokens(SpPick p) {
+  __shared__ float key[256];
+  __shared__ int order[256];
+  __shared__ double weight[256];
+  const SpPickOptions o = *p.options;
+  const i64 s = blockIdx.x;
+  const int v = threadIdx.x;
+  const int t = p.ids[p.batch + s];
+  const float z = p.logits[s * 256 + v];
+  key[v] = z != z ? spNegInf() : z;
+  __syncthreads();
+  int rank = 0;
+  const float mine = key[v];
+  for (int u = 0; u < 256; ++u) {
+    const float other = key[u];
+    rank += other > mine || (other == mine && u < v);
+  }
+  order[rank] = v;
+  __syncthreads();
+  const bool sampled = t >= o.promptLength && o.temperature > 0;
+  const int k = o.topK > 0 && o.topK < 256 ? (int)o.topK : 256;
+  if (sampled && v < k) {
+    const double top = (double)p.logits[s * 256 + order[0]];
+    weight[v] = exp(((double)p.logits[s * 256 + order[v]] - top) / o.temperature);
+  }
+  __syncthreads();
+  if (v != 0)
+    return;
+  int next = order[0];
+  if (t < o.promptLength) {
+    next = p.prompt[t];
+  } else if (sampled) {
+    double sum = 0;
+    for (int r = 0; r < k; ++r)
+      sum += weight[r];
+    const unsigned long long h = spSplitmix64(
+        spSplitmix64(spSplitmix64(o.seed) ^ (unsigned long long)(o.firstSample + s)) ^
+        (unsigned long long)t);
+    double u = (double)(h >> 11) * 0x1.0p-53 * sum;
+    next = order[k - 1];
+    for (int r = 0; r < k; ++r) {
+      u -= weight[r];
+      if (u < 0) {
+        next = order[r];
+        break;
+      }
+    }
+  }
+  if (t >= 0 && t < o.length)
+    p.history[s * p.historyStride + t] = next;
+  p.ids[s] = next;
+  p.ids[p.batch + s] = t + 1;
+}
+
 /// Decoding: row *position of cache [b, n, rowElems] from rows [b, rowElems].
 extern "C" __global__ void sp_append_row_at(float *cache, const float *rows,
                                             const int *positionAt, i64 batch,

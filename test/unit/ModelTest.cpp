@@ -730,12 +730,12 @@ TEST(CudaBackend, EnvironmentIsChecked) {
   EXPECT_FALSE(env->profile);
   EXPECT_TRUE(env->graphs);
   EXPECT_FALSE(env->fusedDecode);
-  EXPECT_FALSE(env->overlapLaunches);
+  EXPECT_TRUE(env->overlapLaunches);
   EXPECT_EQ(env->bf16Gemm, "fast");
-  setenv("SPARSETX_OVERLAP_LAUNCHES", "1", 1);
+  setenv("SPARSETX_OVERLAP_LAUNCHES", "0", 1);
   env = readCudaEnvironment();
   ASSERT_TRUE(bool(env));
-  EXPECT_TRUE(env->overlapLaunches);
+  EXPECT_FALSE(env->overlapLaunches);
   setenv("SPARSETX_OVERLAP_LAUNCHES", "yes", 1);
   EXPECT_EQ(errorText(readCudaEnvironment().takeError()),
             "SPARSETX_OVERLAP_LAUNCHES must be 0 or 1, got 'yes'");

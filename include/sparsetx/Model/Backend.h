@@ -381,12 +381,12 @@ struct CudaBackendOptions {
 /// kernel where the model allows; default 0, the captured ops, which are
 /// faster today: docs/model.md),
 /// SPARSETX_OVERLAP_LAUNCHES=0|1 (1: a sampling step's kernels start before
-/// their predecessors end, sm_90 and later; default 0: docs/model.md),
+/// their predecessors end, sm_90 and later; default 1: docs/model.md),
 /// SPARSETX_BF16_GEMM=convert|fast|tf32 (how bf16 GEMMs take fp32 operands;
 /// default fast). A bad value is an error naming the variable and value.
 struct CudaEnvironment {
   bool profile = false, graphs = true, fusedDecode = false,
-       overlapLaunches = false;
+       overlapLaunches = true;
   std::string bf16Gemm = "fast";
 };
 llvm::Expected<CudaEnvironment> readCudaEnvironment();

@@ -14,7 +14,8 @@
 #   SAMPLE_PRECISIONS (default "bf16 fp32"), PEER=0, NOGRAPHS=0, FUSED=0 and
 #   PROFILE=0 trim --sample; NCU=1 adds Nsight Compute on the fused step,
 #   NCU_OPS=1 per-kernel times of two op-by-op steps; TESTS=0 skips the tests;
-#   OVERLAP=0 leaves out the run with SPARSETX_OVERLAP_LAUNCHES=0;
+#   OVERLAP=0 leaves out the run with SPARSETX_OVERLAP_LAUNCHES=0, CHAIN=0
+#   the one with SPARSETX_LINEAR_CHAIN=0;
 #   OVERLAP_STRESS=N repeats the decoding tests N times with overlapping
 #   launches.
 set -uo pipefail
@@ -62,6 +63,8 @@ if [ "$mode" = "--sample" ]; then
   done
   [ "${OVERLAP:-1}" = 0 ] || SPARSETX_OVERLAP_LAUNCHES=0 \
     run sample-enwik8-bf16-no-overlap timeout 150 "$bin/sparsetx-run" "${sample[@]}"
+  [ "${CHAIN:-1}" = 0 ] || SPARSETX_LINEAR_CHAIN=0 \
+    run sample-enwik8-bf16-no-chain timeout 150 "$bin/sparsetx-run" "${sample[@]}"
   [ "${NOGRAPHS:-1}" = 0 ] || SPARSETX_CUDA_GRAPHS=0 \
     run sample-enwik8-bf16-nographs timeout 150 "$bin/sparsetx-run" "${sample[@]}"
   # The fused step (one persistent kernel, SPARSETX_FUSED_DECODE=1), after a

@@ -76,6 +76,12 @@ void Backend::fusedLinear(llvm::ArrayRef<LinearOut> outs, const float *a,
   }
 }
 
+bool Backend::fusedLinearChain(llvm::ArrayRef<LinearStage> stages) {
+  for (const LinearStage &s : stages)
+    fusedLinear(s.outs, s.a, s.m, s.k, s.accumulate, s.fusion);
+  return false;
+}
+
 namespace {
 /// The conversions of Backend::convertToHalf/convertFromHalf on host memory.
 void toHalfOnHost(uint16_t *out, const float *x, int64_t n, float s,

@@ -108,6 +108,13 @@ struct SpGemv {
   int32_t accumulate, gelu, bf16;
 };
 static_assert(sizeof(SpGemv) == 336, "SpGemv must match the kernel");
+constexpr int64_t kChainMaxStages = 4;
+struct SpGemvChain {
+  SpGemv stage[kChainMaxStages];
+  int32_t stages;
+  unsigned *barrier;
+};
+static_assert(sizeof(SpGemvChain) == 1360, "SpGemvChain must match the kernel");
 
 constexpr unsigned kThreads = 256;
 
@@ -509,10 +516,11 @@ public:
                                                           : 2;
     elementwise(fnPackLinear, k * n, packed, b, k, n, type);
   }
-  /// fusedLinear on packLinear's weights where every output has them and
-  /// the shapes suit sp_gemv (false: not launched).
-  bool gemv(llvm::ArrayRef<LinearOut> outs, const float *a, int64_t m,
-            int64_t k, bool accumulate, const LinearFusion &fusion) {
+  /// sp_gemv's arguments for fusedLinear on packLinear's weights, where
+  /// every output has them and the shapes suit it (false: they do not).
+  bool gemvArgs(llvm::ArrayRef<LinearOut> outs, const float *a, int64_t m,
+                int64_t k, bool accumulate, const LinearFusion &fusion,
+                SpGemv &p) const {
     const int64_t elemBytes = options.precision == Precision::FP32 ? 4 : 2;
     if (m < 1 || m > kLinearMaxRows || k < 1 || (k * elemBytes) % 16 != 0 ||
         m * k > kGemvMaxInput || dev(a) % 16 != 0 || outs.empty() ||
@@ -522,10 +530,7 @@ public:
       if (!o.packed || dev(o.packed) % 16 != 0 || o.n < 1 ||
           (o.half.data && (accumulate || elemBytes != 2)))
         return false;
-    if (failed())
-      return true;
-    ProfileScope scope(profiler, "linear (packed)");
-    SpGemv p{};
+    p = SpGemv{};
     int64_t cols = 0;
     for (size_t i = 0; i < outs.size(); ++i) {
       const HalfRows &h = outs[i].half;
@@ -544,11 +549,74 @@ public:
     p.accumulate = accumulate ? 1 : 0;
     p.gelu = fusion.gelu ? 1 : 0;
     p.bf16 = options.precision == Precision::BF16 ? 1 : 0;
+    return true;
+  }
+  static int64_t gemvColumns(const SpGemv &p) {
+    return p.out[p.outs - 1].firstCol + p.out[p.outs - 1].n;
+  }
+  /// fusedLinear through sp_gemv where gemvArgs allows (false: not launched).
+  bool gemv(llvm::ArrayRef<LinearOut> outs, const float *a, int64_t m,
+            int64_t k, bool accumulate, const LinearFusion &fusion) {
+    SpGemv p;
+    if (!gemvArgs(outs, a, m, k, accumulate, fusion, p))
+      return false;
+    if (failed())
+      return true;
+    ProfileScope scope(profiler, "linear (packed)");
     launchOverlapping(
-        elemBytes == 4 ? fnGemvF32 : fnGemvH16,
-        {static_cast<unsigned>((cols + kGemvWarps - 1) / kGemvWarps)},
+        options.precision == Precision::FP32 ? fnGemvF32 : fnGemvH16,
+        {static_cast<unsigned>((gemvColumns(p) + kGemvWarps - 1) / kGemvWarps)},
         {static_cast<unsigned>(kGemvWarps * 32)},
         static_cast<unsigned>(m * k * 4), p);
+    return true;
+  }
+  bool fusedLinearChain(llvm::ArrayRef<LinearStage> stages) override {
+    return chainLinear(stages) || Backend::fusedLinearChain(stages);
+  }
+  /// The chain as one sp_gemv_chain launch, where every stage suits sp_gemv
+  /// (false: not launched).
+  bool chainLinear(llvm::ArrayRef<LinearStage> stages) {
+    if (!linearChainEnabled || stages.size() < 2 ||
+        int64_t(stages.size()) > kChainMaxStages)
+      return false;
+    SpGemvChain p{};
+    int64_t columns = 0, shared = 0;
+    for (auto [i, s] : llvm::enumerate(stages)) {
+      if (!gemvArgs(s.outs, s.a, s.m, s.k, s.accumulate, s.fusion, p.stage[i]))
+        return false;
+      columns = std::max(columns, gemvColumns(p.stage[i]));
+      shared = std::max(shared, s.m * s.k * 4);
+    }
+    if (failed())
+      return true;
+    ProfileScope scope(profiler, "linear chain (packed)");
+    cuda::Function fn =
+        options.precision == Precision::FP32 ? fnGemvChainF32 : fnGemvChainH16;
+    // Every CTA resident at once (the stages' barriers wait for all): no
+    // more than the SMs hold at this shared memory size.
+    if (chainOccupancy.first != shared) {
+      llvm::Expected<int> perSM = cuda::maxActiveBlocksPerSM(
+          fn, int(kGemvWarps * 32), static_cast<unsigned>(shared));
+      if (!perSM) {
+        record(perSM.takeError());
+        return true;
+      }
+      chainOccupancy = {shared, *perSM};
+    }
+    int64_t resident = int64_t(chainOccupancy.second) * numSMs;
+    if (resident < 1)
+      return false;
+    if (chainBarrier.size() < 256) {
+      if (!reserve(chainBarrier, 256))
+        return true;
+      record(cuda::fill32(chainBarrier.get(), 0, 2, stream));
+    }
+    p.stages = int32_t(stages.size());
+    p.barrier = reinterpret_cast<unsigned *>(chainBarrier.get());
+    int64_t grid = std::min((columns + kGemvWarps - 1) / kGemvWarps, resident);
+    launchOverlapping(fn, {static_cast<unsigned>(grid)},
+                      {static_cast<unsigned>(kGemvWarps * 32)},
+                      static_cast<unsigned>(shared), p);
     return true;
   }
   void matmulBackward(float *da, bool accumulateDa, float *db, const float *dc,
@@ -931,14 +999,21 @@ private:
 public:
   cuda::Function fnAppendRowAt = nullptr, fnLinearSmall = nullptr,
                  fnRowsToHalf = nullptr, fnPickTokens = nullptr, fnGemvF32 = nullptr,
-                 fnGemvH16 = nullptr, fnPackLinear = nullptr;
+                 fnGemvH16 = nullptr, fnPackLinear = nullptr,
+                 fnGemvChainF32 = nullptr, fnGemvChainH16 = nullptr;
   /// Kernels written for it launch overlapping their predecessor (sm_90+,
   /// SPARSETX_OVERLAP_LAUNCHES).
   bool overlapLaunches = false;
+  /// fusedLinearChain as one launch (SPARSETX_LINEAR_CHAIN).
+  bool linearChainEnabled = true;
 
 private:
   cuda::DeviceBuffer lossScratch, normScratch, columnScratch, gemmA16, gemmB16,
       embeddingScratch, linearPartials, linearCounters;
+  /// sp_gemv_chain's barrier counters (zero between launches).
+  cuda::DeviceBuffer chainBarrier;
+  /// (shared bytes, CTAs per SM) of sp_gemv_chain, last asked.
+  std::pair<int64_t, int> chainOccupancy{-1, 0};
   std::string firstError;
   // The caching allocator: free blocks by rounded size.
   std::map<size_t, std::vector<cuda::DevicePtr>> freeBlocks;
@@ -1033,6 +1108,7 @@ llvm::Error CudaBackend::init() {
   graphsEnabled = env->graphs;
   fusedDecodeEnabled = env->fusedDecode;
   overlapLaunches = env->overlapLaunches && cc >= 90;
+  linearChainEnabled = env->linearChain;
   bf16Gemm = env->bf16Gemm == "convert" ? Bf16Gemm::Convert
              : env->bf16Gemm == "tf32"  ? Bf16Gemm::TF32
                                         : Bf16Gemm::Fast;
@@ -1084,6 +1160,8 @@ llvm::Error CudaBackend::init() {
       {&fnPickTokens, "sp_pick_tokens"},
       {&fnGemvF32, "sp_gemv_f32"},
       {&fnGemvH16, "sp_gemv_h16"},
+      {&fnGemvChainF32, "sp_gemv_chain_f32"},
+      {&fnGemvChainH16, "sp_gemv_chain_h16"},
       {&fnPackLinear, "sp_pack_linear"},
   };
   for (Entry &e : entries) {
@@ -1093,7 +1171,8 @@ llvm::Error CudaBackend::init() {
     *e.fn = *fn;
   }
   // sp_gemv holds its rows in up to 64 KiB of dynamic shared memory.
-  for (cuda::Function fn : {fnGemvF32, fnGemvH16})
+  for (cuda::Function fn :
+       {fnGemvF32, fnGemvH16, fnGemvChainF32, fnGemvChainH16})
     if (llvm::Error e = cuda::setMaxDynamicSharedMemory(fn, kGemvMaxInput * 4))
       return e;
   return llvm::Error::success();
@@ -1808,6 +1887,8 @@ llvm::Expected<CudaEnvironment> sparsetx::model::readCudaEnvironment() {
   if (llvm::Error e = flag("SPARSETX_FUSED_DECODE", env.fusedDecode))
     return std::move(e);
   if (llvm::Error e = flag("SPARSETX_OVERLAP_LAUNCHES", env.overlapLaunches))
+    return std::move(e);
+  if (llvm::Error e = flag("SPARSETX_LINEAR_CHAIN", env.linearChain))
     return std::move(e);
   if (const char *g = std::getenv("SPARSETX_BF16_GEMM")) {
     llvm::StringRef mode(g);

@@ -654,42 +654,55 @@ void Transformer::decodeStep() {
     size_t i = size_t(l * (W2 + 1) + t);
     return i < packedWeights.size() ? packedWeights[i] : nullptr;
   };
-  for (int64_t l = 0; l < config.numLayers; ++l) {
+  // Block l's q/k/v projection, written straight into the attention's
+  // buffers where it takes them so (its 16-bit caches), else as fp32 rows;
+  // inPlace[l] says which.
+  using Stage = Backend::LinearStage;
+  std::vector<char> inPlace(size_t(config.numLayers), 0);
+  auto qkv = [&](int64_t l) {
     Layer w = layerParams(P, l);
     Out q{a.q.f32(), w.t[Wq], w.t[Bq], dqk, packed(l, Wq)},
         k{a.k.f32(), w.t[Wk], w.t[Bk], dqk, packed(l, Wk)},
         v{a.v.f32(), w.t[Wv], w.t[Bv], d, packed(l, Wv)};
-    // The projections write q, k, v straight into the attention's buffers
-    // where it takes them so (its 16-bit caches), else fp32 rows.
     HalfRows direct[3];
-    bool inPlace = attention->decodeInputs(l, S, positions, direct);
-    if (inPlace) {
+    inPlace[size_t(l)] = attention->decodeInputs(l, S, positions, direct);
+    if (inPlace[size_t(l)]) {
       q.half = direct[0];
       k.half = direct[1];
       v.half = direct[2];
     }
-    backend.fusedLinear({q, k, v}, x, S, d, false,
-                        norm(w.t[Ln1W], w.t[Ln1B], a.ln1.f32()));
-    if (inPlace)
+    return Stage{{q, k, v}, x, S, d, false, norm(w.t[Ln1W], w.t[Ln1B], a.ln1.f32())};
+  };
+  Stage first = qkv(0);
+  backend.fusedLinear(first.outs, first.a, first.m, first.k, first.accumulate,
+                      first.fusion);
+  for (int64_t l = 0; l < config.numLayers; ++l) {
+    Layer w = layerParams(P, l);
+    if (inPlace[size_t(l)])
       attention->decode(l, S, positions, nullptr, nullptr, nullptr,
                         a.o.f32());
     else
       attention->decode(l, S, positions, a.q.f32(), a.k.f32(), a.v.f32(),
                         a.o.f32());
-    backend.fusedLinear({Out{x, w.t[Wo], w.t[Bo], d, packed(l, Wo)}}, a.o.f32(),
-                        S, d, true, {});
+    // From this attention to the next (or the logits): one chain, which a
+    // backend may run as one launch.
     Backend::LinearFusion ff1 = norm(w.t[Ln2W], w.t[Ln2B], a.ln2.f32());
     ff1.gelu = true;
     ff1.preGelu = a.f1.f32();
-    backend.fusedLinear({Out{a.g.f32(), w.t[W1], w.t[B1], ff, packed(l, W1)}},
-                        x, S, d, false, ff1);
-    backend.fusedLinear({Out{x, w.t[W2], w.t[B2], d, packed(l, W2)}},
-                        a.g.f32(), S, ff, true, {});
+    Stage chain[] = {
+        {{Out{x, w.t[Wo], w.t[Bo], d, packed(l, Wo)}}, a.o.f32(), S, d, true, {}},
+        {{Out{a.g.f32(), w.t[W1], w.t[B1], ff, packed(l, W1)}}, x, S, d, false,
+         ff1},
+        {{Out{x, w.t[W2], w.t[B2], d, packed(l, W2)}}, a.g.f32(), S, ff, true,
+         {}},
+        l + 1 < config.numLayers
+            ? qkv(l + 1)
+            : Stage{{Out{logits.f32(), P + offWout, P + offBout, kVocab,
+                         packed(config.numLayers, 0)}},
+                    x, S, d, false,
+                    norm(P + offLnfW, P + offLnfB, a.ln1.f32())}};
+    linearsChained = backend.fusedLinearChain(chain);
   }
-  backend.fusedLinear(
-      {Out{logits.f32(), P + offWout, P + offBout, kVocab,
-           packed(config.numLayers, 0)}},
-      x, S, d, false, norm(P + offLnfW, P + offLnfB, a.ln1.f32()));
 }
 
 std::string Transformer::decodeMethod() const {
@@ -697,6 +710,8 @@ std::string Transformer::decodeMethod() const {
                        : decodeGraph || (pickedOnBackend && sampleGraph)
                            ? "the step's ops, captured and replayed"
                            : "the step's ops";
+  if (!decodeFused && linearsChained)
+    method += "; the linear layers between attentions chained in one launch";
   if (pickedOnBackend)
     method += "; tokens picked by the backend";
   return method;

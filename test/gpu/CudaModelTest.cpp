@@ -456,6 +456,128 @@ TEST(PackedLinearTest, WritesHalfRowsAtThePosition) {
   }
 }
 
+// Decoding's chain of linear layers between two attentions
+// (Backend::fusedLinearChain: W_o, W1 + GELU, W2, the next q/k/v) as one
+// launch (sp_gemv_chain, grid-wide barriers between the stages) equals the
+// fusedLinear calls in order bit for bit: each stage reads what the one
+// before wrote (x in place, the FF hidden rows), the last writes three
+// outputs of 4096 columns each (more CTAs than the SMs hold at once, so warps
+// take several columns), one of them as 16-bit rows. Outputs poisoned; run
+// twice, so that the barrier's counters are back at zero after a launch.
+TEST(PackedLinearTest, ChainEqualsTheCallsInOrder) {
+  SKIP_WITHOUT_GPU();
+  using Out = Backend::LinearOut;
+  using Stage = Backend::LinearStage;
+  for (Precision precision : {Precision::FP32, Precision::BF16, Precision::FP16}) {
+    SCOPED_TRACE(toString(precision).str());
+    std::unique_ptr<Backend> g = gpu(precision);
+    ASSERT_TRUE(g);
+    for (int64_t m : {1, 3, 8}) {
+      SCOPED_TRACE("m = " + std::to_string(m));
+      const int64_t d = 256, ff = 1024, wide = 4096;
+      auto upload = [&](const std::vector<float> &host) {
+        Buffer b = g->allocateFloats(int64_t(host.size()));
+        g->upload(b.data(), host.data(), host.size() * 4);
+        return b;
+      };
+      // Weights [k, n] packed, biases, layer norms.
+      std::vector<Buffer> keep;
+      uint32_t seed = 300;
+      auto weight = [&](int64_t k, int64_t n) {
+        keep.push_back(upload(randoms(k * n, seed++, 0.1f)));
+        Buffer packed = g->allocate(g->packedLinearBytes(k, n));
+        g->packLinear(packed.data(), keep.back().f32(), k, n);
+        keep.push_back(std::move(packed));
+        return std::pair<const float *, const void *>(
+            keep[keep.size() - 2].f32(), keep.back().data());
+      };
+      auto vec = [&](int64_t n) {
+        keep.push_back(upload(randoms(n, seed++)));
+        return keep.back().f32();
+      };
+      auto wo = weight(d, d), w1 = weight(d, ff), w2 = weight(ff, d);
+      std::pair<const float *, const void *> wqkv[3] = {
+          weight(d, wide), weight(d, wide), weight(d, wide)};
+      const float *bo = vec(d), *b1 = vec(ff), *b2 = vec(d),
+                  *bqkv[3] = {vec(wide), vec(wide), vec(wide)};
+      const float *ln2W = vec(d), *ln2B = vec(d), *ln1W = vec(d),
+                  *ln1B = vec(d);
+      Buffer o = upload(randoms(m * d, 401));
+      const std::vector<float> x0 = randoms(m * d, 402);
+      const bool half = precision != Precision::FP32;
+      const int64_t heads = 64, width = wide / heads;
+      // One run's buffers: x (starts at x0), the hidden rows, three outputs
+      // and the 16-bit rows (all poisoned).
+      struct Run {
+        Buffer x, hidden, out[3], rows;
+      };
+      auto run = [&](bool chained) {
+        Run r;
+        r.x = upload(x0);
+        r.hidden = upload(std::vector<float>(m * ff, NAN));
+        for (Buffer &b : r.out)
+          b = upload(std::vector<float>(m * wide, NAN));
+        std::vector<uint16_t> poison(size_t(m * wide), 0xffffu);
+        r.rows = g->allocate(m * wide * 2);
+        g->upload(r.rows.data(), poison.data(), poison.size() * 2);
+        Backend::LinearFusion ff1, ln1;
+        ff1.lnWeight = ln2W;
+        ff1.lnBias = ln2B;
+        ff1.gelu = true;
+        ln1.lnWeight = ln1W;
+        ln1.lnBias = ln1B;
+        Out q{r.out[0].f32(), wqkv[0].first, bqkv[0], wide, wqkv[0].second},
+            k{r.out[1].f32(), wqkv[1].first, bqkv[1], wide, wqkv[1].second},
+            v{r.out[2].f32(), wqkv[2].first, bqkv[2], wide, wqkv[2].second};
+        if (half)
+          v.half = {r.rows.data(), heads, width, width, 1, nullptr};
+        Stage stages[] = {
+            {{Out{r.x.f32(), wo.first, bo, d, wo.second}}, o.f32(), m, d, true,
+             {}},
+            {{Out{r.hidden.f32(), w1.first, b1, ff, w1.second}}, r.x.f32(), m,
+             d, false, ff1},
+            {{Out{r.x.f32(), w2.first, b2, d, w2.second}}, r.hidden.f32(), m,
+             ff, true, {}},
+            {{q, k, v}, r.x.f32(), m, d, false, ln1}};
+        if (chained)
+          EXPECT_TRUE(g->fusedLinearChain(stages)) << "not one launch";
+        else
+          for (const Stage &s : stages)
+            g->fusedLinear(s.outs, s.a, s.m, s.k, s.accumulate, s.fusion);
+        return r;
+      };
+      auto bits = [&](const Buffer &b, int64_t bytes) {
+        std::vector<uint8_t> host(size_t(bytes), 0);
+        g->download(host.data(), b.data(), host.size());
+        return host;
+      };
+      Run want = run(false);
+      for (int repeat = 0; repeat < 2; ++repeat) {
+        SCOPED_TRACE("launch " + std::to_string(repeat + 1));
+        Run got = run(true);
+        EXPECT_EQ(bits(got.x, m * d * 4), bits(want.x, m * d * 4)) << "x";
+        EXPECT_EQ(bits(got.hidden, m * ff * 4), bits(want.hidden, m * ff * 4))
+            << "hidden rows";
+        for (int i = 0; i < (half ? 2 : 3); ++i)
+          EXPECT_EQ(bits(got.out[i], m * wide * 4), bits(want.out[i], m * wide * 4))
+              << "output " << i;
+        if (half)
+          EXPECT_EQ(bits(got.rows, m * wide * 2), bits(want.rows, m * wide * 2))
+              << "16-bit rows";
+        if (llvm::Error e = g->takeError())
+          FAIL() << llvm::toString(std::move(e));
+      }
+      // Not a run that wrote nothing: x moved, and every output is finite.
+      std::vector<float> x(size_t(m * d)), q(size_t(m * wide));
+      g->download(x.data(), want.x.data(), x.size() * 4);
+      g->download(q.data(), want.out[0].data(), q.size() * 4);
+      EXPECT_NE(x, x0);
+      for (float e : q)
+        ASSERT_TRUE(std::isfinite(e));
+    }
+  }
+}
+
 // sp_pick_tokens against the host's pickByte, byte for byte: random logits
 // and rows with ties, NaN, -inf and +inf; greedy, full and top-k draws;
 // positions inside the prompt, past the length (no history written) and

@@ -678,7 +678,8 @@ TEST(CudaBackend, KernelsCompileForSm80AndSm90a) {
           "sp_attention_backward_dq", "sp_attention_backward_dkdv",
           "sp_attention_decode", "sp_pack_heads", "sp_unpack_heads",
           "sp_linear_small", "sp_rows_to_half", "sp_append_row_at",
-          "sp_gemv_f32", "sp_gemv_h16", "sp_pack_linear"})
+          "sp_gemv_f32", "sp_gemv_h16", "sp_gemv_chain_f32",
+          "sp_gemv_chain_h16", "sp_pack_linear"})
       EXPECT_NE(ptx->find(std::string(".entry ") + entry), std::string::npos)
           << arch << " lacks " << entry;
   }
@@ -722,7 +723,7 @@ TEST(CudaBackend, DecodeStepCompilesForEveryPatternKind) {
 TEST(CudaBackend, EnvironmentIsChecked) {
   const char *names[] = {"SPARSETX_PROFILE", "SPARSETX_CUDA_GRAPHS",
                          "SPARSETX_BF16_GEMM", "SPARSETX_FUSED_DECODE",
-                         "SPARSETX_OVERLAP_LAUNCHES"};
+                         "SPARSETX_OVERLAP_LAUNCHES", "SPARSETX_LINEAR_CHAIN"};
   for (const char *name : names)
     unsetenv(name);
   llvm::Expected<CudaEnvironment> env = readCudaEnvironment();
@@ -731,6 +732,7 @@ TEST(CudaBackend, EnvironmentIsChecked) {
   EXPECT_TRUE(env->graphs);
   EXPECT_FALSE(env->fusedDecode);
   EXPECT_TRUE(env->overlapLaunches);
+  EXPECT_TRUE(env->linearChain);
   EXPECT_EQ(env->bf16Gemm, "fast");
   setenv("SPARSETX_OVERLAP_LAUNCHES", "0", 1);
   env = readCudaEnvironment();
@@ -740,6 +742,14 @@ TEST(CudaBackend, EnvironmentIsChecked) {
   EXPECT_EQ(errorText(readCudaEnvironment().takeError()),
             "SPARSETX_OVERLAP_LAUNCHES must be 0 or 1, got 'yes'");
   unsetenv("SPARSETX_OVERLAP_LAUNCHES");
+  setenv("SPARSETX_LINEAR_CHAIN", "0", 1);
+  env = readCudaEnvironment();
+  ASSERT_TRUE(bool(env));
+  EXPECT_FALSE(env->linearChain);
+  setenv("SPARSETX_LINEAR_CHAIN", "on", 1);
+  EXPECT_EQ(errorText(readCudaEnvironment().takeError()),
+            "SPARSETX_LINEAR_CHAIN must be 0 or 1, got 'on'");
+  unsetenv("SPARSETX_LINEAR_CHAIN");
   setenv("SPARSETX_PROFILE", "1", 1);
   setenv("SPARSETX_CUDA_GRAPHS", "0", 1);
   setenv("SPARSETX_FUSED_DECODE", "1", 1);

@@ -19,6 +19,7 @@
 #include "sparsetx/Model/Pattern.h"
 
 #include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/SmallVector.h"
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
 
@@ -210,6 +211,20 @@ public:
   virtual void fusedLinear(llvm::ArrayRef<LinearOut> outs, const float *a,
                            int64_t m, int64_t k, bool accumulate,
                            const LinearFusion &fusion);
+  /// One fusedLinear call of a chain.
+  struct LinearStage {
+    llvm::SmallVector<LinearOut, 3> outs;
+    const float *a = nullptr;
+    int64_t m = 0, k = 0;
+    bool accumulate = false;
+    LinearFusion fusion;
+  };
+  /// fusedLinear for each stage in order, where a stage may read what the
+  /// ones before it wrote: decoding's linear layers between two attentions
+  /// (W_o, W1, W2, then the next block's q/k/v). A backend may run the
+  /// chain as one launch; the results are those of the calls in order.
+  /// True where it did (the default makes the calls: false).
+  virtual bool fusedLinearChain(llvm::ArrayRef<LinearStage> stages);
   /// Decoding reads every weight matrix once per step: a backend may keep a
   /// copy of b [k, n] in the layout and element type its fusedLinear reads
   /// fastest (the CUDA backend: [n, k], in the precision's 16-bit type, or
@@ -382,11 +397,13 @@ struct CudaBackendOptions {
 /// faster today: docs/model.md),
 /// SPARSETX_OVERLAP_LAUNCHES=0|1 (1: a sampling step's kernels start before
 /// their predecessors end, sm_90 and later; default 1: docs/model.md),
+/// SPARSETX_LINEAR_CHAIN=0|1 (1: a sampling step's linear layers between
+/// two attentions run as one launch, Backend::fusedLinearChain; default 1),
 /// SPARSETX_BF16_GEMM=convert|fast|tf32 (how bf16 GEMMs take fp32 operands;
 /// default fast). A bad value is an error naming the variable and value.
 struct CudaEnvironment {
   bool profile = false, graphs = true, fusedDecode = false,
-       overlapLaunches = true;
+       overlapLaunches = true, linearChain = true;
   std::string bf16Gemm = "fast";
 };
 llvm::Expected<CudaEnvironment> readCudaEnvironment();

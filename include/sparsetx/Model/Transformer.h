@@ -213,6 +213,8 @@ private:
   Buffer pickHistory, pickPrompt, pickOptions;
   std::unique_ptr<Backend::CapturedWork> sampleGraph;
   bool pickedOnBackend = false;
+  /// The last step's linear layers ran as chains (fusedLinearChain).
+  bool linearsChained = false;
 };
 
 } // namespace sparsetx::model

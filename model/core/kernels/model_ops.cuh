@@ -378,7 +378,7 @@ __device__ __forceinline__ uint4 spLoadWeights16(const char *p, bool valid) {
   return r;
 }
 
-/// The body of sp_gemv_f32 / sp_gemv_h16: c (+)= act(norm(a) b + bias) like
+/// sp_gemv_f32 / sp_gemv_h16: c (+)= act(norm(a) b + bias) like
 /// sp_linear_small, on weights packed by sp_pack_linear. Warp w of CTA x
 /// takes output column 4x + w, whole (all k): its lanes take 16 bytes of
 /// the column's weights at a time (a chunk: 8 loads per lane, all in flight
@@ -389,90 +389,137 @@ __device__ __forceinline__ uint4 spLoadWeights16(const char *p, bool valid) {
 /// itself.
 /// Needs k * sizeof(element) % 16 == 0, 16-byte aligned a and w,
 /// m <= SP_LINEAR_MAX_ROWS, m * k <= SP_GEMV_MAX_INPUT.
-template <int kElemBytes>
-__device__ __forceinline__ void spGemv(const SpGemv &p) {
-  extern __shared__ float4 gemvShared[];
-  float *xs = reinterpret_cast<float *>(gemvShared);
-  __shared__ float stats[SP_LINEAR_MAX_ROWS][2];
-  constexpr int kVec = 16 / kElemBytes; // elements per 16-byte load
-  constexpr int kLoads = 8;             // loads per lane per chunk
-  constexpr int kChunk = 32 * kVec * kLoads;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const i64 col = (i64)blockIdx.x * SP_GEMV_WARPS + warp;
+/// The pieces below are shared with sp_gemv_chain, which runs several such
+/// layers in one launch.
+#define SP_GEMV_LOADS 8 // 16-byte loads per lane per chunk
+
+/// The columns of all of p's outputs.
+__device__ __forceinline__ i64 spGemvColumns(const SpGemv &p) {
+  return p.out[p.outs - 1].firstCol + p.out[p.outs - 1].n;
+}
+
+/// Where global column `col` of p is: its output and its column there
+/// (local >= out.n: no column, the warp computes zeros and writes nothing).
+struct SpGemvColumn {
+  int o;
+  i64 local;
+  bool valid;
+};
+__device__ __forceinline__ SpGemvColumn spGemvFind(const SpGemv &p, i64 col) {
   int o = 0;
   while (o + 1 < p.outs && col >= p.out[o + 1].firstCol)
     ++o;
-  const SpGemvOut out = p.out[o];
-  const i64 local = col - out.firstCol, m = p.m, k = p.k;
-  const bool valid = local < out.n;
-  const char *w = static_cast<const char *>(out.w) +
-                  (valid ? local : 0) * k * kElemBytes;
-  uint4 wv[kLoads];
+  SpGemvColumn c;
+  c.o = o;
+  c.local = col - p.out[o].firstCol;
+  c.valid = c.local < p.out[o].n;
+  return c;
+}
+
+/// Chunk `c0` of column c's weights (each lane's 8 loads) into wv.
+template <int kElemBytes>
+__device__ __forceinline__ void spGemvLoadChunk(const SpGemv &p,
+                                                const SpGemvColumn &c, i64 c0,
+                                                uint4 (&wv)[SP_GEMV_LOADS]) {
+  constexpr int kVec = 16 / kElemBytes;
+  const int lane = threadIdx.x & 31;
+  const char *w = static_cast<const char *>(p.out[c.o].w) +
+                  (c.valid ? c.local : 0) * p.k * kElemBytes;
 #pragma unroll
-  for (int u = 0; u < kLoads; ++u) {
-    const i64 e = ((i64)u * 32 + lane) * kVec;
-    wv[u] = spLoadWeights16(w + e * kElemBytes, valid && e < k);
+  for (int u = 0; u < SP_GEMV_LOADS; ++u) {
+    const i64 e = c0 + ((i64)u * 32 + lane) * kVec;
+    wv[u] = spLoadWeights16(w + e * kElemBytes, c.valid && e < p.k);
   }
-  const float bias = valid && out.bias ? __ldg(out.bias + local) : 0.0f;
-  spAllowNext();
-  spWaitPrior();
-  // What the output adds to (the residual stream), loaded now: its round
-  // trip overlaps the rows'.
-  float *c = out.c + (i64)lane * out.n + local;
-  const bool writes = valid && lane < m;
-  const float prev = writes && p.accumulate ? __ldcg(c) : 0.0f;
-  // The rows, 4 loads per thread in flight.
+}
+
+/// Column c's bias (0 without one).
+__device__ __forceinline__ float spGemvBias(const SpGemv &p,
+                                            const SpGemvColumn &c) {
+  const SpGemvOut &out = p.out[c.o];
+  return c.valid && out.bias ? __ldg(out.bias + c.local) : 0.0f;
+}
+
+/// What column c's lane-th row adds to (the residual stream) when p
+/// accumulates, else 0; through L2, since another CTA of the same launch
+/// may have written it (sp_gemv_chain).
+__device__ __forceinline__ float spGemvPrevious(const SpGemv &p,
+                                                const SpGemvColumn &c) {
+  const int lane = threadIdx.x & 31;
+  const SpGemvOut &out = p.out[c.o];
+  return c.valid && lane < p.m && p.accumulate && !out.half
+             ? __ldcg(out.c + (i64)lane * out.n + c.local)
+             : 0.0f;
+}
+
+/// The rows of p into xs (shared, m * k floats), layer-normalized there when
+/// p has a layer norm. All the CTA's threads; ends synchronized.
+__device__ __forceinline__ void spGemvRows(const SpGemv &p, float *xs) {
+  __shared__ float stats[SP_LINEAR_MAX_ROWS][2];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const i64 m = p.m, k = p.k;
+  // 4 loads per thread in flight; through L2 (see spGemvPrevious).
 #pragma unroll 4
   for (i64 e = (i64)threadIdx.x * 4; e < m * k; e += (i64)blockDim.x * 4)
     *reinterpret_cast<float4 *>(xs + e) =
         __ldcg(reinterpret_cast<const float4 *>(p.a + e));
   __syncthreads();
-  if (p.lnWeight) {
-    for (i64 r = warp; r < m; r += SP_GEMV_WARPS) {
-      float mu, rstd;
-      spRowStatistics(xs + r * k, k, p.eps, mu, rstd);
-      if (lane == 0) {
-        stats[r][0] = mu;
-        stats[r][1] = rstd;
-      }
+  if (!p.lnWeight)
+    return;
+  for (i64 r = warp; r < m; r += blockDim.x >> 5) {
+    float mu, rstd;
+    spRowStatistics(xs + r * k, k, p.eps, mu, rstd);
+    if (lane == 0) {
+      stats[r][0] = mu;
+      stats[r][1] = rstd;
     }
-    __syncthreads();
-    // 4 columns per thread at a time: their weights and biases loaded
-    // together, then every row's entries normalized.
-    for (i64 j0 = threadIdx.x; j0 < k; j0 += 4 * (i64)blockDim.x) {
-      float g[4], h[4];
+  }
+  __syncthreads();
+  // 4 columns per thread at a time: their weights and biases loaded
+  // together, then every row's entries normalized.
+  for (i64 j0 = threadIdx.x; j0 < k; j0 += 4 * (i64)blockDim.x) {
+    float g[4], h[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const i64 j = j0 + (i64)u * blockDim.x;
+      g[u] = j < k ? p.lnWeight[j] : 0.0f;
+      h[u] = j < k ? p.lnBias[j] : 0.0f;
+    }
+    for (i64 r = 0; r < m; ++r) {
+      const float mu = stats[r][0], rstd = stats[r][1];
 #pragma unroll
       for (int u = 0; u < 4; ++u) {
         const i64 j = j0 + (i64)u * blockDim.x;
-        g[u] = j < k ? p.lnWeight[j] : 0.0f;
-        h[u] = j < k ? p.lnBias[j] : 0.0f;
-      }
-      for (i64 r = 0; r < m; ++r) {
-        const float mu = stats[r][0], rstd = stats[r][1];
-#pragma unroll
-        for (int u = 0; u < 4; ++u) {
-          const i64 j = j0 + (i64)u * blockDim.x;
-          if (j < k)
-            xs[r * k + j] = (xs[r * k + j] - mu) * rstd * g[u] + h[u];
-        }
+        if (j < k)
+          xs[r * k + j] = (xs[r * k + j] - mu) * rstd * g[u] + h[u];
       }
     }
-    __syncthreads();
   }
+  __syncthreads();
+}
+
+/// Column c of p by the calling warp, whose lanes hold the column's first
+/// chunk in wv (spGemvLoadChunk at 0), its bias and, in lane r < m, what row
+/// r adds to (spGemvPrevious): the dot products with the rows in xs, the
+/// fixed-order warp sum, the epilogue and the write.
+template <int kElemBytes>
+__device__ __forceinline__ void spGemvColumnDot(const SpGemv &p,
+                                                const float *xs,
+                                                const SpGemvColumn &c,
+                                                uint4 (&wv)[SP_GEMV_LOADS],
+                                                float bias, float prev) {
+  constexpr int kVec = 16 / kElemBytes; // elements per 16-byte load
+  constexpr int kChunk = 32 * kVec * SP_GEMV_LOADS;
+  const int lane = threadIdx.x & 31;
+  const i64 m = p.m, k = p.k;
   float acc[SP_LINEAR_MAX_ROWS];
 #pragma unroll
   for (int r = 0; r < SP_LINEAR_MAX_ROWS; ++r)
     acc[r] = 0.0f;
   for (i64 c0 = 0; c0 < k; c0 += kChunk) {
-    if (c0 > 0) {
+    if (c0 > 0)
+      spGemvLoadChunk<kElemBytes>(p, c, c0, wv);
 #pragma unroll
-      for (int u = 0; u < kLoads; ++u) {
-        const i64 e = c0 + ((i64)u * 32 + lane) * kVec;
-        wv[u] = spLoadWeights16(w + e * kElemBytes, valid && e < k);
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kLoads; ++u) {
+    for (int u = 0; u < SP_GEMV_LOADS; ++u) {
       const i64 e = c0 + ((i64)u * 32 + lane) * kVec;
       if (e >= k)
         break;
@@ -513,19 +560,38 @@ __device__ __forceinline__ void spGemv(const SpGemv &p) {
       if (lane == r)
         v = s;
     }
-  if (!writes)
+  if (!c.valid || lane >= m)
     return;
+  const SpGemvOut &out = p.out[c.o];
   v += bias;
   if (p.gelu)
     v = v * spSigmoid(1.702f * v);
   if (out.half) {
     const i64 at = out.position ? *out.position : 0;
     if (at >= 0 && at < out.capacity)
-      out.half[spHalfRowIndex(lane, local, at, out.heads, out.width,
+      out.half[spHalfRowIndex(lane, c.local, at, out.heads, out.width,
                               out.stride, out.capacity)] = spToHalf(v, p.bf16);
     return;
   }
-  *c = p.accumulate ? prev + v : v;
+  out.c[(i64)lane * out.n + c.local] = p.accumulate ? prev + v : v;
+}
+
+template <int kElemBytes>
+__device__ __forceinline__ void spGemv(const SpGemv &p) {
+  extern __shared__ float4 gemvShared[];
+  float *xs = reinterpret_cast<float *>(gemvShared);
+  const int warp = threadIdx.x >> 5;
+  const SpGemvColumn c =
+      spGemvFind(p, (i64)blockIdx.x * SP_GEMV_WARPS + warp);
+  uint4 wv[SP_GEMV_LOADS];
+  spGemvLoadChunk<kElemBytes>(p, c, 0, wv);
+  const float bias = spGemvBias(p, c);
+  spAllowNext();
+  spWaitPrior();
+  // What the output adds to, loaded now: its round trip overlaps the rows'.
+  const float prev = spGemvPrevious(p, c);
+  spGemvRows(p, xs);
+  spGemvColumnDot<kElemBytes>(p, xs, c, wv, bias, prev);
 }
 
 extern "C" __global__ void __launch_bounds__(SP_GEMV_WARPS * 32)
@@ -535,6 +601,121 @@ sp_gemv_f32(SpGemv p) {
 extern "C" __global__ void __launch_bounds__(SP_GEMV_WARPS * 32)
 sp_gemv_h16(SpGemv p) {
   spGemv<2>(p);
+}
+
+// --- A chain of packed linear layers in one launch ---------------------------
+//
+// Decoding's linear layers between two attentions (W_o, W1, W2 of one block,
+// then the next block's q/k/v or the logits) each read what the one before
+// wrote. sp_gemv_chain runs them as stages of one launch with a grid-wide
+// barrier between stages, instead of one launch each: a barrier is an atomic
+// and a poll in L2, a kernel boundary a drain, a launch and a ramp. Every
+// column is computed exactly as by sp_gemv (same warp, same order), so the
+// results are the same bit for bit.
+//
+// The barrier needs every CTA of the grid resident at once: the host sizes
+// the grid to what the SMs hold at once (occupancy), and when the launch
+// overlaps its predecessor, no later kernel can take an SM before every CTA
+// of this grid has started (each CTA allows dependents at its start, and
+// dependents launch only once all have). Warps take columns grid-stride, so
+// a smaller grid still covers every stage.
+
+#define SP_CHAIN_MAX_STAGES 4
+
+struct SpGemvChain {
+  SpGemv stage[SP_CHAIN_MAX_STAGES];
+  int stages;
+  /// Two zeroed counters (arrivals, exits), zero again when the launch ends.
+  unsigned *barrier;
+};
+
+/// Arrive at the chain's barrier and wait until `target` arrivals (all CTAs
+/// of `stage` stages). The CTA's writes before it are visible to every
+/// CTA after it (fence, release/acquire through L2).
+__device__ __forceinline__ void spGridBarrier(unsigned *counter,
+                                              unsigned target) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    atomicAdd(counter, 1u);
+    unsigned seen;
+    do {
+      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];"
+                   : "=r"(seen)
+                   : "l"(counter)
+                   : "memory");
+    } while (seen < target);
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+template <int kElemBytes>
+__device__ __forceinline__ void spGemvChain(const SpGemvChain &p) {
+  extern __shared__ float4 gemvShared[];
+  float *xs = reinterpret_cast<float *>(gemvShared);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const i64 first = (i64)blockIdx.x * SP_GEMV_WARPS + warp,
+            warps = (i64)gridDim.x * SP_GEMV_WARPS;
+  // The later stages' first columns on their way to L2 now (128-byte lines,
+  // a lane each), so that the loads after each barrier hit L2.
+  for (int s = 1; s < p.stages; ++s) {
+    const SpGemv &g = p.stage[s];
+    const SpGemvColumn c = spGemvFind(g, first);
+    const i64 bytes = g.k * kElemBytes;
+    if (c.valid)
+      for (i64 at = (i64)lane * 128; at < bytes; at += 32 * 128)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(
+            static_cast<const char *>(g.out[c.o].w) + c.local * bytes + at));
+  }
+  uint4 wv[SP_GEMV_LOADS];
+  SpGemvColumn c = spGemvFind(p.stage[0], first);
+  spGemvLoadChunk<kElemBytes>(p.stage[0], c, 0, wv);
+  float bias = spGemvBias(p.stage[0], c);
+  spAllowNext();
+  spWaitPrior();
+  for (int s = 0; s < p.stages; ++s) {
+    const SpGemv &g = p.stage[s];
+    if (s > 0) {
+      // This stage's first column in flight while the barrier waits.
+      c = spGemvFind(g, first);
+      spGemvLoadChunk<kElemBytes>(g, c, 0, wv);
+      bias = spGemvBias(g, c);
+      spGridBarrier(p.barrier, (unsigned)s * gridDim.x);
+    }
+    const i64 cols = spGemvColumns(g);
+    if ((i64)blockIdx.x * SP_GEMV_WARPS >= cols)
+      continue; // no column for any warp of this CTA
+    float prev = spGemvPrevious(g, c);
+    spGemvRows(g, xs);
+    for (i64 col = first; col < cols; col += warps) {
+      if (col != first) {
+        c = spGemvFind(g, col);
+        spGemvLoadChunk<kElemBytes>(g, c, 0, wv);
+        bias = spGemvBias(g, c);
+        prev = spGemvPrevious(g, c);
+      }
+      spGemvColumnDot<kElemBytes>(g, xs, c, wv, bias, prev);
+    }
+    // xs is the next stage's.
+    __syncthreads();
+  }
+  // The last CTA out resets the counters for the next launch: every CTA has
+  // passed every barrier by then.
+  if (p.stages > 1 && threadIdx.x == 0 &&
+      atomicAdd(p.barrier + 1, 1u) == gridDim.x - 1) {
+    p.barrier[0] = 0u;
+    p.barrier[1] = 0u;
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(SP_GEMV_WARPS * 32)
+sp_gemv_chain_f32(SpGemvChain p) {
+  spGemvChain<4>(p);
+}
+extern "C" __global__ void __launch_bounds__(SP_GEMV_WARPS * 32)
+sp_gemv_chain_h16(SpGemvChain p) {
+  spGemvChain<2>(p);
 }
 
 // --- Layer norm (one warp per row) ------------------------------------------

@@ -173,6 +173,31 @@ __device__ __forceinline__ void decodeKeyBlock(DecodeState &st,
   }
 }
 
+/// Key block kb of segment S for the row at `position` on its way to L2
+/// (each in-range key's K and V rows, a 128-byte line per prefetch): what a
+/// decode CTA issues before it waits for the previous kernel, so that its
+/// loads after the wait hit L2. Rows before the position are written by no
+/// kernel of this step; the position's own row may be, and L2 is where that
+/// write lands, so a line prefetched early is never stale.
+template <typename V, typename S>
+__device__ __forceinline__ void decodePrefetchBlock(const uint16_t *k,
+                                                    const uint16_t *v, int kb,
+                                                    int64_t position) {
+  constexpr int D = V::kHeadDim;
+  constexpr int kLines = (D * 2 + 127) / 128;
+  for (int u = threadIdx.x; u < kBlockN * kLines; u += kDecodeThreads) {
+    const int64_t t = (int64_t)kb * kBlockN + u / kLines;
+    if (t >= S::kNumKeys)
+      break;
+    const int64_t j = S::keyPosition(t);
+    if (j > position)
+      continue;
+    const int64_t at = j * D + (u % kLines) * 64;
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(k + at));
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(v + at));
+  }
+}
+
 /// The segments of a kernel as one list of key blocks: count() sums their
 /// block counts for query block qb, run() visits blocks [first, last) of the
 /// concatenation.
@@ -184,6 +209,10 @@ struct DecodeSegments<V, SegmentList<>> {
   __device__ __forceinline__ static void run(DecodeState &, const uint16_t *,
                                              const uint16_t *, const int32_t *,
                                              int, int64_t, int, int) {}
+  __device__ __forceinline__ static void prefetch(const uint16_t *,
+                                                  const uint16_t *,
+                                                  const int32_t *, int, int64_t,
+                                                  int, int) {}
 };
 template <typename V, typename S, typename... Rest>
 struct DecodeSegments<V, SegmentList<S, Rest...>> {
@@ -210,6 +239,24 @@ struct DecodeSegments<V, SegmentList<S, Rest...>> {
     }
     if (last > c)
       Next::run(st, k, v, tables, qb, position, first - c, last - c);
+  }
+  /// run()'s key rows to L2 (decodePrefetchBlock).
+  __device__ __forceinline__ static void prefetch(const uint16_t *k,
+                                                  const uint16_t *v,
+                                                  const int32_t *tables, int qb,
+                                                  int64_t position, int first,
+                                                  int last) {
+    typename S::Schedule schedule(tables, qb);
+    int c = schedule.count();
+    c = c > 0 ? c : 0;
+    const int from = first > 0 ? first : 0;
+    const int to = last < c ? last : c;
+    for (int idx = from; idx < to; ++idx) {
+      bool full;
+      decodePrefetchBlock<V, S>(k, v, schedule.block(idx, full), position);
+    }
+    if (last > c)
+      Next::prefetch(k, v, tables, qb, position, first - c, last - c);
   }
 };
 
@@ -277,10 +324,19 @@ __device__ __forceinline__ void attentionDecodeRow(const DecodeRowArgs &a) {
   if (a.positionAt)
     splits = min(splits, max(1, (total + kDecodeMinBlocksPerSplit - 1) /
                                     kDecodeMinBlocksPerSplit));
+  const int split = a.split;
+  const int first = split < splits ? (int)((int64_t)split * total / splits) : 0;
+  const int last = split < splits ? (int)((int64_t)(split + 1) * total / splits) : 0;
   // The position and the tables are written by no kernel: the walk above
-  // overlaps the previous kernel; q and the caches' newest row may not.
-  if (a.waitPrior)
+  // overlaps the previous kernel, and so do the key rows' trips to L2; q and
+  // the caches' newest row are read only after the wait.
+  if (a.waitPrior) {
+    if (first < last)
+      DecodeSegments<V, typename V::Segments>::prefetch(k, v, a.tables,
+                                                        queryBlock, position,
+                                                        first, last);
     waitForPriorGrids();
+  }
   DecodeState st;
   {
     float qf[8];
@@ -294,9 +350,6 @@ __device__ __forceinline__ void attentionDecodeRow(const DecodeRowArgs &a) {
   }
   st.m = negInf();
   st.l = 0.0f;
-  const int split = a.split;
-  const int first = split < splits ? (int)((int64_t)split * total / splits) : 0;
-  const int last = split < splits ? (int)((int64_t)(split + 1) * total / splits) : 0;
   if (first < last)
     DecodeSegments<V, typename V::Segments>::run(st, k, v, a.tables, queryBlock,
                                                  position, first, last);

@@ -15,7 +15,7 @@
 #   PROFILE=0 trim --sample; NCU=1 adds Nsight Compute on the fused step,
 #   NCU_OPS=1 per-kernel times of two op-by-op steps; TESTS=0 skips the tests;
 #   OVERLAP=0 leaves out the run with SPARSETX_OVERLAP_LAUNCHES=0, CHAIN=0
-#   the one with SPARSETX_LINEAR_CHAIN=0;
+#   the one with SPARSETX_LINEAR_CHAIN=1;
 #   OVERLAP_STRESS=N repeats the decoding tests N times with overlapping
 #   launches.
 set -uo pipefail
@@ -35,6 +35,9 @@ run() { # name, command...
   "$@" >"$out/$name.log" 2>&1
   local rc=$?
   tail -n 25 "$out/$name.log"
+  # The lines worth reading without the logs (sampled text is binary).
+  grep -a -E "tokens/s|PASSED|FAILED|ms/step" "$out/$name.log" | cut -c1-400 |
+    sed "s|^|$name: |" >>"$out/summary.txt"
   [ $rc -eq 0 ] || { echo "!! $name failed ($rc)"; status=1; }
 }
 if [ "$mode" != "--bench-only" ] && [ "${TESTS:-1}" = 1 ]; then
@@ -63,8 +66,8 @@ if [ "$mode" = "--sample" ]; then
   done
   [ "${OVERLAP:-1}" = 0 ] || SPARSETX_OVERLAP_LAUNCHES=0 \
     run sample-enwik8-bf16-no-overlap timeout 150 "$bin/sparsetx-run" "${sample[@]}"
-  [ "${CHAIN:-1}" = 0 ] || SPARSETX_LINEAR_CHAIN=0 \
-    run sample-enwik8-bf16-no-chain timeout 150 "$bin/sparsetx-run" "${sample[@]}"
+  [ "${CHAIN:-1}" = 0 ] || SPARSETX_LINEAR_CHAIN=1 \
+    run sample-enwik8-bf16-chain timeout 150 "$bin/sparsetx-run" "${sample[@]}"
   [ "${NOGRAPHS:-1}" = 0 ] || SPARSETX_CUDA_GRAPHS=0 \
     run sample-enwik8-bf16-nographs timeout 150 "$bin/sparsetx-run" "${sample[@]}"
   # The fused step (one persistent kernel, SPARSETX_FUSED_DECODE=1), after a

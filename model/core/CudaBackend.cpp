@@ -1005,7 +1005,7 @@ public:
   /// SPARSETX_OVERLAP_LAUNCHES).
   bool overlapLaunches = false;
   /// fusedLinearChain as one launch (SPARSETX_LINEAR_CHAIN).
-  bool linearChainEnabled = true;
+  bool linearChainEnabled = false;
 
 private:
   cuda::DeviceBuffer lossScratch, normScratch, columnScratch, gemmA16, gemmB16,

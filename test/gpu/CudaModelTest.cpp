@@ -17,10 +17,13 @@
 
 #include "../unit/ModelTestUtil.h"
 
+#include "llvm/ADT/ScopeExit.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 
@@ -468,6 +471,17 @@ TEST(PackedLinearTest, ChainEqualsTheCallsInOrder) {
   SKIP_WITHOUT_GPU();
   using Out = Backend::LinearOut;
   using Stage = Backend::LinearStage;
+  // The chain is opt-in (SPARSETX_LINEAR_CHAIN=1): on for these backends.
+  std::string saved;
+  if (const char *v = std::getenv("SPARSETX_LINEAR_CHAIN"))
+    saved = v;
+  setenv("SPARSETX_LINEAR_CHAIN", "1", 1);
+  auto restore = llvm::make_scope_exit([&] {
+    if (saved.empty())
+      unsetenv("SPARSETX_LINEAR_CHAIN");
+    else
+      setenv("SPARSETX_LINEAR_CHAIN", saved.c_str(), 1);
+  });
   for (Precision precision : {Precision::FP32, Precision::BF16, Precision::FP16}) {
     SCOPED_TRACE(toString(precision).str());
     std::unique_ptr<Backend> g = gpu(precision);

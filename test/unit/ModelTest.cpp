@@ -732,7 +732,7 @@ TEST(CudaBackend, EnvironmentIsChecked) {
   EXPECT_TRUE(env->graphs);
   EXPECT_FALSE(env->fusedDecode);
   EXPECT_TRUE(env->overlapLaunches);
-  EXPECT_TRUE(env->linearChain);
+  EXPECT_FALSE(env->linearChain);
   EXPECT_EQ(env->bf16Gemm, "fast");
   setenv("SPARSETX_OVERLAP_LAUNCHES", "0", 1);
   env = readCudaEnvironment();
@@ -742,10 +742,10 @@ TEST(CudaBackend, EnvironmentIsChecked) {
   EXPECT_EQ(errorText(readCudaEnvironment().takeError()),
             "SPARSETX_OVERLAP_LAUNCHES must be 0 or 1, got 'yes'");
   unsetenv("SPARSETX_OVERLAP_LAUNCHES");
-  setenv("SPARSETX_LINEAR_CHAIN", "0", 1);
+  setenv("SPARSETX_LINEAR_CHAIN", "1", 1);
   env = readCudaEnvironment();
   ASSERT_TRUE(bool(env));
-  EXPECT_FALSE(env->linearChain);
+  EXPECT_TRUE(env->linearChain);
   setenv("SPARSETX_LINEAR_CHAIN", "on", 1);
   EXPECT_EQ(errorText(readCudaEnvironment().takeError()),
             "SPARSETX_LINEAR_CHAIN must be 0 or 1, got 'on'");

@@ -398,12 +398,13 @@ struct CudaBackendOptions {
 /// SPARSETX_OVERLAP_LAUNCHES=0|1 (1: a sampling step's kernels start before
 /// their predecessors end, sm_90 and later; default 1: docs/model.md),
 /// SPARSETX_LINEAR_CHAIN=0|1 (1: a sampling step's linear layers between
-/// two attentions run as one launch, Backend::fusedLinearChain; default 1),
+/// two attentions run as one launch, Backend::fusedLinearChain; default 0,
+/// the separate launches, which are faster today: docs/model.md),
 /// SPARSETX_BF16_GEMM=convert|fast|tf32 (how bf16 GEMMs take fp32 operands;
 /// default fast). A bad value is an error naming the variable and value.
 struct CudaEnvironment {
   bool profile = false, graphs = true, fusedDecode = false,
-       overlapLaunches = true, linearChain = true;
+       overlapLaunches = true, linearChain = false;
   std::string bf16Gemm = "fast";
 };
 llvm::Expected<CudaEnvironment> readCudaEnvironment();

@@ -611,7 +611,9 @@ sp_gemv_h16(SpGemv p) {
 // barrier between stages, instead of one launch each: a barrier is an atomic
 // and a poll in L2, a kernel boundary a drain, a launch and a ramp. Every
 // column is computed exactly as by sp_gemv (same warp, same order), so the
-// results are the same bit for bit.
+// results are the same bit for bit. Opt-in (SPARSETX_LINEAR_CHAIN=1): on an
+// H200 the separate launches, overlapping each other, were faster (1,619
+// against 1,344 tokens/s for the enwik8 model; docs/benchmarks.md).
 //
 // The barrier needs every CTA of the grid resident at once: the host sizes
 // the grid to what the SMs hold at once (occupancy), and when the launch

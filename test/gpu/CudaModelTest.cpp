@@ -553,11 +553,12 @@ TEST(PackedLinearTest, ChainEqualsTheCallsInOrder) {
             {{Out{r.x.f32(), w2.first, b2, d, w2.second}}, r.hidden.f32(), m,
              ff, true, {}},
             {{q, k, v}, r.x.f32(), m, d, false, ln1}};
-        if (chained)
+        if (chained) {
           EXPECT_TRUE(g->fusedLinearChain(stages)) << "not one launch";
-        else
+        } else {
           for (const Stage &s : stages)
             g->fusedLinear(s.outs, s.a, s.m, s.k, s.accumulate, s.fusion);
+        }
         return r;
       };
       auto bits = [&](const Buffer &b, int64_t bytes) {
@@ -575,9 +576,10 @@ TEST(PackedLinearTest, ChainEqualsTheCallsInOrder) {
         for (int i = 0; i < (half ? 2 : 3); ++i)
           EXPECT_EQ(bits(got.out[i], m * wide * 4), bits(want.out[i], m * wide * 4))
               << "output " << i;
-        if (half)
+        if (half) {
           EXPECT_EQ(bits(got.rows, m * wide * 2), bits(want.rows, m * wide * 2))
               << "16-bit rows";
+        }
         if (llvm::Error e = g->takeError())
           FAIL() << llvm::toString(std::move(e));
       }

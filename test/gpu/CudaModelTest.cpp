@@ -476,7 +476,7 @@ TEST(PackedLinearTest, ChainEqualsTheCallsInOrder) {
   if (const char *v = std::getenv("SPARSETX_LINEAR_CHAIN"))
     saved = v;
   setenv("SPARSETX_LINEAR_CHAIN", "1", 1);
-  auto restore = llvm::make_scope_exit([&] {
+  llvm::scope_exit restore([&] {
     if (saved.empty())
       unsetenv("SPARSETX_LINEAR_CHAIN");
     else

@@ -656,17 +656,17 @@ void Transformer::decodeStep() {
   };
   // Block l's q/k/v projection, written straight into the attention's
   // buffers where it takes them so (its 16-bit caches), else as fp32 rows;
-  // inPlace[l] says which.
+  // inPlace says which for the block whose projection was made last.
   using Stage = Backend::LinearStage;
-  std::vector<char> inPlace(size_t(config.numLayers), 0);
+  bool inPlace = false;
   auto qkv = [&](int64_t l) {
     Layer w = layerParams(P, l);
     Out q{a.q.f32(), w.t[Wq], w.t[Bq], dqk, packed(l, Wq)},
         k{a.k.f32(), w.t[Wk], w.t[Bk], dqk, packed(l, Wk)},
         v{a.v.f32(), w.t[Wv], w.t[Bv], d, packed(l, Wv)};
     HalfRows direct[3];
-    inPlace[size_t(l)] = attention->decodeInputs(l, S, positions, direct);
-    if (inPlace[size_t(l)]) {
+    inPlace = attention->decodeInputs(l, S, positions, direct);
+    if (inPlace) {
       q.half = direct[0];
       k.half = direct[1];
       v.half = direct[2];
@@ -678,7 +678,7 @@ void Transformer::decodeStep() {
                       first.fusion);
   for (int64_t l = 0; l < config.numLayers; ++l) {
     Layer w = layerParams(P, l);
-    if (inPlace[size_t(l)])
+    if (inPlace)
       attention->decode(l, S, positions, nullptr, nullptr, nullptr,
                         a.o.f32());
     else

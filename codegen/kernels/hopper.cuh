@@ -290,8 +290,8 @@ __device__ __forceinline__ void wgmmaLoadAFromSw128(uint32_t tile, int s,
 
 // --- Ordering ---------------------------------------------------------------
 // wgmma reads its shared operands through the async proxy (ISA "Async
-// Proxy"); tiles written by the generic proxy (st.shared, ldmatrix's
-// neighbour stmatrix, cp.async) need fenceProxyAsyncShared() by each writing
+// Proxy"); tiles written by the generic proxy (st.shared, stmatrix,
+// non-bulk cp.async) need fenceProxyAsyncShared() by each writing
 // thread after its writes are complete, then a barrier, before any wgmma
 // reads them. The accumulator and register-A operands need wgmmaFence()
 // after the last ordinary write to them and before the first wgmma that

@@ -69,7 +69,7 @@ __device__ __forceinline__ void qkT(float (&s)[32], uint32_t qTile,
 #pragma unroll
   for (int ks = 0; ks < 4; ++ks) {
     uint64_t b = wgmmaDescAdvance(descK, ks * kWgmmaKStepBytesKMajor);
-    if (kFromRegisters)
+    if constexpr (kFromRegisters)
       wgmmaM64N64K16RS<Elem, 0>(s, q[ks], b, ks > 0);
     else
       wgmmaM64N64K16SS<Elem, 0>(
@@ -100,11 +100,11 @@ __device__ __forceinline__ void run(const uint16_t *a, const uint16_t *b,
 
   // Global -> swizzled shared memory; wgmma reads through the async proxy,
   // so each thread fences its completed copies before the barrier.
-  if (kMode != kPV) {
+  if constexpr (kMode != kPV) {
     sw128LoadTileAsync<64, kThreads>(aTile, a, 64, t);
     sw128LoadTileAsync<64, kThreads>(bTile, b, 64, t);
   }
-  if (kMode == kPV || kMode == kFused)
+  if constexpr (kMode == kPV || kMode == kFused)
     sw128LoadTileAsync<64, kThreads>(cTile, c, 64, t);
   cpAsyncCommit();
   cpAsyncWait<0>();
@@ -114,12 +114,12 @@ __device__ __forceinline__ void run(const uint16_t *a, const uint16_t *b,
   // A registers: ldmatrix from the swizzled Q tile (kRS) or plain loads of P
   // at the coordinates the fragment layout documents (kPV).
   uint32_t frag[4][4] = {};
-  if (kMode == kRS) {
+  if constexpr (kMode == kRS) {
 #pragma unroll
     for (int ks = 0; ks < 4; ++ks)
       wgmmaLoadAFromSw128(aTile, ks, frag[ks]);
   }
-  if (kMode == kPV) {
+  if constexpr (kMode == kPV) {
 #pragma unroll
     for (int ks = 0; ks < 4; ++ks)
 #pragma unroll
@@ -141,7 +141,7 @@ __device__ __forceinline__ void run(const uint16_t *a, const uint16_t *b,
   wgmmaFenceOperand(frag[2]);
   wgmmaFenceOperand(frag[3]);
   wgmmaFence();
-  if (kMode == kPV)
+  if constexpr (kMode == kPV)
     pv<Elem>(acc, frag, cTile);
   else
     qkT<Elem, kMode == kRS>(acc, aTile, bTile, frag);
@@ -149,35 +149,34 @@ __device__ __forceinline__ void run(const uint16_t *a, const uint16_t *b,
   wgmmaWait<0>();
   wgmmaFenceOperand(acc);
 
-  if (kMode == kPV) {
+  if constexpr (kMode == kPV)
     storeAcc(oOut, acc);
-    return;
-  }
-  storeAcc(sOut, acc);
-  if (kMode != kFused)
-    return;
+  else
+    storeAcc(sOut, acc);
 
-  // P = S rounded to 16 bits, straight from the accumulators into A
-  // registers, then O = P V.
-  uint32_t p[4][4];
+  if constexpr (kMode == kFused) {
+    // P = S rounded to 16 bits, straight from the accumulators into A
+    // registers, then O = P V.
+    uint32_t p[4][4];
 #pragma unroll
-  for (int ks = 0; ks < 4; ++ks)
-    wgmmaAccToA<Elem>(acc, ks, p[ks]);
-  float o[32];
+    for (int ks = 0; ks < 4; ++ks)
+      wgmmaAccToA<Elem>(acc, ks, p[ks]);
+    float o[32];
 #pragma unroll
-  for (int i = 0; i < 32; ++i)
-    o[i] = __int_as_float(0x7fffffff);
-  wgmmaFenceOperand(o);
-  wgmmaFenceOperand(p[0]);
-  wgmmaFenceOperand(p[1]);
-  wgmmaFenceOperand(p[2]);
-  wgmmaFenceOperand(p[3]);
-  wgmmaFence();
-  pv<Elem>(o, p, cTile);
-  wgmmaCommit();
-  wgmmaWait<0>();
-  wgmmaFenceOperand(o);
-  storeAcc(oOut, o);
+    for (int i = 0; i < 32; ++i)
+      o[i] = __int_as_float(0x7fffffff);
+    wgmmaFenceOperand(o);
+    wgmmaFenceOperand(p[0]);
+    wgmmaFenceOperand(p[1]);
+    wgmmaFenceOperand(p[2]);
+    wgmmaFenceOperand(p[3]);
+    wgmmaFence();
+    pv<Elem>(o, p, cTile);
+    wgmmaCommit();
+    wgmmaWait<0>();
+    wgmmaFenceOperand(o);
+    storeAcc(oOut, o);
+  }
 }
 
 } // namespace

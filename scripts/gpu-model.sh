@@ -17,7 +17,9 @@
 #   OVERLAP=0 leaves out the run with SPARSETX_OVERLAP_LAUNCHES=0, CHAIN=0
 #   the one with SPARSETX_LINEAR_CHAIN=1;
 #   OVERLAP_STRESS=N repeats the decoding tests N times with overlapping
-#   launches.
+#   launches; AB=N samples bf16 N times with each bin/sparsetx-run-NAME
+#   (stripped sparsetx-run builds to compare with, copied there by hand) and
+#   with this build, in turn, in the same call.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/.."
@@ -38,6 +40,10 @@ run() { # name, command...
   # The lines worth reading without the logs (sampled text is binary).
   grep -a -E "tokens/s|PASSED|FAILED|ms/step" "$out/$name.log" | cut -c1-400 |
     sed "s|^|$name: |" >>"$out/summary.txt"
+  # A sample's digest, so that runs of different builds can be compared.
+  local f
+  f="$(grep -a '^wrote ' "$out/$name.log" | head -n 1 | cut -c7-)"
+  [ -z "$f" ] || [ ! -f "$f" ] || echo "$name: sample md5 $(md5sum <"$f" | cut -c1-16)" >>"$out/summary.txt"
   [ $rc -eq 0 ] || { echo "!! $name failed ($rc)"; status=1; }
 }
 if [ "$mode" != "--bench-only" ] && [ "${TESTS:-1}" = 1 ]; then
@@ -64,6 +70,15 @@ if [ "$mode" = "--sample" ]; then
   for p in ${SAMPLE_PRECISIONS:-bf16 fp32}; do
     run "sample-enwik8-$p" timeout 150 "$bin/sparsetx-run" --precision "$p" "${sample[@]}"
   done
+  if [ "${AB:-0}" != 0 ]; then
+    for i in $(seq "$AB"); do
+      for other in "$bin"/sparsetx-run-*; do
+        [ -x "$other" ] || continue
+        run "sample-enwik8-bf16-${other##*/sparsetx-run-}-$i" timeout 150 "$other" "${sample[@]}"
+      done
+      run "sample-enwik8-bf16-this-$i" timeout 150 "$bin/sparsetx-run" "${sample[@]}"
+    done
+  fi
   [ "${OVERLAP:-1}" = 0 ] || SPARSETX_OVERLAP_LAUNCHES=0 \
     run sample-enwik8-bf16-no-overlap timeout 150 "$bin/sparsetx-run" "${sample[@]}"
   [ "${CHAIN:-1}" = 0 ] || SPARSETX_LINEAR_CHAIN=1 \

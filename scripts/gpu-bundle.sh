@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 dest="${1:-.gpu}"
 ./scripts/bootstrap.sh >/dev/null
 targets=(sparsec sparsetx-run)
-for t in $(ninja -C build -t targets all | sed -n 's/^\(\(Cuda\|Attention\)[A-Za-z]*Test\|attention-bench\|sanitizer-control\): .*/\1/p' | sort -u); do
+for t in $(ninja -C build -t targets all | sed -n 's/^\(\(Cuda\|Attention\)[A-Za-z]*Test\|HopperMmaTest\|attention-bench\|sanitizer-control\): .*/\1/p' | sort -u); do
   targets+=("$t")
 done
 ninja -C build "${targets[@]}" >/dev/null

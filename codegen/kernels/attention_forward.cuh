@@ -340,10 +340,10 @@ __device__ __forceinline__ void queryBlockOfCta(const int32_t *tables, int &qb,
 
 template <typename V>
 __device__ __forceinline__ void
-attentionForward(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
-                 const uint16_t *__restrict__ v, void *__restrict__ o,
-                 float *__restrict__ lse, const int32_t *__restrict__ tables,
-                 float scale) {
+attentionForwardMma(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
+                    const uint16_t *__restrict__ v, void *__restrict__ o,
+                    float *__restrict__ lse, const int32_t *__restrict__ tables,
+                    float scale) {
   using Elem = typename V::Elem;
   constexpr int D = V::kHeadDim;
   static_assert(D == 32 || D == 64 || D == 128, "head dim must be 32, 64, 128");
@@ -429,6 +429,53 @@ attentionForward(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
     if (t4 == 0)
       lse[bh * V::kSeqLen + p] = rowLse;
   }
+}
+
+} // namespace sparsetx
+
+// --- The kernel a generated entry runs ---------------------------------------
+// On sm_90a, head dims 64 and 128 take the wgmma kernel
+// (attention_forward_wgmma.cuh) unless the generated source defines
+// SPARSETX_FORWARD_MMA_SYNC (CodegenOptions::forwardWgmma = false, the
+// default for now); head dim 32 and every other architecture take the
+// mma.sync kernel above.
+
+#include "sparsetx/attention_forward_wgmma.cuh"
+
+#if SPARSETX_HAS_WGMMA && !defined(SPARSETX_FORWARD_MMA_SYNC)
+#define SPARSETX_FORWARD_WGMMA 1
+#else
+#define SPARSETX_FORWARD_WGMMA 0
+#endif
+
+namespace sparsetx {
+
+/// Dynamic shared memory of the forward kernel attentionForward<V> runs for
+/// head dim D (the generated source checks the emitter's figure against it).
+template <int D>
+constexpr int forwardKernelSharedBytes() {
+#if SPARSETX_FORWARD_WGMMA
+  if constexpr (D % 64 == 0)
+    return forwardWgmmaSharedBytes<D>();
+#endif
+  return forwardSharedBytes<D>();
+}
+
+/// The forward pass of one kernel of a mask (see attentionForwardMma for the
+/// grid, block and outputs; dynamic shared memory
+/// forwardKernelSharedBytes<D>()).
+template <typename V>
+__device__ __forceinline__ void
+attentionForward(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
+                 const uint16_t *__restrict__ v, void *__restrict__ o,
+                 float *__restrict__ lse, const int32_t *__restrict__ tables,
+                 float scale) {
+#if SPARSETX_FORWARD_WGMMA
+  if constexpr (V::kHeadDim % 64 == 0)
+    attentionForwardWgmma<V>(q, k, v, o, lse, tables, scale);
+  else
+#endif
+    attentionForwardMma<V>(q, k, v, o, lse, tables, scale);
 }
 
 } // namespace sparsetx

@@ -113,6 +113,11 @@ cl::opt<int64_t> headDim(
 cl::opt<std::string> elementType(
     "dtype", cl::desc("Element type of Q, K, V, O: bf16 or fp16 (default bf16)"),
     cl::value_desc("bf16|fp16"), cl::init("bf16"), cl::cat(category));
+cl::opt<bool> wgmmaForward(
+    "wgmma-forward",
+    cl::desc("With --arch sm_90a, run the forward kernels of head dims 64 and "
+             "128 on wgmma instead of mma.sync (not yet the default)"),
+    cl::init(false), cl::cat(category));
 cl::opt<bool> verifyDiagnostics(
     "verify-diagnostics",
     cl::desc("Check the diagnostics against expected-* comments in the input"),
@@ -235,6 +240,7 @@ LogicalResult analyze(ModuleOp module, llvm::raw_ostream &os) {
     codegenOptions.headDim = headDim;
     codegenOptions.dtype = *dtype;
     codegenOptions.arch = targetArch;
+    codegenOptions.forwardWgmma = wgmmaForward;
   }
 
   PassManager pm(context);

@@ -46,7 +46,16 @@ struct CodegenOptions {
   /// longest over 1.25 x the mean, as in causal patterns), else keeps index
   /// order; 1 always sorts; -1 never does.
   int queryOrder = 0;
+  /// On sm_90a, the forward kernels of head dims 64 and 128 use wgmma
+  /// (attention_forward_wgmma.cuh) instead of the mma.sync kernel every
+  /// architecture has. Off by default until the wgmma kernel has passed
+  /// the GPU tests (AttentionForwardTest's Wgmma cases) on an H100.
+  bool forwardWgmma = false;
 };
+
+/// Dynamic shared memory of the forward kernels `options` select (the
+/// generated source asserts the kernel templates agree).
+unsigned forwardSharedBytes(const CodegenOptions &options);
 
 /// Threads per CTA and rows per merge CTA of the kernel templates.
 constexpr unsigned kForwardThreads = 128;

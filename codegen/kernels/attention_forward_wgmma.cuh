@@ -1,0 +1,451 @@
+//===- attention_forward_wgmma.cuh - the forward pass on wgmma --*- CUDA -*-===//
+//
+// The sm_90a forward kernel for head dims 64 and 128: the same CTA (one
+// warpgroup, 64 mapped query indices), tables, schedules, masks and online
+// softmax as attention_forward.cuh's mma.sync kernel, with both products on
+// wgmma (hopper.cuh, whose pieces test/gpu/HopperMmaTest.cpp checks):
+//
+//   S = Q K^T   wgmma m64n64k16, Q and K from 128B-swizzled shared tiles
+//               (K-major), D / 16 k-steps;
+//   O += P V    wgmma m64n64k16, P from registers (the accumulator of S is
+//               the A fragment, register for register), V from shared
+//               memory (MN-major), 4 k-steps per 64 columns of D.
+//
+// Rows of D elements are split into D / 64 tiles of [64 rows][64 columns]
+// (tile h: columns 64h .. 64h + 63); K and V rows are gathered by the key
+// map with cp.async into the swizzled tiles, wgmmaStages<D>() deep.
+//
+// Pipelining (FlashAttention-3's intra-warpgroup overlap): S of key block i
+// is issued before P V of block i - 1, and block i's softmax runs while that
+// P V is still in the tensor cores; the stage of block i - 1 is refilled
+// (with block i - 1 + stages) only after its P V retired.
+//
+// Accumulator layout (hopper.cuh): thread t of warp w holds, for each
+// 8-column group j, d[4j + 2r + c] = row 16w + t/4 + 8r, column 8j + 2(t%4)
+// + c: the mma.sync m16n8 layout the mma.sync kernel uses, so the rows
+// (ForwardState::position, m, l) and the mask code read the same.
+//
+// attention_forward.cuh includes this header after the pieces both kernels
+// share (block sizes, schedules, queryBlockOfCta); it is not included alone.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SPARSETX_KERNELS_ATTENTION_FORWARD_WGMMA_CUH
+#define SPARSETX_KERNELS_ATTENTION_FORWARD_WGMMA_CUH
+
+#include "sparsetx/hopper.cuh"
+
+namespace sparsetx {
+
+/// K/V stages of the wgmma forward kernel: loads run kStages - 1 key blocks
+/// ahead (a stage is refilled once P V of its block retired). Three at D =
+/// 64 (57 KiB: three CTAs per SM), two at D = 128 (81 KiB, two per SM).
+template <int D>
+constexpr int wgmmaStages() {
+  return D == 64 ? 3 : 2;
+}
+
+/// Shared memory of the wgmma forward kernel in bytes: Q and kWgmmaStages
+/// stages of K and V as 64-column swizzled tiles, and 1 KiB to align the
+/// first tile (the dynamic window is only 16-byte aligned).
+template <int D>
+constexpr int forwardWgmmaSharedBytes() {
+  return (1 + 2 * wgmmaStages<D>()) * int(sw128TileBytes(kBlockM)) * (D / 64) +
+         int(kSw128TileAlign);
+}
+
+#if SPARSETX_HAS_WGMMA
+
+template <int D>
+struct WgmmaForwardState {
+  float o[D / 64][32]; // O accumulator, one wgmma accumulator per 64 columns
+  float m[2];          // running max of scaled scores (log2 domain)
+  float l[2];          // running sum of exp2 (this thread's columns only)
+  int64_t position[2]; // query positions of the thread's two rows
+};
+
+/// Gathers 64 rows of `src` (rows of D elements at mapped indices
+/// [firstIndex, firstIndex + 64) under `position`) into the D / 64 swizzled
+/// tiles at shared address `tiles`; indices at or past `count` are
+/// zero-filled.
+template <int D, typename PositionFn>
+__device__ __forceinline__ void sw128LoadRows(uint32_t tiles,
+                                              const uint16_t *src,
+                                              int64_t firstIndex, int64_t count,
+                                              PositionFn position) {
+  constexpr int kChunks = D / 8; // 16-byte chunks per row
+  constexpr int kPerThread = kBlockM * kChunks / kThreads;
+  static_assert(kBlockM * kChunks % kThreads == 0, "tile not divisible");
+  const int tid = threadIdx.x;
+#pragma unroll
+  for (int it = 0; it < kPerThread; ++it) {
+    const int idx = it * kThreads + tid;
+    const int row = idx / kChunks, chunk = idx % kChunks;
+    const int64_t t = firstIndex + row;
+    const bool valid = t < count;
+    const int64_t p = valid ? position(t) : 0;
+    cpAsync16(tiles + (chunk / 8) * sw128TileBytes(kBlockM) +
+                  sw128Offset(row, chunk % 8),
+              src + p * D + chunk * 8, valid);
+  }
+}
+
+/// Shared addresses of the tiles: Q, then per stage K and V.
+template <int D>
+struct WgmmaTiles {
+  static constexpr uint32_t kRowTiles = sw128TileBytes(kBlockM) * (D / 64);
+  uint32_t q;
+  __device__ __forceinline__ uint32_t k(int stage) const {
+    return q + kRowTiles * (1 + 2 * stage);
+  }
+  __device__ __forceinline__ uint32_t v(int stage) const {
+    return q + kRowTiles * (2 + 2 * stage);
+  }
+};
+
+template <typename V, typename S>
+__device__ __forceinline__ void wgmmaLoadKeyBlock(const WgmmaTiles<V::kHeadDim> &tiles,
+                                                  int stage, const uint16_t *k,
+                                                  const uint16_t *v, int kb) {
+  constexpr int D = V::kHeadDim;
+  auto position = [](int64_t t) { return S::keyPosition(t); };
+  sw128LoadRows<D>(tiles.k(stage), k, (int64_t)kb * kBlockN, S::kNumKeys, position);
+  sw128LoadRows<D>(tiles.v(stage), v, (int64_t)kb * kBlockN, S::kNumKeys, position);
+}
+
+/// Issues S = Q K^T for the key tiles at `kTiles` (one commit group).
+template <typename V>
+__device__ __forceinline__ void wgmmaIssueScores(float (&s)[32], uint32_t qTiles,
+                                                 uint32_t kTiles) {
+  using Elem = typename V::Elem;
+  constexpr int D = V::kHeadDim;
+  wgmmaFenceOperand(s);
+  wgmmaFence();
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks) {
+    const uint32_t tile = (ks / 4) * sw128TileBytes(kBlockM);
+    const uint32_t step = (ks % 4) * kWgmmaKStepBytesKMajor;
+    wgmmaM64N64K16SS<Elem, 0>(
+        s, wgmmaDescAdvance(wgmmaDescSw128KMajor(qTiles + tile), step),
+        wgmmaDescAdvance(wgmmaDescSw128KMajor(kTiles + tile), step), ks > 0);
+  }
+  wgmmaCommit();
+}
+
+/// Issues O += P V for the value tiles at `vTiles` (one commit group); `p`
+/// holds P's A fragments, which must stay untouched until the group retires.
+template <typename V>
+__device__ __forceinline__ void wgmmaIssueValues(WgmmaForwardState<V::kHeadDim> &st,
+                                                 uint32_t (&p)[4][4],
+                                                 uint32_t vTiles) {
+  using Elem = typename V::Elem;
+  constexpr int D = V::kHeadDim;
+#pragma unroll
+  for (int h = 0; h < D / 64; ++h)
+    wgmmaFenceOperand(st.o[h]);
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+    wgmmaFenceOperand(p[kk]);
+  wgmmaFence();
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+    for (int h = 0; h < D / 64; ++h)
+      wgmmaM64N64K16RS<Elem, 1>(
+          st.o[h], p[kk],
+          wgmmaDescAdvance(
+              wgmmaDescSw128MNMajor<kBlockN>(vTiles + h * sw128TileBytes(kBlockM)),
+              kk * kWgmmaKStepBytesMNMajor),
+          true);
+  wgmmaCommit();
+}
+
+/// Masks the scores of key block kb (scaled to the log2 domain first),
+/// updates the running max and sum and leaves P = exp2(S - max) in `s` and
+/// the factor O must be rescaled by in `alpha` (the caller applies it once
+/// no P V is in flight).
+template <typename V, typename S>
+__device__ __forceinline__ void wgmmaSoftmax(WgmmaForwardState<V::kHeadDim> &st,
+                                             float (&s)[32], float (&alpha)[2],
+                                             int kb, bool full, float scaleLog2) {
+  const int t4 = threadIdx.x % 4;
+#pragma unroll
+  for (int i = 0; i < 32; ++i)
+    s[i] *= scaleLog2;
+  // Full blocks skip the predicate; only a block that runs past the mapped
+  // keys (the last one, when kNumKeys % 64 != 0) needs the bounds check.
+  const int64_t firstKey = (int64_t)kb * kBlockN;
+  const bool pastEnd = firstKey + kBlockN > S::kNumKeys;
+  if (!full || pastEnd) {
+#pragma unroll
+    for (int nt = 0; nt < kBlockN / 8; ++nt) {
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        const int64_t t = firstKey + nt * 8 + t4 * 2 + c;
+        const bool inRange = t < S::kNumKeys;
+        const int64_t j = inRange ? S::keyPosition(t) : 0;
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          bool ok = inRange;
+          if (!full && ok) {
+            const int64_t i = st.position[r];
+            ok = S::mask(i, j) && (!V::kCausal || j <= i);
+          }
+          if (!ok)
+            s[4 * nt + 2 * r + c] = negInf();
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float mx = st.m[r];
+#pragma unroll
+    for (int nt = 0; nt < kBlockN / 8; ++nt)
+      mx = fmaxf(mx, fmaxf(s[4 * nt + 2 * r], s[4 * nt + 2 * r + 1]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    // A row with no key so far keeps -inf; subtract 0 instead so that
+    // exp2(-inf - -inf) never happens: masked scores still give 0.
+    const float base = mx == negInf() ? 0.0f : mx;
+    alpha[r] = fastExp2(st.m[r] - base);
+    st.m[r] = mx;
+    float sum = 0.0f;
+#pragma unroll
+    for (int nt = 0; nt < kBlockN / 8; ++nt) {
+      s[4 * nt + 2 * r] = fastExp2(s[4 * nt + 2 * r] - base);
+      s[4 * nt + 2 * r + 1] = fastExp2(s[4 * nt + 2 * r + 1] - base);
+      sum += s[4 * nt + 2 * r] + s[4 * nt + 2 * r + 1];
+    }
+    st.l[r] = st.l[r] * alpha[r] + sum;
+  }
+}
+
+/// O *= alpha per row, then P's A fragments from `s` into `p` (neither O nor
+/// the old `p` may be in flight).
+template <typename V>
+__device__ __forceinline__ void wgmmaRescaleAndPack(WgmmaForwardState<V::kHeadDim> &st,
+                                                   const float (&s)[32],
+                                                   const float (&alpha)[2],
+                                                   uint32_t (&p)[4][4]) {
+#pragma unroll
+  for (int h = 0; h < V::kHeadDim / 64; ++h)
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        st.o[h][4 * nt + 2 * r] *= alpha[r];
+        st.o[h][4 * nt + 2 * r + 1] *= alpha[r];
+      }
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+    wgmmaAccToA<typename V::Elem>(s, kk, p[kk]);
+}
+
+/// Waits until the loads of block idx (commit group idx of the segment) have
+/// landed and makes them visible to wgmma. Groups 0 .. kStages - 1 are the
+/// prologue's; iteration idx >= 1 commits the refill of block
+/// idx - 1 + kStages, so at iteration idx, kStages + idx - 1 groups exist.
+template <int D>
+__device__ __forceinline__ void wgmmaWaitForBlock(int idx) {
+  constexpr int kStages = wgmmaStages<D>();
+  if (idx == 0)
+    cpAsyncWait<kStages - 1>();
+  else
+    cpAsyncWait<kStages - 2>();
+  fenceProxyAsyncShared();
+  __syncthreads();
+}
+
+/// All key blocks of segment S for query block qb; block i's K and V sit in
+/// stage i % kStages. FlashAttention-3's intra-warpgroup overlap: iteration
+/// idx issues S = Q K^T of block idx and then P V of block idx - 1, waits for
+/// the scores only, runs block idx's softmax while P V is in the tensor
+/// cores, then retires P V, rescales O and refills block idx - 1's stage.
+template <typename V, typename S>
+__device__ __forceinline__ void
+runSegmentWgmma(WgmmaForwardState<V::kHeadDim> &st,
+                const WgmmaTiles<V::kHeadDim> &tiles, const uint16_t *k,
+                const uint16_t *v, const int32_t *tables, int qb,
+                float scaleLog2) {
+  constexpr int D = V::kHeadDim;
+  constexpr int kStages = wgmmaStages<D>();
+  typename S::Schedule schedule(tables, qb);
+  const int count = schedule.count();
+  if (count <= 0)
+    return;
+  // Prologue: the first kStages blocks in flight, one commit group each (an
+  // empty group where there is no block keeps the wait counts uniform).
+#pragma unroll
+  for (int i = 0; i < kStages; ++i) {
+    if (i < count) {
+      bool full;
+      wgmmaLoadKeyBlock<V, S>(tiles, i, k, v, schedule.block(i, full));
+    }
+    cpAsyncCommit();
+  }
+  float s[32], alpha[2];
+  uint32_t p[4][4];
+  bool full;
+  int kb = schedule.block(0, full);
+  wgmmaWaitForBlock<D>(0);
+  wgmmaIssueScores<V>(s, tiles.q, tiles.k(0));
+  wgmmaWait<0>();
+  wgmmaFenceOperand(s);
+  wgmmaSoftmax<V, S>(st, s, alpha, kb, full, scaleLog2);
+  wgmmaRescaleAndPack<V>(st, s, alpha, p);
+  for (int idx = 1; idx < count; ++idx) {
+    kb = schedule.block(idx, full);
+    wgmmaWaitForBlock<D>(idx);
+    wgmmaIssueScores<V>(s, tiles.q, tiles.k(idx % kStages));
+    wgmmaIssueValues<V>(st, p, tiles.v((idx - 1) % kStages));
+    // The scores' group is the older of the two in flight.
+    wgmmaWait<1>();
+    wgmmaFenceOperand(s);
+    wgmmaSoftmax<V, S>(st, s, alpha, kb, full, scaleLog2);
+    wgmmaWait<0>();
+#pragma unroll
+    for (int h = 0; h < D / 64; ++h)
+      wgmmaFenceOperand(st.o[h]);
+    wgmmaRescaleAndPack<V>(st, s, alpha, p);
+    // Every warp's P V of block idx - 1 has retired: refill its stage.
+    __syncthreads();
+    const int refill = idx - 1 + kStages;
+    if (refill < count) {
+      bool refillFull;
+      wgmmaLoadKeyBlock<V, S>(tiles, (idx - 1) % kStages, k, v,
+                              schedule.block(refill, refillFull));
+    }
+    cpAsyncCommit();
+  }
+  wgmmaIssueValues<V>(st, p, tiles.v((count - 1) % kStages));
+  wgmmaWait<0>();
+#pragma unroll
+  for (int h = 0; h < D / 64; ++h)
+    wgmmaFenceOperand(st.o[h]);
+  // No load is left in flight (the refills past the end were empty groups),
+  // and every warp is done with the tiles before the next segment's
+  // prologue refills them.
+  cpAsyncWait<0>();
+  __syncthreads();
+}
+
+template <typename V, typename List>
+struct WgmmaSegmentLoop;
+template <typename V>
+struct WgmmaSegmentLoop<V, SegmentList<>> {
+  __device__ __forceinline__ static void
+  run(WgmmaForwardState<V::kHeadDim> &, const WgmmaTiles<V::kHeadDim> &,
+      const uint16_t *, const uint16_t *, const int32_t *, int, float) {}
+};
+template <typename V, typename S, typename... Rest>
+struct WgmmaSegmentLoop<V, SegmentList<S, Rest...>> {
+  __device__ __forceinline__ static void
+  run(WgmmaForwardState<V::kHeadDim> &st, const WgmmaTiles<V::kHeadDim> &tiles,
+      const uint16_t *k, const uint16_t *v, const int32_t *tables, int qb,
+      float scaleLog2) {
+    runSegmentWgmma<V, S>(st, tiles, k, v, tables, qb, scaleLog2);
+    WgmmaSegmentLoop<V, SegmentList<Rest...>>::run(st, tiles, k, v, tables, qb,
+                                                   scaleLog2);
+  }
+};
+
+/// The forward pass of one kernel of a mask on wgmma: attentionForward's
+/// contract (grid, block, outputs), dynamic shared memory
+/// forwardWgmmaSharedBytes<D>().
+template <typename V>
+__device__ __forceinline__ void
+attentionForwardWgmma(const uint16_t *__restrict__ q,
+                      const uint16_t *__restrict__ k,
+                      const uint16_t *__restrict__ v, void *__restrict__ o,
+                      float *__restrict__ lse,
+                      const int32_t *__restrict__ tables, float scale) {
+  using Elem = typename V::Elem;
+  constexpr int D = V::kHeadDim;
+  static_assert(D == 64 || D == 128, "the wgmma kernel takes head dims 64, 128");
+  extern __shared__ __align__(128) uint16_t smem[];
+  WgmmaTiles<D> tiles;
+  tiles.q = sw128AlignUp(smemAddress(smem));
+
+  int qb;
+  int64_t group;
+  queryBlockOfCta<V>(tables, qb, group);
+  const int64_t bh = group * V::kNumHeads + V::kHead;
+  const int64_t headOffset = bh * V::kSeqLen * D;
+  q += headOffset;
+  k += headOffset;
+  v += headOffset;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t4 = lane % 4;
+  const float scaleLog2 = scale * 1.4426950408889634f;
+
+  sw128LoadRows<D>(tiles.q, q, (int64_t)qb * kBlockM, V::kNumQueries,
+                   [](int64_t t) { return V::queryPosition(t); });
+  cpAsyncCommit();
+
+  WgmmaForwardState<D> st;
+  int64_t rowIndex[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    rowIndex[r] = (int64_t)qb * kBlockM + warp * 16 + g + 8 * r;
+    const int64_t clamped =
+        rowIndex[r] < V::kNumQueries ? rowIndex[r] : V::kNumQueries - 1;
+    st.position[r] = V::queryPosition(clamped);
+    st.m[r] = negInf();
+    st.l[r] = 0.0f;
+  }
+#pragma unroll
+  for (int h = 0; h < D / 64; ++h)
+#pragma unroll
+    for (int i = 0; i < 32; ++i)
+      st.o[h][i] = 0.0f;
+
+  // Q's group completes before any segment's (cp.async groups retire in
+  // order), so each segment's first wait covers it; an empty segment list
+  // still waits here.
+  cpAsyncWait<0>();
+  fenceProxyAsyncShared();
+  __syncthreads();
+
+  WgmmaSegmentLoop<V, typename V::Segments>::run(st, tiles, k, v, tables, qb,
+                                                 scaleLog2);
+
+  // Finish: the row sums are spread over the quad.
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float l = st.l[r];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const bool any = st.m[r] != negInf() && l > 0.0f;
+    const float inv = any ? 1.0f / l : 0.0f;
+    // Natural-log LSE of the unscaled-by-log2e scores.
+    const float rowLse =
+        any ? (st.m[r] + fastLog2(l)) * 0.6931471805599453f : negInf();
+    if (rowIndex[r] >= V::kNumQueries)
+      continue;
+    const int64_t pos = st.position[r];
+    const int64_t rowOffset = (bh * V::kSeqLen + pos) * D;
+#pragma unroll
+    for (int h = 0; h < D / 64; ++h)
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt) {
+        const int col = 64 * h + 8 * nt + 2 * t4;
+        const float lo = st.o[h][4 * nt + 2 * r] * inv;
+        const float hi = st.o[h][4 * nt + 2 * r + 1] * inv;
+        if (V::kPartialOutput)
+          *reinterpret_cast<float2 *>(static_cast<float *>(o) + rowOffset + col) =
+              make_float2(lo, hi);
+        else
+          *reinterpret_cast<uint32_t *>(static_cast<uint16_t *>(o) + rowOffset +
+                                        col) = packPair<Elem>(lo, hi);
+      }
+    if (t4 == 0)
+      lse[bh * V::kSeqLen + pos] = rowLse;
+  }
+}
+
+#endif // SPARSETX_HAS_WGMMA
+
+} // namespace sparsetx
+
+#endif // SPARSETX_KERNELS_ATTENTION_FORWARD_WGMMA_CUH

@@ -11,6 +11,7 @@
 //   attention-bench [--out FILE] [--quick] [--patterns DIR]
 //                   [--case NAME/N/D ...] [--deterministic] [--compile-only]
 //                   [--split N] [--split-sweep N,N,...] [--query-order N]
+//                   [--wgmma-forward]
 //
 // --case limits the run to the named cases (e.g. --case fixed/16384/64);
 // --compile-only needs no GPU: it generates and NVRTC-compiles the selected
@@ -18,7 +19,9 @@
 // --deterministic times the bit-reproducible backward (separate dQ kernel)
 // instead of the default one (dQ fused into the dK/dV kernels); --split
 // sets the backward's split of long key-block lists (0: the plan's choice)
-// and --split-sweep times forward+backward again under other settings.
+// and --split-sweep times forward+backward again under other settings;
+// --wgmma-forward runs the forward of head dims 64 and 128 on the wgmma
+// kernel on sm_90a (the default is the mma.sync kernel everywhere).
 // Decode (AttentionPlan::decode, one row at position n - 1, batch-heads 8,
 // caches of capacity n; median per call) is timed for dense, strided and
 // fixed at n = 16384 and fixed at n = 12288, D = 64.
@@ -70,6 +73,11 @@ cl::opt<int> queryOrder("query-order",
                         cl::desc("Forward/dQ query-block order (CodegenOptions::"
                                  "queryOrder): 0 auto, 1 sorted, -1 index"),
                         cl::init(0));
+cl::opt<bool> wgmmaForward("wgmma-forward",
+                           cl::desc("On sm_90a, the forward of head dims 64 "
+                                    "and 128 on wgmma (CodegenOptions::"
+                                    "forwardWgmma)"),
+                           cl::init(false));
 cl::list<int64_t> splitSweep(
     "split-sweep",
     cl::desc("Also time forward+backward with these split settings"),
@@ -151,6 +159,7 @@ llvm::Expected<Result> runCase(const Case &c, std::mt19937_64 &rng) {
   codegen::CodegenOptions cg;
   cg.headDim = c.headDim;
   cg.queryOrder = queryOrder;
+  cg.forwardWgmma = wgmmaForward;
   auto generated = codegen::generateForward((*compiled)->pattern,
                                             (*compiled)->layout, cg);
   if (mlir::failed(generated))
@@ -325,6 +334,9 @@ int main(int argc, char **argv) {
   }
 
   llvm::outs() << "device: " << context->getDeviceName() << "\n";
+  llvm::outs() << "forward kernel: "
+               << (wgmmaForward ? "wgmma on sm_90a for D 64/128, else mma.sync" : "mma.sync")
+               << "\n";
   llvm::outs() << llvm::format("%-8s %6s %4s %10s %10s %12s %10s %11s %10s %s\n",
                                "pattern", "n", "D", "fwd ms", "fwd TF/s",
                                "fwd+bwd ms", "f+b TF/s", "efficiency",
@@ -359,6 +371,7 @@ int main(int argc, char **argv) {
   j.object([&] {
     j.attribute("device", context->getDeviceName());
     j.attribute("deterministic_backward", bool(deterministic));
+    j.attribute("forward_kernel", wgmmaForward ? "wgmma on sm_90a for D 64/128, else mma.sync" : "mma.sync");
     j.attributeArray("results", [&] {
       for (const Result &r : results)
         j.object([&] {

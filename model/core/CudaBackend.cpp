@@ -1006,6 +1006,8 @@ public:
   bool overlapLaunches = false;
   /// fusedLinearChain as one launch (SPARSETX_LINEAR_CHAIN).
   bool linearChainEnabled = false;
+  /// The attention forward on wgmma where it applies (SPARSETX_WGMMA_FORWARD).
+  bool wgmmaForward = false;
 
 private:
   cuda::DeviceBuffer lossScratch, normScratch, columnScratch, gemmA16, gemmB16,
@@ -1109,6 +1111,7 @@ llvm::Error CudaBackend::init() {
   fusedDecodeEnabled = env->fusedDecode;
   overlapLaunches = env->overlapLaunches && cc >= 90;
   linearChainEnabled = env->linearChain;
+  wgmmaForward = env->wgmmaForward;
   bf16Gemm = env->bf16Gemm == "convert" ? Bf16Gemm::Convert
              : env->bf16Gemm == "tf32"  ? Bf16Gemm::TF32
                                         : Bf16Gemm::Fast;
@@ -1274,6 +1277,7 @@ CudaBackend::prepareAttention(const AttentionPattern &pattern,
                                                    : codegen::ElementType::FP16;
   int cc = context.getComputeCapability();
   cg.arch = cc == 90 ? "sm_90a" : "sm_" + std::to_string(cc);
+  cg.forwardWgmma = wgmmaForward;
   std::string diagnostics;
   mlir::FailureOr<codegen::GeneratedAttention> generated;
   {
@@ -1889,6 +1893,8 @@ llvm::Expected<CudaEnvironment> sparsetx::model::readCudaEnvironment() {
   if (llvm::Error e = flag("SPARSETX_OVERLAP_LAUNCHES", env.overlapLaunches))
     return std::move(e);
   if (llvm::Error e = flag("SPARSETX_LINEAR_CHAIN", env.linearChain))
+    return std::move(e);
+  if (llvm::Error e = flag("SPARSETX_WGMMA_FORWARD", env.wgmmaForward))
     return std::move(e);
   if (const char *g = std::getenv("SPARSETX_BF16_GEMM")) {
     llvm::StringRef mode(g);

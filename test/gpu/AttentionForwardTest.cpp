@@ -7,7 +7,10 @@
 // LSE poisoned (0xFF bytes are NaN in every format), and the results are
 // compared with the float64 CPU reference evaluated straight from the mask
 // (no blocks, no index maps). Layered patterns are checked layer by layer,
-// per-head patterns head by head (batch-head bh is head bh % heads).
+// per-head patterns head by head (batch-head bh is head bh % heads). The
+// Wgmma cases run the sm_90a wgmma kernel (CodegenOptions::forwardWgmma) at
+// head dims 64 and 128, also at n = 2100 (33 query blocks, long key lists:
+// every stage of its pipeline refilled many times); they skip on other GPUs.
 //
 // Skipped where no GPU is present. Patterns are read from
 // $SPARSETX_PATTERNS_DIR, else the source tree's patterns/, else ./patterns.
@@ -40,7 +43,9 @@ namespace {
 
 using namespace sparsetx::testutil;
 
-using Param = std::tuple<std::string, int64_t, int64_t, codegen::ElementType>;
+/// Pattern, n, head dim, element type, wgmma forward.
+using Param =
+    std::tuple<std::string, int64_t, int64_t, codegen::ElementType, bool>;
 
 class AttentionForwardTest : public ::testing::TestWithParam<Param> {
 protected:
@@ -55,8 +60,12 @@ protected:
 };
 
 TEST_P(AttentionForwardTest, MatchesReference) {
-  auto [name, n, headDim, dtype] = GetParam();
+  auto [name, n, headDim, dtype, wgmma] = GetParam();
   const bool bf16 = dtype == codegen::ElementType::BF16;
+  const int cc = context.getComputeCapability();
+  if (wgmma && cc != 90)
+    GTEST_SKIP() << "the wgmma forward kernel needs sm_90a (this GPU is sm_"
+                 << cc << ")";
   llvm::Expected<std::string> text = patternText(name);
   ASSERT_TRUE(!!text) << llvm::toString(text.takeError());
 
@@ -67,11 +76,11 @@ TEST_P(AttentionForwardTest, MatchesReference) {
   ASSERT_TRUE(!!compiled) << llvm::toString(compiled.takeError());
   CompiledPattern &cp = **compiled;
 
-  int cc = context.getComputeCapability();
   codegen::CodegenOptions cgOptions;
   cgOptions.headDim = headDim;
   cgOptions.dtype = dtype;
   cgOptions.arch = "sm_" + std::to_string(cc) + (cc >= 90 ? "a" : "");
+  cgOptions.forwardWgmma = wgmma;
   mlir::FailureOr<codegen::GeneratedAttention> generated =
       codegen::generateForward(cp.pattern, cp.layout, cgOptions);
   ASSERT_TRUE(succeeded(generated));
@@ -154,9 +163,9 @@ TEST_P(AttentionForwardTest, MatchesReference) {
     double errO = relativeError(out, refO, badO);
     double errLse = relativeError(outLse, refLse, badLse);
     const double tolerance = bf16 ? 2e-2 : 5e-3;
-    std::printf("[ errors ] %s layer %lld: O %.2e, LSE %.2e\n",
-                caseName(name, n, headDim, dtype).c_str(), (long long)layer,
-                errO, errLse);
+    std::printf("[ errors ] %s%s layer %lld: O %.2e, LSE %.2e\n",
+                caseName(name, n, headDim, dtype).c_str(),
+                wgmma ? " (wgmma)" : "", (long long)layer, errO, errLse);
     EXPECT_EQ(badO, 0) << "O elements unwritten (NaN) or non-finite";
     EXPECT_EQ(badLse, 0) << "LSE entries unwritten (NaN) or wrongly infinite";
     EXPECT_LT(errO, tolerance) << "relative error of O";
@@ -184,7 +193,8 @@ TEST_P(AttentionForwardTest, MatchesReference) {
 }
 
 std::string paramName(const ::testing::TestParamInfo<Param> &info) {
-  auto [name, n, d, dtype] = info.param;
+  auto [name, n, d, dtype, wgmma] = info.param;
+  (void)wgmma; // the instantiation's name says it
   return caseName(name, n, d, dtype);
 }
 
@@ -196,7 +206,20 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values(int64_t(1000), int64_t(2048)),
                        ::testing::Values(int64_t(32), int64_t(64), int64_t(128)),
                        ::testing::Values(codegen::ElementType::BF16,
-                                         codegen::ElementType::FP16)),
+                                         codegen::ElementType::FP16),
+                       ::testing::Values(false)),
+    paramName);
+
+INSTANTIATE_TEST_SUITE_P(
+    Wgmma, AttentionForwardTest,
+    ::testing::Combine(::testing::Values("dense", "local", "strided", "fixed",
+                                         "fixed_heads", "strided_interleaved",
+                                         "bidirectional"),
+                       ::testing::Values(int64_t(1000), int64_t(2100)),
+                       ::testing::Values(int64_t(64), int64_t(128)),
+                       ::testing::Values(codegen::ElementType::BF16,
+                                         codegen::ElementType::FP16),
+                       ::testing::Values(true)),
     paramName);
 
 } // namespace

@@ -723,7 +723,8 @@ TEST(CudaBackend, DecodeStepCompilesForEveryPatternKind) {
 TEST(CudaBackend, EnvironmentIsChecked) {
   const char *names[] = {"SPARSETX_PROFILE", "SPARSETX_CUDA_GRAPHS",
                          "SPARSETX_BF16_GEMM", "SPARSETX_FUSED_DECODE",
-                         "SPARSETX_OVERLAP_LAUNCHES", "SPARSETX_LINEAR_CHAIN"};
+                         "SPARSETX_OVERLAP_LAUNCHES", "SPARSETX_LINEAR_CHAIN",
+                         "SPARSETX_WGMMA_FORWARD"};
   for (const char *name : names)
     unsetenv(name);
   llvm::Expected<CudaEnvironment> env = readCudaEnvironment();
@@ -733,6 +734,7 @@ TEST(CudaBackend, EnvironmentIsChecked) {
   EXPECT_FALSE(env->fusedDecode);
   EXPECT_TRUE(env->overlapLaunches);
   EXPECT_FALSE(env->linearChain);
+  EXPECT_FALSE(env->wgmmaForward);
   EXPECT_EQ(env->bf16Gemm, "fast");
   setenv("SPARSETX_OVERLAP_LAUNCHES", "0", 1);
   env = readCudaEnvironment();
@@ -750,6 +752,14 @@ TEST(CudaBackend, EnvironmentIsChecked) {
   EXPECT_EQ(errorText(readCudaEnvironment().takeError()),
             "SPARSETX_LINEAR_CHAIN must be 0 or 1, got 'on'");
   unsetenv("SPARSETX_LINEAR_CHAIN");
+  setenv("SPARSETX_WGMMA_FORWARD", "1", 1);
+  env = readCudaEnvironment();
+  ASSERT_TRUE(bool(env));
+  EXPECT_TRUE(env->wgmmaForward);
+  setenv("SPARSETX_WGMMA_FORWARD", "true", 1);
+  EXPECT_EQ(errorText(readCudaEnvironment().takeError()),
+            "SPARSETX_WGMMA_FORWARD must be 0 or 1, got 'true'");
+  unsetenv("SPARSETX_WGMMA_FORWARD");
   setenv("SPARSETX_PROFILE", "1", 1);
   setenv("SPARSETX_CUDA_GRAPHS", "0", 1);
   setenv("SPARSETX_FUSED_DECODE", "1", 1);

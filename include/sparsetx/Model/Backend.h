@@ -400,11 +400,14 @@ struct CudaBackendOptions {
 /// SPARSETX_LINEAR_CHAIN=0|1 (1: a sampling step's linear layers between
 /// two attentions run as one launch, Backend::fusedLinearChain; default 0,
 /// the separate launches, which are faster today: docs/model.md),
+/// SPARSETX_WGMMA_FORWARD=0|1 (1: on sm_90a the attention forward of head
+/// dims 64 and 128 runs on the wgmma kernel, CodegenOptions::forwardWgmma;
+/// default 0 until it has passed the GPU tests: docs/kernels.md),
 /// SPARSETX_BF16_GEMM=convert|fast|tf32 (how bf16 GEMMs take fp32 operands;
 /// default fast). A bad value is an error naming the variable and value.
 struct CudaEnvironment {
   bool profile = false, graphs = true, fusedDecode = false,
-       overlapLaunches = true, linearChain = false;
+       overlapLaunches = true, linearChain = false, wgmmaForward = false;
   std::string bf16Gemm = "fast";
 };
 llvm::Expected<CudaEnvironment> readCudaEnvironment();

@@ -38,8 +38,10 @@ Buffer &Buffer::operator=(Buffer &&other) noexcept {
 }
 
 void Buffer::reset() {
-  if (owner && ptr)
+  if (owner && ptr) {
+    owner->bufferBytesLive -= size;
     owner->release(ptr, size);
+  }
   owner = nullptr;
   ptr = nullptr;
   size = 0;

@@ -343,7 +343,6 @@ public:
                          toString(options.precision),
                          options.deterministic ? ", deterministic" : "");
   }
-  int64_t peakBufferBytes() const override { return peakLive; }
   int64_t deviceBytesInUse() const override {
     llvm::Expected<std::pair<size_t, size_t>> info = cuda::memoryInfo();
     if (!info) {
@@ -1020,7 +1019,6 @@ private:
   // The caching allocator: free blocks by rounded size.
   std::map<size_t, std::vector<cuda::DevicePtr>> freeBlocks;
   size_t cachedBytes = 0;
-  int64_t live = 0, peakLive = 0;
 };
 
 size_t roundAllocation(size_t bytes) {
@@ -1072,8 +1070,6 @@ void *CudaBackend::allocateRaw(int64_t bytes) {
     ptr = *p;
   }
   record(cuda::fill32(ptr, 0, size / 4, stream));
-  live += static_cast<int64_t>(size);
-  peakLive = std::max(peakLive, live);
   return reinterpret_cast<void *>(ptr);
 }
 
@@ -1084,7 +1080,6 @@ void CudaBackend::release(void *ptr, int64_t bytes) {
   size_t size = roundAllocation(static_cast<size_t>(bytes));
   freeBlocks[size].push_back(dev(ptr));
   cachedBytes += size;
-  live -= static_cast<int64_t>(size);
 }
 
 llvm::Error CudaBackend::init() {

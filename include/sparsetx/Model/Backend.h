@@ -23,6 +23,7 @@
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -137,9 +138,16 @@ public:
   virtual Precision precision() const { return Precision::FP32; }
   /// One line for logs: the backend, its device and arithmetic.
   virtual std::string description() const { return name().str(); }
-  /// The most memory the model's buffers (allocate()) held at once, and the
-  /// device memory in use now by everything (0 where not known).
-  virtual int64_t peakBufferBytes() const { return 0; }
+  /// The bytes of the buffers allocate() handed out that are alive now, and
+  /// the most they were at once (since the backend was made or the last
+  /// resetPeakBufferBytes()): what the model, the optimizer and the gradient
+  /// all-reduce hold, counted as asked (allocate's `bytes`) on every backend.
+  /// Not in it: an op's own scratch (the CUDA attention's 16-bit copies and
+  /// workspaces, GEMM workspaces), which deviceBytesInUse() includes.
+  int64_t liveBufferBytes() const { return bufferBytesLive; }
+  int64_t peakBufferBytes() const { return bufferBytesPeak; }
+  void resetPeakBufferBytes() { bufferBytesPeak = bufferBytesLive; }
+  /// The device memory in use now by everything (0 where not known).
   virtual int64_t deviceBytesInUse() const { return 0; }
   /// The first error of an asynchronous backend (a failed launch or
   /// allocation); the ops after it did nothing. Checked by the trainer after
@@ -147,7 +155,14 @@ public:
   virtual llvm::Error takeError() { return llvm::Error::success(); }
 
   // Memory.
-  Buffer allocate(int64_t bytes) { return Buffer(this, allocateRaw(bytes), bytes); }
+  Buffer allocate(int64_t bytes) {
+    void *ptr = allocateRaw(bytes);
+    if (ptr) {
+      bufferBytesLive += bytes;
+      bufferBytesPeak = std::max(bufferBytesPeak, bufferBytesLive);
+    }
+    return Buffer(this, ptr, bytes);
+  }
   Buffer allocateFloats(int64_t count) { return allocate(count * 4); }
   virtual void upload(void *dst, const void *src, int64_t bytes) = 0;
   virtual void download(void *dst, const void *src, int64_t bytes) = 0;
@@ -376,6 +391,10 @@ protected:
   friend class Buffer;
   virtual void *allocateRaw(int64_t bytes) = 0;
   virtual void release(void *ptr, int64_t bytes) = 0;
+
+private:
+  /// Buffer::reset() takes its bytes off (Buffers with memory only).
+  int64_t bufferBytesLive = 0, bufferBytesPeak = 0;
 };
 
 /// fp32 on the host: threads (llvm::parallelFor), OpenBLAS GEMMs, the

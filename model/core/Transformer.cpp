@@ -217,8 +217,11 @@ llvm::Error Transformer::allocate() {
     a->g = backend.allocateFloats(ffRows * ff);
     acts.push_back(std::move(a));
   }
-  posSum = backend.allocateFloats(n * d);
-  dPos = backend.allocateFloats(n * d);
+  // The positional embeddings' sum [n, d] and its gradient have no buffers
+  // of their own: run() makes the sum in tmp before the first block writes
+  // tmp, and sums the gradient over the batch in tmp after the last block's
+  // backward (tmp is [batch x n, d]). Decoding keeps its own copy of the
+  // sum (decodePos, made by beginDecode).
   lnf = backend.allocateFloats(R * d);
   meanf = backend.allocateFloats(R);
   rstdf = backend.allocateFloats(R);
@@ -290,15 +293,15 @@ void Transformer::initialize(uint64_t seed) {
   backend.upload(paramBuf.data(), host.data(), totalParams * 4);
 }
 
-void Transformer::embedPositions() {
+void Transformer::embedPositions(float *out) {
   const int64_t n = config.seqLen, d = config.dModel;
   float *P = params();
-  backend.embeddingForward(posSum.f32(), rowIds.i32(), P + offRow, n, d,
+  backend.embeddingForward(out, rowIds.i32(), P + offRow, n, d,
                            rowTableSize, false);
-  backend.embeddingForward(posSum.f32(), colIds.i32(), P + offCol, n, d,
+  backend.embeddingForward(out, colIds.i32(), P + offCol, n, d,
                            colTableSize, true);
   if (chanTableSize)
-    backend.embeddingForward(posSum.f32(), chanIds.i32(), P + offChan, n, d,
+    backend.embeddingForward(out, chanIds.i32(), P + offChan, n, d,
                              chanTableSize, true);
 }
 
@@ -451,9 +454,11 @@ llvm::Expected<double> Transformer::run(llvm::ArrayRef<int32_t> inputs,
   // Embeddings: x_0[b, t] = token[b, t] + positions[t].
   backend.embeddingForward(xs[0].f32(), ids.i32(), P + offTok, R, d,
                            kInputVocab, false);
-  embedPositions();
+  // The positions' sum in tmp, which the first block overwrites.
+  float *posSum = tmp.f32();
+  embedPositions(posSum);
   for (int64_t b = 0; b < batch; ++b)
-    backend.accumulate(xs[0].f32() + b * n * d, posSum.f32(), n * d);
+    backend.accumulate(xs[0].f32() + b * n * d, posSum, n * d);
 
   auto actsOf = [&](int64_t l) -> Acts & {
     return *acts[config.recompute || !train ? 0 : l];
@@ -497,15 +502,18 @@ llvm::Expected<double> Transformer::run(llvm::ArrayRef<int32_t> inputs,
         return std::move(e);
   }
   backend.embeddingBackward(G + offTok, ids.i32(), dx.f32(), R, d, kInputVocab);
-  backend.fill(dPos.f32(), 0.0f, n * d);
+  // The positions' gradient summed over the batch, in tmp (free: the
+  // blocks' backward is done).
+  float *dPos = tmp.f32();
+  backend.fill(dPos, 0.0f, n * d);
   for (int64_t b = 0; b < batch; ++b)
-    backend.accumulate(dPos.f32(), dx.f32() + b * n * d, n * d);
-  backend.embeddingBackward(G + offRow, rowIds.i32(), dPos.f32(), n, d,
+    backend.accumulate(dPos, dx.f32() + b * n * d, n * d);
+  backend.embeddingBackward(G + offRow, rowIds.i32(), dPos, n, d,
                             rowTableSize);
-  backend.embeddingBackward(G + offCol, colIds.i32(), dPos.f32(), n, d,
+  backend.embeddingBackward(G + offCol, colIds.i32(), dPos, n, d,
                             colTableSize);
   if (chanTableSize)
-    backend.embeddingBackward(G + offChan, chanIds.i32(), dPos.f32(), n, d,
+    backend.embeddingBackward(G + offChan, chanIds.i32(), dPos, n, d,
                               chanTableSize);
   if (gradientHook)
     if (llvm::Error e = gradientHook->gradientsReady(L))
@@ -526,6 +534,11 @@ llvm::Error Transformer::beginDecode(int64_t batch) {
   if (batch > maxBatch)
     return modelError(llvm::formatv(
         "sample batch {0} exceeds the model's batch {1}", batch, maxBatch));
+  // The positional embeddings' sum [n, d], the step's table (training
+  // makes its sum in scratch memory); made once, so that captured steps
+  // keep its address.
+  if (!decodePos.data())
+    decodePos = backend.allocateFloats(config.seqLen * d);
   if (batch != decodeBatch) {
     decodeGraph.reset();
     sampleGraph.reset();
@@ -567,7 +580,7 @@ llvm::Error Transformer::beginDecode(int64_t batch) {
                           w.t[B2]});
     }
     m.tokTable = P + offTok;
-    m.posTable = posSum.f32();
+    m.posTable = decodePos.f32();
     m.lnfW = P + offLnfW;
     m.lnfB = P + offLnfB;
     m.wout = P + offWout;
@@ -583,8 +596,8 @@ llvm::Error Transformer::beginDecode(int64_t batch) {
                         llvm::toString(fused.takeError()));
     decodeFused = std::move(*fused);
   }
-  embedPositions();
   // Every time: the weights may have changed (trained) since the last one.
+  embedPositions(decodePos.f32());
   packDecodeWeights();
   decodeNext = 0;
   pickedOnBackend = false;
@@ -634,7 +647,7 @@ void Transformer::decodeStep() {
   // Everything below reads the position from memory (positions), so that a
   // backend can capture the step once and replay it for every position.
   backend.embeddingForward(x, tokens, P + offTok, S, d, kInputVocab, false);
-  backend.embeddingForward(x, positions, posSum.f32(), S, d, n, true);
+  backend.embeddingForward(x, positions, decodePos.f32(), S, d, n, true);
   // The linear layers through fusedLinear: the layer norms in the
   // projections, GELU in the first FF matrix and the residual additions
   // (x += ..., no dropout when sampling) in the output matrices.

@@ -50,7 +50,6 @@ int64_t recomputeBytesPerToken(const ModelConfig &c) {
   floats += (L + 1) * d;       // xs: the residual stream's checkpoints
   floats += d + 2 * dqk + 4 * d; // one Acts set: ln1, q, k, v, o, h, ln2
   floats += 4 + H;             // its mean1, rstd1, mean2, rstd2, lse
-  floats += 2 * d;             // posSum, dPos (per position; batch 1)
   floats += d + 2;             // lnf, meanf, rstdf
   floats += 2 * kVocab + 1;    // logits, dlogits, losses
   floats += 5 * d + 2 * dqk + d; // tmp, dx, dtmp, dln, dO, dq, dk, dv

@@ -160,7 +160,8 @@ private:
   void layout();
   llvm::Error allocate();
   Layer layerParams(float *base, int64_t l) const;
-  void embedPositions();
+  /// The positional embeddings' sum [n, d] into `out`.
+  void embedPositions(float *out);
   /// Dropout (rate config.dropout, masks from `seed`) only when `train`.
   /// Without `feedForward`, stops after the FF branch's layer norm (what a
   /// chunked backward needs).
@@ -188,7 +189,7 @@ private:
   Buffer ids, targetIds, rowIds, colIds, chanIds;
   std::vector<Buffer> xs;
   std::vector<std::unique_ptr<Acts>> acts;
-  Buffer posSum, dPos, lnf, meanf, rstdf, logits, dlogits, losses;
+  Buffer lnf, meanf, rstdf, logits, dlogits, losses;
   Buffer tmp, dx, dtmp, dln, dO, dq, dk, dv, dG, dF1;
 
   // Decoding (the KV caches live in the attention op).
@@ -196,7 +197,7 @@ private:
   void decodeStep();
   int64_t decodeBatch = 0, decodeNext = 0;
   std::unique_ptr<Acts> decodeActs;
-  Buffer decodeX, decodeIds;
+  Buffer decodeX, decodeIds, decodePos;
   /// The backend's packed copies of the weight matrices (packLinear), made
   /// by every beginDecode: per layer Wq, Wk, Wv, Wo, W1, W2, then Wout;
   /// empty where the backend keeps none.

@@ -228,16 +228,11 @@ llvm::Error Transformer::allocate() {
   logits = backend.allocateFloats(R * kVocab);
   dlogits = backend.allocateFloats(R * kVocab);
   losses = backend.allocateFloats(R);
+  // The backward's temporaries beside dx and dG live in buffers whose
+  // values are dead by then (layerBackward says which, and why).
   tmp = backend.allocateFloats(R * d);
   dx = backend.allocateFloats(R * d);
-  dtmp = backend.allocateFloats(R * d);
-  dln = backend.allocateFloats(R * d);
-  dO = backend.allocateFloats(R * d);
-  dq = backend.allocateFloats(R * dqk);
-  dk = backend.allocateFloats(R * dqk);
-  dv = backend.allocateFloats(R * d);
   dG = backend.allocateFloats(ffRows * ff);
-  dF1 = backend.allocateFloats(ffRows * ff);
   // An asynchronous backend reports a failed allocation here.
   if (llvm::Error e = backend.takeError())
     return e;
@@ -356,6 +351,26 @@ void Transformer::layerForward(int64_t l, int64_t batch, Acts &a,
 
 // dx holds the gradient with respect to x_{l+1} on entry and with respect to
 // x_l on exit (the residual path passes it through; the branches add to it).
+//
+// The temporaries have no buffers of their own; each lives in one whose
+// value is dead when it is written. Block l's Acts serve only block l (with
+// recomputation they were just recomputed for it; without, they are its
+// own), x_{l+1} was last read by block l+1's backward (or the final layer
+// norm's), and tmp holds nothing between the ops that use it:
+//   FF branch   dBranch (dropout)  tmp
+//               dln                x_{l+1}
+//               dF1 (per chunk)    g (dead once W2's gradients are taken;
+//                                     a chunked backward recomputes it)
+//   attention   dBranch (dropout)  tmp
+//               dO                 h   (dead after LN2's backward)
+//               dQ                 ln2 (dead after the FF branch's backward)
+//               dK                 x_{l+1} (dln, dead after LN2's backward)
+//               dV                 tmp (dBranch, dead once W_o's and b_o's
+//                                       gradients and dO are taken)
+//               dln                h   (dO, dead after the attention's
+//                                       backward)
+// Every one of them is written whole before it is read (fill, or an op that
+// overwrites), so the arithmetic is that of separate buffers, bit for bit.
 void Transformer::layerBackward(int64_t l, int64_t batch, Acts &a,
                                 uint64_t seed) {
   const int64_t d = config.dModel, dqk = config.qkDim(), ff = config.ffDim(),
@@ -363,13 +378,14 @@ void Transformer::layerBackward(int64_t l, int64_t batch, Acts &a,
   const float p = config.dropout; // backward is always training
   Layer w = layerParams(params(), l);
   Layer g = layerParams(grads(), l);
+  float *scratch = tmp.f32(), *dlnFF = xs[l + 1].f32(), *dF1 = a.g.f32();
 
   // Feed-forward branch.
   const float *dBranch = dx.f32();
   if (p > 0) {
-    backend.fill(dtmp.f32(), 0.0f, R * d);
-    backend.dropoutBackward(dtmp.f32(), dx.f32(), R * d, p, siteSeed(seed, l, 1));
-    dBranch = dtmp.f32();
+    backend.fill(scratch, 0.0f, R * d);
+    backend.dropoutBackward(scratch, dx.f32(), R * d, p, siteSeed(seed, l, 1));
+    dBranch = scratch;
   }
   backend.biasAddBackward(g.t[B2], dBranch, R, d);
   // Chunked (recomputation, a large FF intermediate): each chunk's f1 and g
@@ -385,39 +401,42 @@ void Transformer::layerBackward(int64_t l, int64_t batch, Acts &a,
     }
     backend.matmulBackward(dG.f32(), false, g.t[W2], dBranch + r0 * d,
                            a.g.f32(), w.t[W2], rows, d, ff, false);
-    backend.fill(dF1.f32(), 0.0f, rows * ff);
-    backend.geluBackward(dF1.f32(), a.f1.f32(), dG.f32(), rows * ff);
-    backend.biasAddBackward(g.t[B1], dF1.f32(), rows, ff);
-    backend.matmulBackward(dln.f32() + r0 * d, false, g.t[W1], dF1.f32(), ln2,
+    backend.fill(dF1, 0.0f, rows * ff);
+    backend.geluBackward(dF1, a.f1.f32(), dG.f32(), rows * ff);
+    backend.biasAddBackward(g.t[B1], dF1, rows, ff);
+    backend.matmulBackward(dlnFF + r0 * d, false, g.t[W1], dF1, ln2,
                            w.t[W1], rows, ff, d, false);
   }
-  backend.layerNormBackward(dx.f32(), g.t[Ln2W], g.t[Ln2B], dln.f32(),
+  backend.layerNormBackward(dx.f32(), g.t[Ln2W], g.t[Ln2B], dlnFF,
                             a.h.f32(), w.t[Ln2W], a.mean2.f32(), a.rstd2.f32(),
                             R, d);
 
   // Attention branch.
   dBranch = dx.f32();
   if (p > 0) {
-    backend.fill(dtmp.f32(), 0.0f, R * d);
-    backend.dropoutBackward(dtmp.f32(), dx.f32(), R * d, p, siteSeed(seed, l, 0));
-    dBranch = dtmp.f32();
+    backend.fill(scratch, 0.0f, R * d);
+    backend.dropoutBackward(scratch, dx.f32(), R * d, p, siteSeed(seed, l, 0));
+    dBranch = scratch;
   }
+  float *dO = a.h.f32();
   backend.biasAddBackward(g.t[Bo], dBranch, R, d);
-  backend.matmulBackward(dO.f32(), false, g.t[Wo], dBranch, a.o.f32(), w.t[Wo],
+  backend.matmulBackward(dO, false, g.t[Wo], dBranch, a.o.f32(), w.t[Wo],
                          R, d, d, false);
+  float *dQ = a.ln2.f32(), *dK = dlnFF, *dV = scratch;
   attention->backward(l, batch, a.q.f32(), a.k.f32(), a.v.f32(), a.o.f32(),
                       a.lse.f32(),
-                      dO.f32(), dq.f32(), dk.f32(), dv.f32());
-  backend.biasAddBackward(g.t[Bq], dq.f32(), R, dqk);
-  backend.biasAddBackward(g.t[Bk], dk.f32(), R, dqk);
-  backend.biasAddBackward(g.t[Bv], dv.f32(), R, d);
-  backend.matmulBackward(dln.f32(), false, g.t[Wq], dq.f32(), a.ln1.f32(),
+                      dO, dQ, dK, dV);
+  backend.biasAddBackward(g.t[Bq], dQ, R, dqk);
+  backend.biasAddBackward(g.t[Bk], dK, R, dqk);
+  backend.biasAddBackward(g.t[Bv], dV, R, d);
+  float *dln = a.h.f32();
+  backend.matmulBackward(dln, false, g.t[Wq], dQ, a.ln1.f32(),
                          w.t[Wq], R, dqk, d, false);
-  backend.matmulBackward(dln.f32(), true, g.t[Wk], dk.f32(), a.ln1.f32(),
+  backend.matmulBackward(dln, true, g.t[Wk], dK, a.ln1.f32(),
                          w.t[Wk], R, dqk, d, false);
-  backend.matmulBackward(dln.f32(), true, g.t[Wv], dv.f32(), a.ln1.f32(),
+  backend.matmulBackward(dln, true, g.t[Wv], dV, a.ln1.f32(),
                          w.t[Wv], R, d, d, false);
-  backend.layerNormBackward(dx.f32(), g.t[Ln1W], g.t[Ln1B], dln.f32(),
+  backend.layerNormBackward(dx.f32(), g.t[Ln1W], g.t[Ln1B], dln,
                             xs[l].f32(), w.t[Ln1W], a.mean1.f32(),
                             a.rstd1.f32(), R, d);
 }
@@ -485,10 +504,12 @@ llvm::Expected<double> Transformer::run(llvm::ArrayRef<int32_t> inputs,
   float *G = grads();
   backend.fill(G, 0.0f, totalParams);
   backend.biasAddBackward(G + offBout, dlogits.f32(), R, kVocab);
-  backend.matmulBackward(dln.f32(), false, G + offWout, dlogits.f32(),
+  // dln in tmp (the forward's scratch; free until the blocks' backward).
+  float *dln = tmp.f32();
+  backend.matmulBackward(dln, false, G + offWout, dlogits.f32(),
                          lnf.f32(), P + offWout, R, kVocab, d, false);
   backend.fill(dx.f32(), 0.0f, R * d);
-  backend.layerNormBackward(dx.f32(), G + offLnfW, G + offLnfB, dln.f32(),
+  backend.layerNormBackward(dx.f32(), G + offLnfW, G + offLnfB, dln,
                             xs[L].f32(), P + offLnfW, meanf.f32(), rstdf.f32(),
                             R, d);
   for (int64_t l = L - 1; l >= 0; --l) {

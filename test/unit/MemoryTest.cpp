@@ -52,20 +52,21 @@ int64_t recomputeBytesPerToken(const ModelConfig &c) {
   floats += 4 + H;             // its mean1, rstd1, mean2, rstd2, lse
   floats += d + 2;             // lnf, meanf, rstdf
   floats += 2 * kVocab + 1;    // logits, dlogits, losses
-  floats += 5 * d + 2 * dqk + d; // tmp, dx, dtmp, dln, dO, dq, dk, dv
+  floats += 2 * d;             // tmp, dx (the backward's other temporaries
+                               // live in dead activations: layerBackward)
   int64_t bytes = 4 * floats;
   bytes += 2 * 4; // ids, targetIds (int32)
   bytes += 2 * 4; // rowIds, colIds (int32, per position; batch 1)
   return bytes;
 }
 
-/// The FF branch's four [rows, 4d] buffers (f1, g and their gradients) of
-/// one chunk of rows: a constant once R x 4d exceeds the chunk size.
+/// The FF branch's three [rows, 4d] buffers (f1, g, and dG; dF1 lives in
+/// g) of one chunk of rows: a constant once R x 4d exceeds the chunk size.
 int64_t feedForwardBytes(const ModelConfig &c, int64_t tokens) {
   int64_t rows = tokens;
   if (tokens * c.ffDim() > kFeedForwardChunkElements)
     rows = std::max<int64_t>(1, kFeedForwardChunkElements / c.ffDim());
-  return 4 * rows * c.ffDim() * 4;
+  return 3 * rows * c.ffDim() * 4;
 }
 
 ModelConfig longSequenceShape(int64_t n) {

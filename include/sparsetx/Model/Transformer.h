@@ -190,7 +190,7 @@ private:
   std::vector<Buffer> xs;
   std::vector<std::unique_ptr<Acts>> acts;
   Buffer lnf, meanf, rstdf, logits, dlogits, losses;
-  Buffer tmp, dx, dtmp, dln, dO, dq, dk, dv, dG, dF1;
+  Buffer tmp, dx, dG;
 
   // Decoding (the KV caches live in the attention op).
   /// One step over decodeIds (tokens, then positions), logits into logits.

@@ -222,11 +222,28 @@ llvm::Error Transformer::allocate() {
   // tmp, and sums the gradient over the batch in tmp after the last block's
   // backward (tmp is [batch x n, d]). Decoding keeps its own copy of the
   // sum (decodePos, made by beginDecode).
-  lnf = backend.allocateFloats(R * d);
+  // The head: the logits' gradient overwrites the logits (the cross-entropy
+  // reads a row whole before writing it). With recomputation the Acts set
+  // holds nothing from the end of the forward (the last block's forward)
+  // until the top block is recomputed in backward, which is exactly when
+  // the final layer norm's output and the logits live (the head's backward
+  // comes first): they go to its ln1 and, where [R, 256] fits in [R, d],
+  // its h. Without recomputation every block's Acts are kept for backward,
+  // and the head has buffers of its own.
+  if (config.recompute) {
+    lnfAt = acts[0]->ln1.f32();
+  } else {
+    lnf = backend.allocateFloats(R * d);
+    lnfAt = lnf.f32();
+  }
+  if (config.recompute && kVocab <= d) {
+    logitsAt = acts[0]->h.f32();
+  } else {
+    logits = backend.allocateFloats(R * kVocab);
+    logitsAt = logits.f32();
+  }
   meanf = backend.allocateFloats(R);
   rstdf = backend.allocateFloats(R);
-  logits = backend.allocateFloats(R * kVocab);
-  dlogits = backend.allocateFloats(R * kVocab);
   losses = backend.allocateFloats(R);
   // The backward's temporaries beside dx and dG live in buffers whose
   // values are dead by then (layerBackward says which, and why).
@@ -485,12 +502,12 @@ llvm::Expected<double> Transformer::run(llvm::ArrayRef<int32_t> inputs,
   for (int64_t l = 0; l < L; ++l)
     layerForward(l, batch, actsOf(l), dropoutSeed, train);
   // Dropout is only active in training.
-  backend.layerNormForward(lnf.f32(), meanf.f32(), rstdf.f32(), xs[L].f32(),
+  backend.layerNormForward(lnfAt, meanf.f32(), rstdf.f32(), xs[L].f32(),
                            P + offLnfW, P + offLnfB, R, d);
-  backend.matmul(logits.f32(), lnf.f32(), P + offWout, R, kVocab, d, false, false,
+  backend.matmul(logitsAt, lnfAt, P + offWout, R, kVocab, d, false, false,
                  P + offBout);
   double loss = backend.softmaxCrossEntropy(
-      losses.f32(), train ? dlogits.f32() : nullptr, logits.f32(),
+      losses.f32(), train ? logitsAt : nullptr, logitsAt,
       targetIds.i32(), R, kVocab, lossScale / static_cast<float>(R));
   if (tokenLosses) {
     tokenLosses->resize(R);
@@ -503,11 +520,12 @@ llvm::Expected<double> Transformer::run(llvm::ArrayRef<int32_t> inputs,
 
   float *G = grads();
   backend.fill(G, 0.0f, totalParams);
-  backend.biasAddBackward(G + offBout, dlogits.f32(), R, kVocab);
+  const float *dlogits = logitsAt; // the cross-entropy wrote it in place
+  backend.biasAddBackward(G + offBout, dlogits, R, kVocab);
   // dln in tmp (the forward's scratch; free until the blocks' backward).
   float *dln = tmp.f32();
-  backend.matmulBackward(dln, false, G + offWout, dlogits.f32(),
-                         lnf.f32(), P + offWout, R, kVocab, d, false);
+  backend.matmulBackward(dln, false, G + offWout, dlogits, lnfAt,
+                         P + offWout, R, kVocab, d, false);
   backend.fill(dx.f32(), 0.0f, R * d);
   backend.layerNormBackward(dx.f32(), G + offLnfW, G + offLnfB, dln,
                             xs[L].f32(), P + offLnfW, meanf.f32(), rstdf.f32(),
@@ -576,6 +594,8 @@ llvm::Error Transformer::beginDecode(int64_t batch) {
     a.f1 = backend.allocateFloats(batch * ff);
     a.g = backend.allocateFloats(batch * ff);
     decodeX = backend.allocateFloats(batch * d);
+    // Its own: training may keep the logits in its activations.
+    decodeLogits = backend.allocateFloats(batch * kVocab);
     // The tokens, then each sequence's position (the same).
     decodeIds = backend.allocate(2 * batch * 4);
     attention->beginDecode(batch, config.numLayers);
@@ -608,7 +628,7 @@ llvm::Error Transformer::beginDecode(int64_t batch) {
     m.bout = P + offBout;
     m.ids = decodeIds.i32();
     m.x = decodeX.f32();
-    m.logits = logits.f32();
+    m.logits = decodeLogits.f32();
     llvm::Expected<std::unique_ptr<Backend::DecodeStep>> fused =
         backend.createDecodeStep(*attention, m);
     if (!fused)
@@ -731,7 +751,7 @@ void Transformer::decodeStep() {
          {}},
         l + 1 < config.numLayers
             ? qkv(l + 1)
-            : Stage{{Out{logits.f32(), P + offWout, P + offBout, kVocab,
+            : Stage{{Out{decodeLogits.f32(), P + offWout, P + offBout, kVocab,
                          packed(config.numLayers, 0)}},
                     x, S, d, false,
                     norm(P + offLnfW, P + offLnfB, a.ln1.f32())}};
@@ -787,7 +807,7 @@ llvm::Error Transformer::decodeAndPick(Backend::PickOptions options,
   if (llvm::Error e = backend.takeError())
     return e;
   Backend::PickTokens pick;
-  pick.logits = logits.f32();
+  pick.logits = decodeLogits.f32();
   pick.ids = decodeIds.i32();
   pick.history = pickHistory.i32();
   pick.prompt = pickPrompt.i32();
@@ -875,6 +895,6 @@ llvm::Error Transformer::decode(llvm::ArrayRef<int32_t> tokens, int64_t position
       decodeStep();
   }
   out.resize(S * kVocab);
-  backend.download(out.data(), logits.f32(), S * kVocab * 4);
+  backend.download(out.data(), decodeLogits.f32(), S * kVocab * 4);
   return backend.takeError();
 }

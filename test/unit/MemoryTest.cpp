@@ -22,6 +22,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <random>
+#include <vector>
 
 using namespace sparsetx;
 using namespace sparsetx::model;
@@ -50,8 +52,9 @@ int64_t recomputeBytesPerToken(const ModelConfig &c) {
   floats += (L + 1) * d;       // xs: the residual stream's checkpoints
   floats += d + 2 * dqk + 4 * d; // one Acts set: ln1, q, k, v, o, h, ln2
   floats += 4 + H;             // its mean1, rstd1, mean2, rstd2, lse
-  floats += d + 2;             // lnf, meanf, rstdf
-  floats += 2 * kVocab + 1;    // logits, dlogits, losses
+  floats += 2;                 // meanf, rstdf (lnf lives in ln1)
+  floats += 1;                 // losses (the logits and their gradient, in
+                               // place, live in h: 256 <= d)
   floats += 2 * d;             // tmp, dx (the backward's other temporaries
                                // live in dead activations: layerBackward)
   int64_t bytes = 4 * floats;
@@ -136,6 +139,33 @@ TEST(Memory, LongSequenceTrainingStepHoldsWhatTheFormulaSays) {
   EXPECT_EQ(backend->peakBufferBytes(), expected);
   backend->resetPeakBufferBytes();
   EXPECT_EQ(backend->peakBufferBytes(), 0);
+}
+
+// The model keeps the logits' gradient where the logits were: the
+// cross-entropy in place gives the losses, mean and gradient of separate
+// buffers bit for bit.
+TEST(Memory, CrossEntropyInPlaceEqualsSeparateBuffers) {
+  std::unique_ptr<Backend> backend = createCpuBackend();
+  const int64_t rows = 37;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 4.0f);
+  std::vector<float> logits(rows * kVocab), lossesA(rows), lossesB(rows),
+      grad(rows * kVocab);
+  std::vector<int32_t> targets(rows);
+  for (float &x : logits)
+    x = normal(rng);
+  for (int32_t &t : targets)
+    t = static_cast<int32_t>(rng() % kVocab);
+  std::vector<float> inPlace = logits;
+  double a = backend->softmaxCrossEntropy(lossesA.data(), grad.data(),
+                                          logits.data(), targets.data(), rows,
+                                          kVocab, 0.5f);
+  double b = backend->softmaxCrossEntropy(lossesB.data(), inPlace.data(),
+                                          inPlace.data(), targets.data(), rows,
+                                          kVocab, 0.5f);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(lossesA, lossesB);
+  EXPECT_EQ(grad, inPlace);
 }
 
 } // namespace

@@ -281,7 +281,8 @@ public:
                                  const float *dout, int64_t rows, int64_t c,
                                  int64_t vocab) = 0;
   /// Per-row losses (nats) into `losses` (may be null), the gradient of
-  /// dlossScale * sum(losses) into dlogits (may be null); returns the mean.
+  /// dlossScale * sum(losses) into dlogits (may be null; may be `logits`
+  /// itself: the gradient then overwrites the logits); returns the mean.
   virtual double softmaxCrossEntropy(float *losses, float *dlogits,
                                      const float *logits,
                                      const int32_t *targets, int64_t rows,

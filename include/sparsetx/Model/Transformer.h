@@ -189,15 +189,19 @@ private:
   Buffer ids, targetIds, rowIds, colIds, chanIds;
   std::vector<Buffer> xs;
   std::vector<std::unique_ptr<Acts>> acts;
-  Buffer lnf, meanf, rstdf, logits, dlogits, losses;
+  Buffer lnf, meanf, rstdf, logits, losses;
+  /// Where the final layer norm's output and the logits (then their
+  /// gradient) live: lnf and logits, or dead activations (allocate()).
+  float *lnfAt = nullptr, *logitsAt = nullptr;
   Buffer tmp, dx, dG;
 
   // Decoding (the KV caches live in the attention op).
-  /// One step over decodeIds (tokens, then positions), logits into logits.
+  /// One step over decodeIds (tokens, then positions), logits into
+  /// decodeLogits.
   void decodeStep();
   int64_t decodeBatch = 0, decodeNext = 0;
   std::unique_ptr<Acts> decodeActs;
-  Buffer decodeX, decodeIds, decodePos;
+  Buffer decodeX, decodeIds, decodePos, decodeLogits;
   /// The backend's packed copies of the weight matrices (packLinear), made
   /// by every beginDecode: per layer Wq, Wk, Wv, Wo, W1, W2, then Wout;
   /// empty where the backend keeps none.

@@ -859,6 +859,11 @@ extern "C" __global__ void sp_softmax_cross_entropy(float *losses,
   float sum = 0.0f;
   for (i64 j = threadIdx.x; j < vocab; j += blockDim.x)
     sum += expf(z[j] - mx);
+  // The target's logit, read before the barrier below: dlogits may be
+  // logits itself (in place), and after the barrier other threads overwrite
+  // the row (each thread only its own elements, read just before).
+  int t = targets[r];
+  float zt = z[t];
   sum = spWarpSum(sum);
   if (lane == 0)
     red[warp] = sum;
@@ -867,9 +872,8 @@ extern "C" __global__ void sp_softmax_cross_entropy(float *losses,
   for (int w = 0; w < warps; ++w)
     sum += red[w];
   float logSum = logf(sum);
-  int t = targets[r];
   if (threadIdx.x == 0)
-    losses[r] = logSum - (z[t] - mx);
+    losses[r] = logSum - (zt - mx);
   if (dlogits) {
     float *dz = dlogits + r * vocab;
     for (i64 j = threadIdx.x; j < vocab; j += blockDim.x) {

@@ -108,7 +108,8 @@ void embeddingBackward(float *dtable, const int32_t *ids, const float *dout,
 /// For rows x vocab logits and targets in [0, vocab): losses[r] (nats, may
 /// be null) and, if dlogits is non-null, dlogits = (softmax - onehot) *
 /// dlossScale (dlossScale = 1/rows for the mean loss; dlogits is
-/// overwritten, not accumulated, as it is the start of backward). Returns
+/// overwritten, not accumulated, as it is the start of backward; it may be
+/// logits itself: each row is read whole before it is written). Returns
 /// the mean loss in nats (accumulated in double).
 double softmaxCrossEntropy(float *losses, float *dlogits, const float *logits,
                            const int32_t *targets, int64_t rows, int64_t vocab,

@@ -167,7 +167,7 @@ private:
 class CudaTensorAttention final : public AttentionOp {
 public:
   CudaTensorAttention(CudaBackend &backend, const AttentionDims &dims,
-                      AttentionPlan plan, int64_t headDim);
+                      AttentionPlan plan, int64_t headDim, int64_t groupBytes);
   ~CudaTensorAttention() override;
 
   void forward(int64_t layer, int64_t batch, const float *q, const float *k,
@@ -187,16 +187,34 @@ public:
   createDecodeStep(const Backend::DecodeModel &model);
 
 private:
-  bool reserve(int64_t batch, bool withBackward);
+  /// The 16-bit copies of `batchHeads` (batch entry, head) pairs.
+  bool reserve(int64_t batchHeads, bool withBackward);
   double scale() const { return 1.0 / std::sqrt(double(dims.qkDim)); }
+  /// How many (batch entry, head) pairs one call of the plan takes for a
+  /// batch: all of them where their 16-bit copies fit in groupBytes each,
+  /// else whole batch entries, or (merged and layered patterns only: a
+  /// per-head pattern's plan takes whole entries) a divisor of the heads,
+  /// so that a group is heads [h0, h0 + G) of one entry or entries
+  /// [b0, b0 + G / heads), and its rows of the token-major projections
+  /// start at one address.
+  int64_t groupSize(int64_t batch) const;
+  /// Runs `body(bh0, count, entries, heads, offset)` for each group: pairs
+  /// bh0 .. bh0 + count - 1 (of `batch` x heads), which are `heads` heads
+  /// of `entries` batch entries, starting `offset` head rows into the
+  /// token-major [batch, n, heads] rows (in units of one head's columns).
+  template <typename Body> void forEachGroup(int64_t batch, Body body) const;
 
   CudaBackend &backend;
   AttentionDims dims;
   AttentionPlan plan;
   int64_t D;
-  int64_t reservedBatch = 0;
+  /// CudaBackendOptions::attentionGroupBytes; whether a mask is per head.
+  int64_t groupBytes;
+  bool perHeadMasks = false;
+  int64_t reservedBatchHeads = 0;
   bool reservedBackward = false;
-  /// 16-bit [batch * heads, n, D]: q, k, v, o, then dO, dQ, dK, dV.
+  /// 16-bit [group, n, D] (group: groupSize()): q, k, v, o, then dO, dQ,
+  /// dK, dV.
   std::vector<cuda::DeviceBuffer> halves;
   // Decoding: per layer 16-bit caches [batch * heads, n, D]; q and o rows
   // (zero padded to D from beginDecode on: only columns below qkDim / vDim
@@ -867,18 +885,21 @@ public:
     buffer = std::move(*b);
     return true;
   }
+  /// Token-major fp32 [batch, n, rowHeads, dim] rows, `heads` of their
+  /// heads from the one src/dst points at, to and from 16-bit
+  /// [batch * heads, n, D] (zero padded).
   void pack(void *dst, const float *src, int64_t batch, int64_t heads,
-            int64_t n, int64_t rowBegin, int64_t rows, int64_t dim,
-            int64_t D) {
+            int64_t rowHeads, int64_t n, int64_t rowBegin, int64_t rows,
+            int64_t dim, int64_t D) {
     int32_t bf16 = options.precision == Precision::BF16 ? 1 : 0;
     elementwise(fnPackHeads, batch * heads * rows * D, dst, src, batch, heads,
-                n, rowBegin, rows, dim, D, bf16);
+                rowHeads, n, rowBegin, rows, dim, D, bf16);
   }
   void unpack(float *dst, const void *src, int64_t batch, int64_t heads,
-              int64_t n, int64_t dim, int64_t D) {
+              int64_t rowHeads, int64_t n, int64_t dim, int64_t D) {
     int32_t bf16 = options.precision == Precision::BF16 ? 1 : 0;
     elementwise(fnUnpackHeads, batch * n * heads * dim, dst, src, batch, heads,
-                n, dim, D, bf16);
+                rowHeads, n, dim, D, bf16);
   }
 
   cuda::Function fnAttnForward = nullptr, fnAttnDecode = nullptr,
@@ -1290,7 +1311,8 @@ CudaBackend::prepareAttention(const AttentionPattern &pattern,
   if (!plan)
     return plan.takeError();
   plan->setDeterministicBackward(options.deterministic);
-  return std::make_unique<CudaTensorAttention>(*this, dims, std::move(*plan), D);
+  return std::make_unique<CudaTensorAttention>(*this, dims, std::move(*plan), D,
+                                               options.attentionGroupBytes);
 }
 
 //===----------------------------------------------------------------------===//
@@ -1425,42 +1447,68 @@ void CudaExactAttention::decode(int64_t layer, int64_t batch,
 // The tensor-core attention
 //===----------------------------------------------------------------------===//
 
-bool CudaTensorAttention::reserve(int64_t batch, bool withBackward) {
-  if (batch <= reservedBatch && (!withBackward || reservedBackward))
+bool CudaTensorAttention::reserve(int64_t batchHeads, bool withBackward) {
+  if (batchHeads <= reservedBatchHeads && (!withBackward || reservedBackward))
     return !backend.failed();
-  int64_t b = std::max(batch, reservedBatch);
-  size_t bytes = static_cast<size_t>(b * dims.heads * dims.seqLen * D) * 2;
+  int64_t bh = std::max(batchHeads, reservedBatchHeads);
+  size_t bytes = static_cast<size_t>(bh * dims.seqLen * D) * 2;
   size_t count = withBackward || reservedBackward ? 8 : 4;
   halves.resize(8);
   for (size_t i = 0; i < count; ++i)
     if (!backend.reserve(halves[i], bytes))
       return false;
-  reservedBatch = b;
+  reservedBatchHeads = bh;
   reservedBackward = count == 8;
   return true;
+}
+
+int64_t CudaTensorAttention::groupSize(int64_t batch) const {
+  const int64_t H = dims.heads, all = batch * H;
+  const int64_t perPair = dims.seqLen * D * 2; // one 16-bit [n, D] copy
+  if (all * perPair <= groupBytes)
+    return all;
+  int64_t pairs = std::max<int64_t>(1, groupBytes / perPair);
+  if (pairs >= H || perHeadMasks)
+    return std::max<int64_t>(1, pairs / H) * H;
+  while (H % pairs != 0)
+    --pairs;
+  return pairs;
+}
+
+template <typename Body>
+void CudaTensorAttention::forEachGroup(int64_t batch, Body body) const {
+  const int64_t H = dims.heads, all = batch * H, G = groupSize(batch);
+  for (int64_t bh0 = 0; bh0 < all; bh0 += G) {
+    const int64_t count = std::min(G, all - bh0);
+    // G < H divides H: heads bh0 % H .. of one entry; else whole entries.
+    const int64_t heads = std::min(count, H), entries = count / heads;
+    body(bh0, count, entries, heads, bh0 / H * dims.seqLen * H + bh0 % H);
+  }
 }
 
 void CudaTensorAttention::forward(int64_t layer, int64_t batch, const float *q,
                                   const float *k, const float *v, float *o,
                                   float *lse) {
   ProfileScope scope(backend.profiler, "attention");
-  if (!reserve(batch, false))
+  if (!reserve(groupSize(batch), false))
     return;
-  const int64_t H = dims.heads, n = dims.seqLen;
-  backend.pack(reinterpret_cast<void *>(halves[0].get()), q, batch, H, n, 0, n,
-               dims.qkDim, D);
-  backend.pack(reinterpret_cast<void *>(halves[1].get()), k, batch, H, n, 0, n,
-               dims.qkDim, D);
-  backend.pack(reinterpret_cast<void *>(halves[2].get()), v, batch, H, n, 0, n,
-               dims.vDim, D);
-  if (backend.failed())
-    return;
-  backend.record(plan.forward(layer, batch * H, halves[0].get(),
-                              halves[1].get(), halves[2].get(),
-                              halves[3].get(), dev(lse), scale(),
-                              backend.getStream()));
-  backend.unpack(o, reinterpret_cast<const void *>(halves[3].get()), batch, H,
-                 n, dims.vDim, D);
+  const int64_t H = dims.heads, n = dims.seqLen, dqk = dims.qkDim,
+                dv = dims.vDim;
+  auto half = [&](size_t i) { return reinterpret_cast<void *>(halves[i].get()); };
+  forEachGroup(batch, [&](int64_t bh0, int64_t count, int64_t entries,
+                          int64_t heads, int64_t at) {
+    backend.pack(half(0), q + at * dqk, entries, heads, H, n, 0, n, dqk, D);
+    backend.pack(half(1), k + at * dqk, entries, heads, H, n, 0, n, dqk, D);
+    backend.pack(half(2), v + at * dv, entries, heads, H, n, 0, n, dv, D);
+    if (backend.failed())
+      return;
+    // lse is [batch x heads, n]: the group's rows are consecutive.
+    backend.record(plan.forward(layer, count, halves[0].get(),
+                                halves[1].get(), halves[2].get(),
+                                halves[3].get(), dev(lse + bh0 * n), scale(),
+                                backend.getStream()));
+    backend.unpack(o + at * dv, half(3), entries, heads, H, n, dv, D);
+  });
 }
 
 void CudaTensorAttention::backward(int64_t layer, int64_t batch, const float *q,
@@ -1469,26 +1517,30 @@ void CudaTensorAttention::backward(int64_t layer, int64_t batch, const float *q,
                                    const float *dO, float *dQ, float *dK,
                                    float *dV) {
   ProfileScope scope(backend.profiler, "attention backward");
-  if (!reserve(batch, true))
+  if (!reserve(groupSize(batch), true))
     return;
-  const int64_t H = dims.heads, n = dims.seqLen;
+  const int64_t H = dims.heads, n = dims.seqLen, dqk = dims.qkDim,
+                dv = dims.vDim;
   auto half = [&](size_t i) { return reinterpret_cast<void *>(halves[i].get()); };
-  backend.pack(half(0), q, batch, H, n, 0, n, dims.qkDim, D);
-  backend.pack(half(1), k, batch, H, n, 0, n, dims.qkDim, D);
-  backend.pack(half(2), v, batch, H, n, 0, n, dims.vDim, D);
-  backend.pack(half(3), o, batch, H, n, 0, n, dims.vDim, D);
-  backend.pack(half(4), dO, batch, H, n, 0, n, dims.vDim, D);
-  if (backend.failed())
-    return;
-  backend.record(plan.backward(layer, batch * H, halves[0].get(),
-                               halves[1].get(), halves[2].get(),
-                               halves[3].get(), dev(lse), halves[4].get(),
-                               halves[5].get(), halves[6].get(),
-                               halves[7].get(), scale(),
-                               backend.getStream()));
-  backend.unpack(dQ, half(5), batch, H, n, dims.qkDim, D);
-  backend.unpack(dK, half(6), batch, H, n, dims.qkDim, D);
-  backend.unpack(dV, half(7), batch, H, n, dims.vDim, D);
+  forEachGroup(batch, [&](int64_t bh0, int64_t count, int64_t entries,
+                          int64_t heads, int64_t at) {
+    backend.pack(half(0), q + at * dqk, entries, heads, H, n, 0, n, dqk, D);
+    backend.pack(half(1), k + at * dqk, entries, heads, H, n, 0, n, dqk, D);
+    backend.pack(half(2), v + at * dv, entries, heads, H, n, 0, n, dv, D);
+    backend.pack(half(3), o + at * dv, entries, heads, H, n, 0, n, dv, D);
+    backend.pack(half(4), dO + at * dv, entries, heads, H, n, 0, n, dv, D);
+    if (backend.failed())
+      return;
+    backend.record(plan.backward(layer, count, halves[0].get(),
+                                 halves[1].get(), halves[2].get(),
+                                 halves[3].get(), dev(lse + bh0 * n),
+                                 halves[4].get(), halves[5].get(),
+                                 halves[6].get(), halves[7].get(), scale(),
+                                 backend.getStream()));
+    backend.unpack(dQ + at * dqk, half(5), entries, heads, H, n, dqk, D);
+    backend.unpack(dK + at * dqk, half(6), entries, heads, H, n, dqk, D);
+    backend.unpack(dV + at * dv, half(7), entries, heads, H, n, dv, D);
+  });
 }
 
 void CudaTensorAttention::beginDecode(int64_t batch, int64_t layers) {
@@ -1564,8 +1616,12 @@ void CudaTensorAttention::decode(int64_t layer, int64_t batch,
 
 CudaTensorAttention::CudaTensorAttention(CudaBackend &backend,
                                          const AttentionDims &dims,
-                                         AttentionPlan plan, int64_t headDim)
-    : backend(backend), dims(dims), plan(std::move(plan)), D(headDim) {
+                                         AttentionPlan plan, int64_t headDim,
+                                         int64_t groupBytes)
+    : backend(backend), dims(dims), plan(std::move(plan)), D(headDim),
+      groupBytes(groupBytes) {
+  for (const codegen::MaskKernels &mask : this->plan.getGenerated().masks)
+    perHeadMasks |= mask.head.has_value();
   backend.tensorAttentions.push_back(this);
   this->plan.setOverlapLaunches(backend.overlapLaunches);
 }

@@ -953,6 +953,99 @@ INSTANTIATE_TEST_SUITE_P(
         AttentionCase{kLayered, Precision::FP16, 200, 2, 16, 32, 5e-3},
         AttentionCase{kFixed, Precision::FP16, 150, 4, 128, 128, 5e-3}));
 
+// Long sequences: the bf16 attention over groups of (batch entry, head)
+// pairs (CudaBackendOptions::attentionGroupBytes; one pair per group for
+// merged and layered patterns, one batch entry for per-head ones) against
+// one call over all of them: the forward bit for bit (each pair's rows are
+// computed alike either way), the gradients within bf16's rounding (the
+// kernels may split a key block's dK/dV work differently for a smaller
+// group, which changes the order of its sums).
+TEST(CudaModel, AttentionInGroupsMatchesOneCall) {
+  SKIP_WITHOUT_GPU();
+  struct Case {
+    const char *pattern;
+    int64_t heads;
+  };
+  for (Case c : {Case{kFixed, 4}, Case{kPerHead, 2}, Case{kLayered, 2}}) {
+    SCOPED_TRACE(c.pattern);
+    const int64_t B = 2, H = c.heads, n = 200, dqk = 32, dv = 64;
+    auto pattern = loadPattern(c.pattern, n, H);
+    ASSERT_TRUE(pattern);
+    AttentionDims dims;
+    dims.batch = B;
+    dims.heads = H;
+    dims.seqLen = n;
+    dims.qkDim = dqk;
+    dims.vDim = dv;
+    const int64_t sizeQK = B * n * H * dqk, sizeV = B * n * H * dv;
+    std::vector<float> q = randoms(sizeQK, 1), k = randoms(sizeQK, 2),
+                       v = randoms(sizeV, 3), dO = randoms(sizeV, 4);
+    // o, lse, dQ, dK, dV of layers 0 and 1.
+    auto run = [&](int64_t groupBytes) {
+      std::vector<std::vector<float>> out;
+      CudaBackendOptions o;
+      o.precision = Precision::BF16;
+      o.deterministic = true;
+      o.attentionGroupBytes = groupBytes;
+      auto b = createCudaBackend(o);
+      if (!b) {
+        ADD_FAILURE() << llvm::toString(b.takeError());
+        return out;
+      }
+      Backend &g = **b;
+      auto op = g.prepareAttention(*pattern, dims);
+      if (!op) {
+        ADD_FAILURE() << llvm::toString(op.takeError());
+        return out;
+      }
+      auto put = [&](const std::vector<float> &host) {
+        Buffer buf = g.allocateFloats(int64_t(host.size()));
+        g.upload(buf.data(), host.data(), int64_t(host.size()) * 4);
+        return buf;
+      };
+      Buffer qb = put(q), kb = put(k), vb = put(v), dOb = put(dO),
+             ob = put(std::vector<float>(sizeV, NAN)),
+             lse = put(std::vector<float>(B * H * n, NAN)),
+             dQ = put(std::vector<float>(sizeQK, NAN)),
+             dK = put(std::vector<float>(sizeQK, NAN)),
+             dV = put(std::vector<float>(sizeV, NAN));
+      for (int64_t layer : {0, 1}) {
+        (*op)->forward(layer, B, qb.f32(), kb.f32(), vb.f32(), ob.f32(),
+                       lse.f32());
+        (*op)->backward(layer, B, qb.f32(), kb.f32(), vb.f32(), ob.f32(),
+                        lse.f32(), dOb.f32(), dQ.f32(), dK.f32(), dV.f32());
+        for (Buffer *x : {&ob, &lse, &dQ, &dK, &dV}) {
+          out.emplace_back(x->bytes() / 4);
+          g.download(out.back().data(), x->data(), x->bytes());
+        }
+      }
+      if (llvm::Error e = g.takeError())
+        ADD_FAILURE() << llvm::toString(std::move(e));
+      return out;
+    };
+    std::vector<std::vector<float>> whole = run(int64_t(1) << 30),
+                                    grouped = run(1);
+    ASSERT_EQ(whole.size(), 10u);
+    ASSERT_EQ(grouped.size(), 10u);
+    const char *names[] = {"o", "lse", "dQ", "dK", "dV"};
+    for (size_t i = 0; i < whole.size(); ++i) {
+      SCOPED_TRACE(std::string(names[i % 5]) + ", layer " +
+                   std::to_string(i / 5));
+      if (i % 5 < 2) {
+        EXPECT_EQ(whole[i], grouped[i]);
+        continue;
+      }
+      double diff = 0, mag = 1e-30;
+      for (size_t e = 0; e < whole[i].size(); ++e) {
+        ASSERT_TRUE(std::isfinite(grouped[i][e])) << e;
+        diff = std::max(diff, double(std::fabs(whole[i][e] - grouped[i][e])));
+        mag = std::max(mag, double(std::fabs(whole[i][e])));
+      }
+      EXPECT_LE(diff / mag, 2e-2);
+    }
+  }
+}
+
 //===----------------------------------------------------------------------===//
 // Training
 //===----------------------------------------------------------------------===//

@@ -407,6 +407,14 @@ struct CudaBackendOptions {
   Precision precision = Precision::BF16;
   /// Bit-reproducible attention backward (no atomics; slower).
   bool deterministic = false;
+  /// The bf16/fp16 attention runs over groups of (batch entry, head) pairs
+  /// whose 16-bit [n, D] copies of q, k, v, o, dO, dQ, dK and dV take at
+  /// most this many bytes each (one group of all of them where they fit;
+  /// at least one pair, or one batch entry of a per-head pattern):
+  /// its scratch, those copies and the generated kernels' fp32 workspaces,
+  /// then scales with one group instead of batch x heads (long sequences:
+  /// docs/model.md, "Memory"). The results are the same per group.
+  int64_t attentionGroupBytes = int64_t(1) << 30;
 };
 
 /// The environment variables the CUDA backend reads, checked (no GPU

@@ -1218,15 +1218,18 @@ extern "C" __global__ void sp_scale_from_half(float *dst,
 
 /// dst[(b*heads + h), i, t] = t < dim ? src[b, i, h, t] : 0 for rows i in
 /// [rowBegin, rowBegin + rows) of sequences of length n (both sides).
+// `heads` of the rows' `rowHeads` (src points at the first one's columns):
+// the attention runs over groups of heads where the copies of all of them
+// would be too large (CudaTensorAttention).
 extern "C" __global__ void sp_pack_heads(unsigned short *dst, const float *src,
-                                         i64 batch, i64 heads, i64 n,
-                                         i64 rowBegin, i64 rows, i64 dim,
-                                         i64 D, int bf16) {
+                                         i64 batch, i64 heads, i64 rowHeads,
+                                         i64 n, i64 rowBegin, i64 rows,
+                                         i64 dim, i64 D, int bf16) {
   SP_GRID_STRIDE(e, batch * heads * rows * D) {
     i64 t = e % D, r = e / D;
     i64 i = rowBegin + r % rows, bh = r / rows;
     i64 h = bh % heads, b = bh / heads;
-    float x = t < dim ? src[((b * n + i) * heads + h) * dim + t] : 0.0f;
+    float x = t < dim ? src[((b * n + i) * rowHeads + h) * dim + t] : 0.0f;
     dst[(bh * n + i) * D + t] = spToHalf(x, bf16);
   }
 }
@@ -1338,14 +1341,17 @@ extern "C" __global__ void sp_append_row_at(float *cache, const float *rows,
 }
 
 /// dst[b, i, h, t] = src[(b*heads + h), i, t] for t < dim (overwrites).
+// Into `heads` of the rows' `rowHeads` (dst points at the first one's
+// columns), as sp_pack_heads.
 extern "C" __global__ void sp_unpack_heads(float *dst,
                                            const unsigned short *src,
-                                           i64 batch, i64 heads, i64 n,
-                                           i64 dim, i64 D, int bf16) {
+                                           i64 batch, i64 heads, i64 rowHeads,
+                                           i64 n, i64 dim, i64 D, int bf16) {
   SP_GRID_STRIDE(e, batch * n * heads * dim) {
     i64 t = e % dim, r = e / dim;
     i64 h = r % heads, bi = r / heads;
     i64 i = bi % n, b = bi / n;
-    dst[e] = spFromHalf(src[((b * heads + h) * n + i) * D + t], bf16);
+    dst[((b * n + i) * rowHeads + h) * dim + t] =
+        spFromHalf(src[((b * heads + h) * n + i) * D + t], bf16);
   }
 }

@@ -388,27 +388,36 @@ INSTANTIATE_TEST_SUITE_P(
                                4, 0.3f}),
     [](const auto &info) { return std::string(info.param.name); });
 
+// Also at d = 256, where recomputation keeps the logits (256 wide) and
+// their gradient in the activations (Transformer::allocate).
 TEST(Model, RecomputeGivesIdenticalGradients) {
   auto pattern = loadPattern(kFixed, 16, 2);
   std::unique_ptr<Backend> backend = createCpuBackend();
   std::vector<int32_t> inputs, targets;
   randomTokens(2, 16, 4, inputs, targets);
-  std::vector<std::vector<float>> grads;
-  std::vector<double> losses;
-  for (bool recompute : {false, true}) {
-    ModelConfig c = smallConfig();
-    c.recompute = recompute;
-    c.dropout = 0.2f;
-    auto m = Transformer::create(*backend, c, *pattern, 2);
-    ASSERT_TRUE(bool(m));
-    (*m)->initialize(3);
-    randomizeParams(**m, 8);
-    losses.push_back(*(*m)->run(inputs, targets, 2, true, 77));
-    grads.emplace_back((*m)->numParams());
-    backend->download(grads.back().data(), (*m)->grads(), grads.back().size() * 4);
+  for (int64_t d : {16, 256}) {
+    SCOPED_TRACE("d = " + std::to_string(d));
+    std::vector<std::vector<float>> grads, tokenLosses(2);
+    std::vector<double> losses;
+    for (bool recompute : {false, true}) {
+      ModelConfig c = smallConfig();
+      c.dModel = d;
+      c.recompute = recompute;
+      c.dropout = 0.2f;
+      auto m = Transformer::create(*backend, c, *pattern, 2);
+      ASSERT_TRUE(bool(m));
+      (*m)->initialize(3);
+      randomizeParams(**m, 8);
+      losses.push_back(*(*m)->run(inputs, targets, 2, true, 77,
+                                  &tokenLosses[recompute]));
+      grads.emplace_back((*m)->numParams());
+      backend->download(grads.back().data(), (*m)->grads(),
+                        grads.back().size() * 4);
+    }
+    EXPECT_EQ(losses[0], losses[1]);
+    EXPECT_EQ(tokenLosses[0], tokenLosses[1]);
+    EXPECT_EQ(grads[0], grads[1]);
   }
-  EXPECT_EQ(losses[0], losses[1]);
-  EXPECT_EQ(grads[0], grads[1]);
 }
 
 TEST(Model, InitializationFollowsThePaper) {

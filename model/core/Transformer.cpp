@@ -39,6 +39,10 @@ struct Transformer::Layer {
 /// intermediate [rows, ffDim] exceeds this many floats (256 MiB).
 constexpr int64_t kFeedForwardChunkElements = int64_t(1) << 26;
 
+/// One residual block's activations. Training's sets leave ln1 empty: the
+/// first layer norm's output is needed only by the q/k/v projections (it
+/// lives in ln2 until LN2 overwrites it) and by their weight gradients
+/// (layerBackward makes it again, in o). Decoding's set has one.
 struct Transformer::Acts {
   Buffer ln1, mean1, rstd1, q, k, v, o, lse, h, ln2, mean2, rstd2, f1, g;
 };
@@ -201,7 +205,6 @@ llvm::Error Transformer::allocate() {
   acts.clear();
   for (int64_t s = 0; s < sets; ++s) {
     auto a = std::make_unique<Acts>();
-    a->ln1 = backend.allocateFloats(R * d);
     a->mean1 = backend.allocateFloats(R);
     a->rstd1 = backend.allocateFloats(R);
     a->q = backend.allocateFloats(R * dqk);
@@ -227,11 +230,11 @@ llvm::Error Transformer::allocate() {
   // holds nothing from the end of the forward (the last block's forward)
   // until the top block is recomputed in backward, which is exactly when
   // the final layer norm's output and the logits live (the head's backward
-  // comes first): they go to its ln1 and, where [R, 256] fits in [R, d],
+  // comes first): they go to its o and, where [R, 256] fits in [R, d],
   // its h. Without recomputation every block's Acts are kept for backward,
   // and the head has buffers of its own.
   if (config.recompute) {
-    lnfAt = acts[0]->ln1.f32();
+    lnfAt = acts[0]->o.f32();
   } else {
     lnf = backend.allocateFloats(R * d);
     lnfAt = lnf.f32();
@@ -331,15 +334,14 @@ void Transformer::layerForward(int64_t l, int64_t batch, Acts &a,
   const float *x = xs[l].f32();
   float *xNext = xs[l + 1].f32();
 
-  // Attention: h = x + dropout(attention(norm(x)) W_o + b_o).
-  backend.layerNormForward(a.ln1.f32(), a.mean1.f32(), a.rstd1.f32(), x,
-                           w.t[Ln1W], w.t[Ln1B], R, d);
-  backend.matmul(a.q.f32(), a.ln1.f32(), w.t[Wq], R, dqk, d, false, false,
-                 w.t[Bq]);
-  backend.matmul(a.k.f32(), a.ln1.f32(), w.t[Wk], R, dqk, d, false, false,
-                 w.t[Bk]);
-  backend.matmul(a.v.f32(), a.ln1.f32(), w.t[Wv], R, d, d, false, false,
-                 w.t[Bv]);
+  // Attention: h = x + dropout(attention(norm(x)) W_o + b_o). norm(x) in
+  // ln2, which holds nothing until LN2 below (Acts).
+  float *ln1 = a.ln2.f32();
+  backend.layerNormForward(ln1, a.mean1.f32(), a.rstd1.f32(), x, w.t[Ln1W],
+                           w.t[Ln1B], R, d);
+  backend.matmul(a.q.f32(), ln1, w.t[Wq], R, dqk, d, false, false, w.t[Bq]);
+  backend.matmul(a.k.f32(), ln1, w.t[Wk], R, dqk, d, false, false, w.t[Bk]);
+  backend.matmul(a.v.f32(), ln1, w.t[Wv], R, d, d, false, false, w.t[Bv]);
   attention->forward(l, batch, a.q.f32(), a.k.f32(), a.v.f32(), a.o.f32(),
                      a.lse.f32());
   backend.matmul(tmp.f32(), a.o.f32(), w.t[Wo], R, d, d, false, false,
@@ -386,6 +388,7 @@ void Transformer::layerForward(int64_t l, int64_t batch, Acts &a,
 //                                       gradients and dO are taken)
 //               dln                h   (dO, dead after the attention's
 //                                       backward)
+//               ln1 (made again)   o   (dead after the attention's backward)
 // Every one of them is written whole before it is read (fill, or an op that
 // overwrites), so the arithmetic is that of separate buffers, bit for bit.
 void Transformer::layerBackward(int64_t l, int64_t batch, Acts &a,
@@ -446,13 +449,18 @@ void Transformer::layerBackward(int64_t l, int64_t batch, Acts &a,
   backend.biasAddBackward(g.t[Bq], dQ, R, dqk);
   backend.biasAddBackward(g.t[Bk], dK, R, dqk);
   backend.biasAddBackward(g.t[Bv], dV, R, d);
+  // norm(x_l) again, in o (dead after the attention's backward): the
+  // forward's values (and statistics), bit for bit.
+  float *ln1 = a.o.f32();
+  backend.layerNormForward(ln1, a.mean1.f32(), a.rstd1.f32(), xs[l].f32(),
+                           w.t[Ln1W], w.t[Ln1B], R, d);
   float *dln = a.h.f32();
-  backend.matmulBackward(dln, false, g.t[Wq], dQ, a.ln1.f32(),
-                         w.t[Wq], R, dqk, d, false);
-  backend.matmulBackward(dln, true, g.t[Wk], dK, a.ln1.f32(),
-                         w.t[Wk], R, dqk, d, false);
-  backend.matmulBackward(dln, true, g.t[Wv], dV, a.ln1.f32(),
-                         w.t[Wv], R, d, d, false);
+  backend.matmulBackward(dln, false, g.t[Wq], dQ, ln1, w.t[Wq], R, dqk, d,
+                         false);
+  backend.matmulBackward(dln, true, g.t[Wk], dK, ln1, w.t[Wk], R, dqk, d,
+                         false);
+  backend.matmulBackward(dln, true, g.t[Wv], dV, ln1, w.t[Wv], R, d, d,
+                         false);
   backend.layerNormBackward(dx.f32(), g.t[Ln1W], g.t[Ln1B], dln,
                             xs[l].f32(), w.t[Ln1W], a.mean1.f32(),
                             a.rstd1.f32(), R, d);

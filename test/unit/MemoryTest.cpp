@@ -50,7 +50,8 @@ int64_t recomputeBytesPerToken(const ModelConfig &c) {
                 L = c.numLayers;
   int64_t floats = 0;
   floats += (L + 1) * d;       // xs: the residual stream's checkpoints
-  floats += d + 2 * dqk + 4 * d; // one Acts set: ln1, q, k, v, o, h, ln2
+  floats += 2 * dqk + 4 * d;   // one Acts set: q, k, v, o, h, ln2 (ln1
+                               // lives in ln2, then is made again in o)
   floats += 4 + H;             // its mean1, rstd1, mean2, rstd2, lse
   floats += 2;                 // meanf, rstdf (lnf lives in ln1)
   floats += 1;                 // losses (the logits and their gradient, in

@@ -11,7 +11,7 @@
 //   attention-bench [--out FILE] [--quick] [--patterns DIR]
 //                   [--case NAME/N/D ...] [--deterministic] [--compile-only]
 //                   [--split N] [--split-sweep N,N,...] [--query-order N]
-//                   [--wgmma-forward]
+//                   [--wgmma-forward] [--wgmma-backward]
 //
 // --case limits the run to the named cases (e.g. --case fixed/16384/64);
 // --compile-only needs no GPU: it generates and NVRTC-compiles the selected
@@ -21,7 +21,8 @@
 // sets the backward's split of long key-block lists (0: the plan's choice)
 // and --split-sweep times forward+backward again under other settings;
 // --wgmma-forward runs the forward of head dims 64 and 128 on the wgmma
-// kernel on sm_90a (the default is the mma.sync kernel everywhere).
+// kernel on sm_90a (the default is the mma.sync kernel everywhere), and
+// --wgmma-backward the dK/dV kernels of head dim 64.
 // Decode (AttentionPlan::decode, one row at position n - 1, batch-heads 8,
 // caches of capacity n; median per call) is timed for dense, strided and
 // fixed at n = 16384 and fixed at n = 12288, D = 64.
@@ -78,6 +79,11 @@ cl::opt<bool> wgmmaForward("wgmma-forward",
                                     "and 128 on wgmma (CodegenOptions::"
                                     "forwardWgmma)"),
                            cl::init(false));
+cl::opt<bool> wgmmaBackward("wgmma-backward",
+                            cl::desc("On sm_90a, the dK/dV kernels of head "
+                                     "dim 64 on wgmma (CodegenOptions::"
+                                     "backwardWgmma)"),
+                            cl::init(false));
 cl::list<int64_t> splitSweep(
     "split-sweep",
     cl::desc("Also time forward+backward with these split settings"),
@@ -160,6 +166,7 @@ llvm::Expected<Result> runCase(const Case &c, std::mt19937_64 &rng) {
   cg.headDim = c.headDim;
   cg.queryOrder = queryOrder;
   cg.forwardWgmma = wgmmaForward;
+  cg.backwardWgmma = wgmmaBackward;
   auto generated = codegen::generateForward((*compiled)->pattern,
                                             (*compiled)->layout, cg);
   if (mlir::failed(generated))
@@ -336,6 +343,8 @@ int main(int argc, char **argv) {
   llvm::outs() << "device: " << context->getDeviceName() << "\n";
   llvm::outs() << "forward kernel: "
                << (wgmmaForward ? "wgmma on sm_90a for D 64/128, else mma.sync" : "mma.sync")
+               << "; dK/dV kernels: "
+               << (wgmmaBackward ? "wgmma on sm_90a for D 64, else mma.sync" : "mma.sync")
                << "\n";
   llvm::outs() << llvm::format("%-8s %6s %4s %10s %10s %12s %10s %11s %10s %s\n",
                                "pattern", "n", "D", "fwd ms", "fwd TF/s",
@@ -371,6 +380,7 @@ int main(int argc, char **argv) {
   j.object([&] {
     j.attribute("device", context->getDeviceName());
     j.attribute("deterministic_backward", bool(deterministic));
+    j.attribute("backward_kernel", wgmmaBackward ? "wgmma dK/dV on sm_90a for D 64, else mma.sync" : "mma.sync");
     j.attribute("forward_kernel", wgmmaForward ? "wgmma on sm_90a for D 64/128, else mma.sync" : "mma.sync");
     j.attributeArray("results", [&] {
       for (const Result &r : results)

@@ -377,6 +377,18 @@ unsigned forwardSharedBytes(const CodegenOptions &options) {
   return unsigned((1 + 4) * 64 * (d + 8) * 2);
 }
 
+unsigned backwardDkDvSharedBytes(const CodegenOptions &options) {
+  const int64_t d = options.headDim;
+  // attention_backward_wgmma.cuh (d = 64): K, V, two stages of Q and dO and
+  // the dS^T tile as 8 KiB swizzled tiles, two stages of LSE and Delta, and
+  // 1 KiB to align the first tile.
+  if (options.backwardWgmma && options.arch == "sm_90a" && d == 64)
+    return unsigned(7 * 8192 + 2 * 2 * 64 * 4 + 1024);
+  // attention_backward.cuh: K, V, two stages of Q and dO (rows padded by 8
+  // elements), the dS^T tile, two stages of LSE and Delta.
+  return unsigned(6 * 64 * (d + 8) * 2 + 64 * (64 + 8) * 2 + 2 * 2 * 64 * 4);
+}
+
 FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
                                               const PatternLayout &layout,
                                               const CodegenOptions &options) {
@@ -422,6 +434,8 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
      << ", " << options.arch << ". Do not edit.\n";
   if (!options.forwardWgmma)
     os << "#define SPARSETX_FORWARD_MMA_SYNC 1\n";
+  if (options.backwardWgmma)
+    os << "#define SPARSETX_BACKWARD_WGMMA_ON 1\n";
   os << "#include \"sparsetx/attention_forward.cuh\"\n";
   os << "#include \"sparsetx/attention_merge.cuh\"\n";
   if (options.backward)
@@ -433,7 +447,12 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
   os << "\n";
   os << "static_assert(sparsetx::forwardKernelSharedBytes<" << options.headDim
      << ">() == " << gen.forwardSharedBytes
-     << ", \"the forward kernel's shared memory is what the manifest says\");\n\n";
+     << ", \"the forward kernel's shared memory is what the manifest says\");\n";
+  if (options.backward)
+    os << "static_assert(sparsetx::backwardDkDvKernelSharedBytes<"
+       << options.headDim << ">() == " << backwardDkDvSharedBytes(options)
+       << ", \"the dK/dV kernels' shared memory is what the manifest says\");\n";
+  os << "\n";
   os << "namespace sparsetx_gen {\nusing namespace sparsetx;\n\n";
 
   std::string entries;
@@ -722,8 +741,7 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
     // attention_backward.cuh.
     gen.backwardSharedBytes =
         unsigned(4 * 64 * (options.headDim + 8) * 2 + 2 * 64 * 4);
-    gen.backwardDkDvSharedBytes = unsigned(
-        6 * 64 * (options.headDim + 8) * 2 + 64 * (64 + 8) * 2 + 2 * 2 * 64 * 4);
+    gen.backwardDkDvSharedBytes = backwardDkDvSharedBytes(options);
     eos << "extern \"C\" __global__ void __launch_bounds__(" << kBackwardThreads
         << ") " << gen.backwardPrepareName
         << "(const unsigned short *o, const unsigned short *dO,\n"

@@ -30,6 +30,8 @@ echo "gpu-sanitize: $cs ($("$cs" --version | tail -n 1))"
 # LongLists: dK/dV work items split over CTAs and their ordered reduce.
 # CudaModelTest: the few-row linear layers (split k, a ticket per tile) and
 # the model's bf16 attention decoding through decodeAt (device position).
+# The forward and backward filters match the Wgmma/ instances (the sm_90a
+# wgmma kernels) of the same cases too; they skip on other GPUs.
 cases=(
   "AttentionForwardTest:*strided_n1000_d64_bf16"
   "AttentionBackwardTest:*fixed_n1000_d64_fp16:LongLists/*fixed_n3000_d64_bf16"

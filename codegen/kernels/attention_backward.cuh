@@ -339,7 +339,7 @@ __device__ __forceinline__ void backwardDqFromDs(float *__restrict__ dqAcc,
 /// kernel computes it deterministically).
 template <typename V, typename S, bool kFuseDq>
 __device__ __forceinline__ void
-attentionBackwardDkDv(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
+attentionBackwardDkDvMma(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
                       const uint16_t *__restrict__ v, const uint16_t *__restrict__ dO,
                       const float *__restrict__ lse, const float *__restrict__ delta,
                       float *__restrict__ dqAcc, float *__restrict__ dkAcc,
@@ -811,6 +811,59 @@ attentionBackwardDq(const uint16_t *__restrict__ q, const uint16_t *__restrict__
                                               scale * kLog2e);
   cpAsyncWait<0>();
   addRows<D>(dqAcc, dq, rowOffset, scale);
+}
+
+} // namespace sparsetx
+
+// --- The dK/dV kernel a generated entry runs ---------------------------------
+// On sm_90a, head dim 64 takes the wgmma kernel (attention_backward_wgmma.cuh)
+// when the generated source defines SPARSETX_BACKWARD_WGMMA_ON
+// (CodegenOptions::backwardWgmma; off by default until it has run on a GPU);
+// everything else takes the mma.sync kernel above.
+
+#include "sparsetx/attention_backward_wgmma.cuh"
+
+#if SPARSETX_HAS_WGMMA && defined(SPARSETX_BACKWARD_WGMMA_ON)
+#define SPARSETX_BACKWARD_WGMMA 1
+#else
+#define SPARSETX_BACKWARD_WGMMA 0
+#endif
+
+namespace sparsetx {
+
+/// Dynamic shared memory of the dK/dV kernels attentionBackwardDkDv<V, S, *>
+/// runs for head dim D (the generated source checks the emitter's figure).
+template <int D>
+constexpr int backwardDkDvKernelSharedBytes() {
+#if SPARSETX_BACKWARD_WGMMA
+  if constexpr (D == 64)
+    return backwardDkDvWgmmaSharedBytes<D>();
+#endif
+  return backwardDkDvSharedBytes<D>();
+}
+
+/// dK, dV of one segment S of kernel V, and with kFuseDq its dQ
+/// contribution (see attentionBackwardDkDvMma for the grid, block and
+/// outputs; dynamic shared memory backwardDkDvKernelSharedBytes<D>()).
+template <typename V, typename S, bool kFuseDq>
+__device__ __forceinline__ void
+attentionBackwardDkDv(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
+                      const uint16_t *__restrict__ v, const uint16_t *__restrict__ dO,
+                      const float *__restrict__ lse, const float *__restrict__ delta,
+                      float *__restrict__ dqAcc, float *__restrict__ dkAcc,
+                      float *__restrict__ dvAcc, const int32_t *__restrict__ tables,
+                      const int32_t *__restrict__ work, int groups,
+                      float *__restrict__ partials, float scale) {
+#if SPARSETX_BACKWARD_WGMMA
+  if constexpr (V::kHeadDim == 64)
+    attentionBackwardDkDvWgmma<V, S, kFuseDq>(q, k, v, dO, lse, delta, dqAcc,
+                                              dkAcc, dvAcc, tables, work, groups,
+                                              partials, scale);
+  else
+#endif
+    attentionBackwardDkDvMma<V, S, kFuseDq>(q, k, v, dO, lse, delta, dqAcc,
+                                            dkAcc, dvAcc, tables, work, groups,
+                                            partials, scale);
 }
 
 } // namespace sparsetx

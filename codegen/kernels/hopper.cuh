@@ -358,31 +358,36 @@ __device__ __forceinline__ void wgmmaFenceOperand(uint32_t (&r)[kCount]) {
       "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]),         \
       "+f"(d[31])
 
-/// A and B from shared memory (descriptors).
-template <typename Elem, int kTransB>
+/// A and B from shared memory (descriptors). kTransA 1: A is MN-major, the
+/// tile holds A as [K][M] rows (dS^T [keys][queries] for dQ = dS K), with a
+/// wgmmaDescSw128MNMajor descriptor.
+template <typename Elem, int kTransB, int kTransA = 0>
 __device__ __forceinline__ void wgmmaM64N64K16SS(float (&d)[32],
                                                  uint64_t descA,
                                                  uint64_t descB,
                                                  bool accumulate) {
   static_assert(kTransB == 0 || kTransB == 1, "imm-trans-b is 0 or 1");
+  static_assert(kTransA == 0 || kTransA == 1, "imm-trans-a is 0 or 1");
   if (Elem::kIsBF16)
     asm volatile("{\n"
                  ".reg .pred p;\n"
                  "setp.ne.b32 p, %34, 0;\n"
                  "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " //
-                 SPARSETX_WGMMA_D32 ", %32, %33, p, 1, 1, 0, %35;\n"
+                 SPARSETX_WGMMA_D32 ", %32, %33, p, 1, 1, %35, %36;\n"
                  "}\n"
                  : SPARSETX_WGMMA_D32_OPERANDS(d)
-                 : "l"(descA), "l"(descB), "r"((int)accumulate), "n"(kTransB));
+                 : "l"(descA), "l"(descB), "r"((int)accumulate), "n"(kTransA),
+                   "n"(kTransB));
   else
     asm volatile("{\n"
                  ".reg .pred p;\n"
                  "setp.ne.b32 p, %34, 0;\n"
                  "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " //
-                 SPARSETX_WGMMA_D32 ", %32, %33, p, 1, 1, 0, %35;\n"
+                 SPARSETX_WGMMA_D32 ", %32, %33, p, 1, 1, %35, %36;\n"
                  "}\n"
                  : SPARSETX_WGMMA_D32_OPERANDS(d)
-                 : "l"(descA), "l"(descB), "r"((int)accumulate), "n"(kTransB));
+                 : "l"(descA), "l"(descB), "r"((int)accumulate), "n"(kTransA),
+                   "n"(kTransB));
 }
 
 /// A from registers (the fragment above), B from shared memory. The A

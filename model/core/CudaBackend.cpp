@@ -1026,8 +1026,9 @@ public:
   bool overlapLaunches = false;
   /// fusedLinearChain as one launch (SPARSETX_LINEAR_CHAIN).
   bool linearChainEnabled = false;
-  /// The attention forward on wgmma where it applies (SPARSETX_WGMMA_FORWARD).
-  bool wgmmaForward = false;
+  /// The attention forward / dK/dV kernels on wgmma where they apply
+  /// (SPARSETX_WGMMA_FORWARD, SPARSETX_WGMMA_BACKWARD).
+  bool wgmmaForward = false, wgmmaBackward = false;
 
 private:
   cuda::DeviceBuffer lossScratch, normScratch, columnScratch, gemmA16, gemmB16,
@@ -1128,6 +1129,7 @@ llvm::Error CudaBackend::init() {
   overlapLaunches = env->overlapLaunches && cc >= 90;
   linearChainEnabled = env->linearChain;
   wgmmaForward = env->wgmmaForward;
+  wgmmaBackward = env->wgmmaBackward;
   bf16Gemm = env->bf16Gemm == "convert" ? Bf16Gemm::Convert
              : env->bf16Gemm == "tf32"  ? Bf16Gemm::TF32
                                         : Bf16Gemm::Fast;
@@ -1294,6 +1296,7 @@ CudaBackend::prepareAttention(const AttentionPattern &pattern,
   int cc = context.getComputeCapability();
   cg.arch = cc == 90 ? "sm_90a" : "sm_" + std::to_string(cc);
   cg.forwardWgmma = wgmmaForward;
+  cg.backwardWgmma = wgmmaBackward;
   std::string diagnostics;
   mlir::FailureOr<codegen::GeneratedAttention> generated;
   {
@@ -1946,6 +1949,8 @@ llvm::Expected<CudaEnvironment> sparsetx::model::readCudaEnvironment() {
   if (llvm::Error e = flag("SPARSETX_LINEAR_CHAIN", env.linearChain))
     return std::move(e);
   if (llvm::Error e = flag("SPARSETX_WGMMA_FORWARD", env.wgmmaForward))
+    return std::move(e);
+  if (llvm::Error e = flag("SPARSETX_WGMMA_BACKWARD", env.wgmmaBackward))
     return std::move(e);
   if (const char *g = std::getenv("SPARSETX_BF16_GEMM")) {
     llvm::StringRef mode(g);

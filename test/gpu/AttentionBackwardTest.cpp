@@ -11,7 +11,9 @@
 // deterministic one (separate dQ kernel, no atomics). Each runs twice; dK and
 // dV must be bit-identical between the runs in both modes, dQ too in the
 // deterministic one. Layered patterns are checked layer by layer, per-head
-// patterns head by head.
+// patterns head by head. The Wgmma cases (sm_90 only) run the wgmma forward
+// and dK/dV kernels (CodegenOptions::forwardWgmma, backwardWgmma) at head
+// dim 64, long split lists included.
 //
 // Skipped where no GPU is present.
 //
@@ -37,7 +39,9 @@ namespace {
 
 using namespace sparsetx::testutil;
 
-using Param = std::tuple<std::string, int64_t, int64_t, codegen::ElementType>;
+/// Pattern, n, head dim, element type, wgmma kernels.
+using Param =
+    std::tuple<std::string, int64_t, int64_t, codegen::ElementType, bool>;
 
 class AttentionBackwardTest : public ::testing::TestWithParam<Param> {
 protected:
@@ -52,8 +56,12 @@ protected:
 };
 
 TEST_P(AttentionBackwardTest, MatchesReference) {
-  auto [name, n, headDim, dtype] = GetParam();
+  auto [name, n, headDim, dtype, wgmma] = GetParam();
   const bool bf16 = dtype == codegen::ElementType::BF16;
+  const int cc = context.getComputeCapability();
+  if (wgmma && cc != 90)
+    GTEST_SKIP() << "the wgmma kernels need sm_90a (this GPU is sm_" << cc
+                 << ")";
   llvm::Expected<std::string> text = patternText(name);
   ASSERT_TRUE(!!text) << llvm::toString(text.takeError());
 
@@ -64,12 +72,13 @@ TEST_P(AttentionBackwardTest, MatchesReference) {
   ASSERT_TRUE(!!compiled) << llvm::toString(compiled.takeError());
   CompiledPattern &cp = **compiled;
 
-  int cc = context.getComputeCapability();
   codegen::CodegenOptions cgOptions;
   cgOptions.headDim = headDim;
   cgOptions.dtype = dtype;
   cgOptions.arch = "sm_" + std::to_string(cc) + (cc >= 90 ? "a" : "");
   cgOptions.backward = true;
+  cgOptions.forwardWgmma = wgmma;
+  cgOptions.backwardWgmma = wgmma;
   mlir::FailureOr<codegen::GeneratedAttention> generated =
       codegen::generateForward(cp.pattern, cp.layout, cgOptions);
   ASSERT_TRUE(succeeded(generated));
@@ -211,9 +220,10 @@ TEST_P(AttentionBackwardTest, MatchesReference) {
       if (mode.split < 0) {
         EXPECT_EQ(stats.splitKeyBlocks, 0) << "split although told not to";
       }
-      std::printf("[ errors ] %s layer %lld %s split %lld (%lld CTAs, %lld "
+      std::printf("[ errors ] %s%s layer %lld %s split %lld (%lld CTAs, %lld "
                   "key blocks in %lld parts): dQ %.2e, dK %.2e, dV %.2e\n",
-                  caseName(name, n, headDim, dtype).c_str(), (long long)layer,
+                  caseName(name, n, headDim, dtype).c_str(),
+                  wgmma ? " (wgmma)" : "", (long long)layer,
                   deterministic ? "deterministic" : "fused",
                   (long long)mode.split, (long long)stats.items,
                   (long long)stats.splitKeyBlocks, (long long)stats.parts,
@@ -223,7 +233,8 @@ TEST_P(AttentionBackwardTest, MatchesReference) {
 }
 
 std::string paramName(const ::testing::TestParamInfo<Param> &info) {
-  auto [name, n, d, dtype] = info.param;
+  auto [name, n, d, dtype, wgmma] = info.param;
+  (void)wgmma; // the instantiation's name says it
   return caseName(name, n, d, dtype);
 }
 
@@ -235,7 +246,20 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values(int64_t(1000), int64_t(2048)),
                        ::testing::Values(int64_t(32), int64_t(64), int64_t(128)),
                        ::testing::Values(codegen::ElementType::BF16,
-                                         codegen::ElementType::FP16)),
+                                         codegen::ElementType::FP16),
+                       ::testing::Values(false)),
+    paramName);
+
+INSTANTIATE_TEST_SUITE_P(
+    Wgmma, AttentionBackwardTest,
+    ::testing::Combine(::testing::Values("dense", "local", "strided", "fixed",
+                                         "fixed_heads", "strided_interleaved",
+                                         "bidirectional"),
+                       ::testing::Values(int64_t(1000), int64_t(2048)),
+                       ::testing::Values(int64_t(64)),
+                       ::testing::Values(codegen::ElementType::BF16,
+                                         codegen::ElementType::FP16),
+                       ::testing::Values(true)),
     paramName);
 
 // Long by-key lists with n not a multiple of the 64-row block (3000 = 46 x
@@ -244,9 +268,15 @@ INSTANTIATE_TEST_SUITE_P(
 // kernel's single-buffered path.
 INSTANTIATE_TEST_SUITE_P(
     LongLists, AttentionBackwardTest,
-    ::testing::Values(Param{"fixed", 3000, 64, codegen::ElementType::BF16},
-                      Param{"dense", 3000, 64, codegen::ElementType::FP16},
-                      Param{"fixed", 3000, 128, codegen::ElementType::FP16}),
+    ::testing::Values(Param{"fixed", 3000, 64, codegen::ElementType::BF16, false},
+                      Param{"dense", 3000, 64, codegen::ElementType::FP16, false},
+                      Param{"fixed", 3000, 128, codegen::ElementType::FP16, false}),
+    paramName);
+
+INSTANTIATE_TEST_SUITE_P(
+    WgmmaLongLists, AttentionBackwardTest,
+    ::testing::Values(Param{"fixed", 3000, 64, codegen::ElementType::BF16, true},
+                      Param{"dense", 3000, 64, codegen::ElementType::FP16, true}),
     paramName);
 
 } // namespace

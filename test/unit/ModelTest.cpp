@@ -733,7 +733,7 @@ TEST(CudaBackend, EnvironmentIsChecked) {
   const char *names[] = {"SPARSETX_PROFILE", "SPARSETX_CUDA_GRAPHS",
                          "SPARSETX_BF16_GEMM", "SPARSETX_FUSED_DECODE",
                          "SPARSETX_OVERLAP_LAUNCHES", "SPARSETX_LINEAR_CHAIN",
-                         "SPARSETX_WGMMA_FORWARD"};
+                         "SPARSETX_WGMMA_FORWARD", "SPARSETX_WGMMA_BACKWARD"};
   for (const char *name : names)
     unsetenv(name);
   llvm::Expected<CudaEnvironment> env = readCudaEnvironment();
@@ -744,6 +744,7 @@ TEST(CudaBackend, EnvironmentIsChecked) {
   EXPECT_TRUE(env->overlapLaunches);
   EXPECT_FALSE(env->linearChain);
   EXPECT_FALSE(env->wgmmaForward);
+  EXPECT_FALSE(env->wgmmaBackward);
   EXPECT_EQ(env->bf16Gemm, "fast");
   setenv("SPARSETX_OVERLAP_LAUNCHES", "0", 1);
   env = readCudaEnvironment();
@@ -769,6 +770,14 @@ TEST(CudaBackend, EnvironmentIsChecked) {
   EXPECT_EQ(errorText(readCudaEnvironment().takeError()),
             "SPARSETX_WGMMA_FORWARD must be 0 or 1, got 'true'");
   unsetenv("SPARSETX_WGMMA_FORWARD");
+  setenv("SPARSETX_WGMMA_BACKWARD", "1", 1);
+  env = readCudaEnvironment();
+  ASSERT_TRUE(bool(env));
+  EXPECT_TRUE(env->wgmmaBackward);
+  setenv("SPARSETX_WGMMA_BACKWARD", "-1", 1);
+  EXPECT_EQ(errorText(readCudaEnvironment().takeError()),
+            "SPARSETX_WGMMA_BACKWARD must be 0 or 1, got '-1'");
+  unsetenv("SPARSETX_WGMMA_BACKWARD");
   setenv("SPARSETX_PROFILE", "1", 1);
   setenv("SPARSETX_CUDA_GRAPHS", "0", 1);
   setenv("SPARSETX_FUSED_DECODE", "1", 1);

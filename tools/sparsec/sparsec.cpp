@@ -118,6 +118,11 @@ cl::opt<bool> wgmmaForward(
     cl::desc("With --arch sm_90a, run the forward kernels of head dims 64 and "
              "128 on wgmma instead of mma.sync (not yet the default)"),
     cl::init(false), cl::cat(category));
+cl::opt<bool> wgmmaBackward(
+    "wgmma-backward",
+    cl::desc("With --arch sm_90a, run the dK/dV kernels of head dim 64 on "
+             "wgmma instead of mma.sync (not yet the default)"),
+    cl::init(false), cl::cat(category));
 cl::opt<bool> verifyDiagnostics(
     "verify-diagnostics",
     cl::desc("Check the diagnostics against expected-* comments in the input"),
@@ -241,6 +246,7 @@ LogicalResult analyze(ModuleOp module, llvm::raw_ostream &os) {
     codegenOptions.dtype = *dtype;
     codegenOptions.arch = targetArch;
     codegenOptions.forwardWgmma = wgmmaForward;
+    codegenOptions.backwardWgmma = wgmmaBackward;
   }
 
   PassManager pm(context);

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine with the bundle of scripts/gpu-bundle.sh carried
+# (.gpu/): the sm_90a wgmma kernels' correctness and speed in one call.
+#   1. AttentionForwardTest and AttentionBackwardTest (their Wgmma cases run
+#      the wgmma forward and dK/dV kernels; the others the mma.sync ones)
+#      and HopperMmaTest;
+#   2. attention-bench three ways on the same cases: the default (mma.sync),
+#      --wgmma-forward, --wgmma-forward --wgmma-backward;
+#   3. the PyTorch peers (SDPA, FlexAttention) on the same cases;
+#   4. compute-sanitizer (gpu-sanitize.sh; its filters match the Wgmma
+#      instances of its cases too).
+# Logs and JSON go to $OUT (or out/); each step's last lines are printed.
+#   bash scripts/gpu-wgmma.sh     (CASES="fixed/16384/64 ..."; PEERS=0,
+#                                  TESTS=0, SANITIZE=0 skip steps)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bin=.gpu/bin
+out="${OUT:-out}"
+mkdir -p "$out"
+cases="${CASES:-fixed/16384/64 strided/16384/64 dense/16384/64 local/16384/64 fixed/12288/64 fixed/16384/128 dense/16384/128 strided/3072/64}"
+args=()
+for c in $cases; do args+=(--case "$c"); done
+status=0
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
+step() { # name, command...: runs it, keeps its log, reports its status
+  local name="$1"; shift
+  echo "== $name"
+  "$@" > "$out/$name.log" 2>&1
+  local rc=$?
+  tail -n "${TAIL:-25}" "$out/$name.log"
+  echo "== $name: rc $rc"
+  [ $rc -eq 0 ] || status=1
+}
+if [ "${TESTS:-1}" = 1 ]; then
+  step forward-tests "$bin/AttentionForwardTest" --gtest_brief=1
+  step backward-tests "$bin/AttentionBackwardTest" --gtest_brief=1
+  step hopper-tests "$bin/HopperMmaTest" --gtest_brief=1
+fi
+step bench-mma-sync "$bin/attention-bench" --out "$out/sparsetx-mma-sync.json" "${args[@]}"
+step bench-wgmma-fwd "$bin/attention-bench" --wgmma-forward --out "$out/sparsetx-wgmma-fwd.json" "${args[@]}"
+step bench-wgmma "$bin/attention-bench" --wgmma-forward --wgmma-backward --out "$out/sparsetx-wgmma.json" "${args[@]}"
+if [ "${PEERS:-1}" = 1 ]; then
+  PYTHONUNBUFFERED=1 step peers python3 bench/peers.py --out "$out/peers.json" "${args[@]}"
+fi
+if [ "${SANITIZE:-1}" = 1 ]; then
+  step sanitize bash .gpu/gpu-sanitize.sh "$bin"
+fi
+exit $status

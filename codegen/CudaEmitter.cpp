@@ -377,6 +377,17 @@ unsigned forwardSharedBytes(const CodegenOptions &options) {
   return unsigned((1 + 4) * 64 * (d + 8) * 2);
 }
 
+unsigned backwardDqSharedBytes(const CodegenOptions &options) {
+  const int64_t d = options.headDim;
+  // attention_backward_wgmma.cuh (d = 64): Q, dO and three stages of K and V
+  // as 8 KiB swizzled tiles, and 1 KiB to align the first tile.
+  if (options.backwardWgmma && options.arch == "sm_90a" && d == 64)
+    return unsigned((2 + 2 * 3) * 8192 + 1024);
+  // attention_backward.cuh: Q, dO, K, V (rows padded by 8 elements) and
+  // two rows of 64 floats.
+  return unsigned(4 * 64 * (d + 8) * 2 + 2 * 64 * 4);
+}
+
 unsigned backwardDkDvSharedBytes(const CodegenOptions &options) {
   const int64_t d = options.headDim;
   // attention_backward_wgmma.cuh (d = 64): K, V, two stages of Q and dO and
@@ -451,7 +462,10 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
   if (options.backward)
     os << "static_assert(sparsetx::backwardDkDvKernelSharedBytes<"
        << options.headDim << ">() == " << backwardDkDvSharedBytes(options)
-       << ", \"the dK/dV kernels' shared memory is what the manifest says\");\n";
+       << ", \"the dK/dV kernels' shared memory is what the manifest says\");\n"
+       << "static_assert(sparsetx::backwardDqKernelSharedBytes<"
+       << options.headDim << ">() == " << backwardDqSharedBytes(options)
+       << ", \"the dQ kernel's shared memory is what the manifest says\");\n";
   os << "\n";
   os << "namespace sparsetx_gen {\nusing namespace sparsetx;\n\n";
 
@@ -739,8 +753,7 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
     gen.backwardConvertName = "sparsetx_bwd_convert_" + gen.pattern;
     // backwardSharedBytes<D>() and backwardDkDvSharedBytes<D>() of
     // attention_backward.cuh.
-    gen.backwardSharedBytes =
-        unsigned(4 * 64 * (options.headDim + 8) * 2 + 2 * 64 * 4);
+    gen.backwardSharedBytes = backwardDqSharedBytes(options);
     gen.backwardDkDvSharedBytes = backwardDkDvSharedBytes(options);
     eos << "extern \"C\" __global__ void __launch_bounds__(" << kBackwardThreads
         << ") " << gen.backwardPrepareName

@@ -755,7 +755,7 @@ struct DqSegmentLoop<V, SegmentList<S, Rest...>> {
 /// backwardSharedBytes<D>().
 template <typename V>
 __device__ __forceinline__ void
-attentionBackwardDq(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
+attentionBackwardDqMma(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
                     const uint16_t *__restrict__ v, const uint16_t *__restrict__ dO,
                     const float *__restrict__ lse, const float *__restrict__ delta,
                     float *__restrict__ dqAcc, const int32_t *__restrict__ tables,
@@ -815,11 +815,11 @@ attentionBackwardDq(const uint16_t *__restrict__ q, const uint16_t *__restrict__
 
 } // namespace sparsetx
 
-// --- The dK/dV kernel a generated entry runs ---------------------------------
-// On sm_90a, head dim 64 takes the wgmma kernel (attention_backward_wgmma.cuh)
+// --- The dK/dV and dQ kernels a generated entry runs --------------------------
+// On sm_90a, head dim 64 takes the wgmma kernels (attention_backward_wgmma.cuh)
 // when the generated source defines SPARSETX_BACKWARD_WGMMA_ON
-// (CodegenOptions::backwardWgmma; off by default until it has run on a GPU);
-// everything else takes the mma.sync kernel above.
+// (CodegenOptions::backwardWgmma; off by default until they have run on a
+// GPU); everything else takes the mma.sync kernels above.
 
 #include "sparsetx/attention_backward_wgmma.cuh"
 
@@ -830,6 +830,35 @@ attentionBackwardDq(const uint16_t *__restrict__ q, const uint16_t *__restrict__
 #endif
 
 namespace sparsetx {
+
+/// Dynamic shared memory of the dQ kernel attentionBackwardDq<V> runs for
+/// head dim D (the generated source checks the emitter's figure).
+template <int D>
+constexpr int backwardDqKernelSharedBytes() {
+#if SPARSETX_BACKWARD_WGMMA
+  if constexpr (D == 64)
+    return backwardDqWgmmaSharedBytes<D>();
+#endif
+  return backwardSharedBytes<D>();
+}
+
+/// dQ of one kernel of a mask, deterministic mode (see attentionBackwardDqMma
+/// for the grid, block and output; dynamic shared memory
+/// backwardDqKernelSharedBytes<D>()).
+template <typename V>
+__device__ __forceinline__ void
+attentionBackwardDq(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
+                    const uint16_t *__restrict__ v, const uint16_t *__restrict__ dO,
+                    const float *__restrict__ lse, const float *__restrict__ delta,
+                    float *__restrict__ dqAcc, const int32_t *__restrict__ tables,
+                    float scale) {
+#if SPARSETX_BACKWARD_WGMMA
+  if constexpr (V::kHeadDim == 64)
+    attentionBackwardDqWgmma<V>(q, k, v, dO, lse, delta, dqAcc, tables, scale);
+  else
+#endif
+    attentionBackwardDqMma<V>(q, k, v, dO, lse, delta, dqAcc, tables, scale);
+}
 
 /// Dynamic shared memory of the dK/dV kernels attentionBackwardDkDv<V, S, *>
 /// runs for head dim D (the generated source checks the emitter's figure).

@@ -22,6 +22,14 @@
 // are keys, 16 per warp; hopper.cuh) is the mma.sync kernel's, so the mask
 // bits, the epilogue and the split parts read the same.
 //
+// The deterministic mode's dQ kernel (attentionBackwardDqWgmma, D = 64) is
+// the forward kernel's shape: one warpgroup per 64 mapped queries (Q and dO
+// tiles loaded once), the forward's schedule of key blocks with K and V
+// loaded three stages deep; per key block S = Q K^T and dP = dO V^T (one
+// group), P = exp2(S scale log2e - LSE log2e), dS = P (dP - Delta), and
+// dQ += dS K with dS from registers (K MN-major). No atomics: each CTA owns
+// its query rows, so dQ is bit-reproducible as before.
+//
 // attention_backward.cuh includes this header after the pieces both kernels
 // share; it is not included alone.
 //
@@ -40,6 +48,17 @@ namespace sparsetx {
 template <int D>
 constexpr int backwardDkDvWgmmaSharedBytes() {
   return 7 * int(sw128TileBytes(64)) * (D / 64) + 2 * 2 * 64 * 4 +
+         int(kSw128TileAlign);
+}
+
+/// K/V stages of the wgmma dQ kernel.
+constexpr int kBackwardDqWgmmaStages = 3;
+
+/// Shared memory of the wgmma dQ kernel (D = 64): Q, dO and kStages stages
+/// of K and V as 8 KiB swizzled tiles, and 1 KiB to align the first tile.
+template <int D>
+constexpr int backwardDqWgmmaSharedBytes() {
+  return (2 + 2 * kBackwardDqWgmmaStages) * int(sw128TileBytes(64)) * (D / 64) +
          int(kSw128TileAlign);
 }
 
@@ -345,6 +364,241 @@ attentionBackwardDkDvWgmma(const uint16_t *__restrict__ q,
           dk[4 * nt + 2 * r] * scale, dk[4 * nt + 2 * r + 1] * scale);
       *reinterpret_cast<float2 *>(part + 64 * D + row * D + col) =
           make_float2(dv[4 * nt + 2 * r], dv[4 * nt + 2 * r + 1]);
+    }
+  }
+}
+
+/// dQ of the query block over the key blocks of segment S (the forward's
+/// schedule). Block i's K and V sit in stage i % kStages; a stage is refilled
+/// (block i + kStages) once every warp's dQ product of block i retired.
+template <typename V, typename S>
+__device__ __forceinline__ void
+backwardDqSegmentWgmma(float (&dq)[32], uint32_t sQ, uint32_t sDO,
+                       uint32_t sStages, const uint16_t *k, const uint16_t *v,
+                       const int32_t *tables, int qb,
+                       const int64_t (&position)[2], const float (&lse2)[2],
+                       const float (&dl)[2], float scaleLog2) {
+  using Elem = typename V::Elem;
+  constexpr int D = V::kHeadDim;
+  constexpr int kStages = kBackwardDqWgmmaStages;
+  constexpr uint32_t kTile = sw128TileBytes(64);
+  const int t4 = threadIdx.x % 4;
+  auto keyPosition = [](int64_t t) { return S::keyPosition(t); };
+  auto load = [&](int stage, int kb) {
+    const uint32_t at = sStages + 2 * kTile * stage;
+    sw128LoadRows<D>(at, k, (int64_t)kb * kBlockN, S::kNumKeys, keyPosition);
+    sw128LoadRows<D>(at + kTile, v, (int64_t)kb * kBlockN, S::kNumKeys,
+                     keyPosition);
+  };
+  typename S::Schedule schedule(tables, qb);
+  const int count = schedule.count();
+  if (count <= 0)
+    return;
+  // One commit group per block (an empty one where there is none): block
+  // idx's is group idx, and at iteration idx kStages + idx groups exist.
+#pragma unroll
+  for (int i = 0; i < kStages; ++i) {
+    if (i < count) {
+      bool full;
+      load(i, schedule.block(i, full));
+    }
+    cpAsyncCommit();
+  }
+  for (int idx = 0; idx < count; ++idx) {
+    const int stage = idx % kStages;
+    const uint32_t sK = sStages + 2 * kTile * stage, sV = sK + kTile;
+    bool full;
+    const int kb = schedule.block(idx, full);
+    const int64_t firstKey = (int64_t)kb * kBlockN;
+    cpAsyncWait<kStages - 1>();
+    fenceProxyAsyncShared();
+    __syncthreads();
+
+    // S = Q K^T and dP = dO V^T, one group.
+    float s[32], dp[32];
+    wgmmaFenceOperand(s);
+    wgmmaFenceOperand(dp);
+    wgmmaFence();
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks)
+      wgmmaM64N64K16SS<Elem, 0>(
+          s, wgmmaDescAdvance(wgmmaDescSw128KMajor(sQ), ks * kWgmmaKStepBytesKMajor),
+          wgmmaDescAdvance(wgmmaDescSw128KMajor(sK), ks * kWgmmaKStepBytesKMajor),
+          ks > 0);
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks)
+      wgmmaM64N64K16SS<Elem, 0>(
+          dp, wgmmaDescAdvance(wgmmaDescSw128KMajor(sDO), ks * kWgmmaKStepBytesKMajor),
+          wgmmaDescAdvance(wgmmaDescSw128KMajor(sV), ks * kWgmmaKStepBytesKMajor),
+          ks > 0);
+    wgmmaCommit();
+
+    // The mask bits (rows are queries here) while the products run.
+    const bool pastEnd = firstKey + kBlockN > S::kNumKeys;
+    uint32_t okBits = 0;
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        const int64_t t = firstKey + nt * 8 + t4 * 2 + c;
+        const bool inRange = t < S::kNumKeys;
+        int64_t j = 0;
+        if (!full && inRange)
+          j = S::keyPosition(t);
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          bool ok = inRange || !pastEnd;
+          if (!full && ok) {
+            const int64_t i = position[r];
+            ok = S::mask(i, j) && (!V::kCausal || j <= i);
+          }
+          okBits |= (ok ? 1u : 0u) << (nt * 4 + r * 2 + c);
+        }
+      }
+    }
+
+    wgmmaWait<0>();
+    wgmmaFenceOperand(s);
+    wgmmaFenceOperand(dp);
+#pragma unroll
+    for (int e = 0; e < 32; ++e) {
+      const int r = (e >> 1) & 1;
+      const float pv =
+          (okBits >> e) & 1u ? fastExp2(s[e] * scaleLog2 - lse2[r]) : 0.0f;
+      dp[e] = pv * (dp[e] - dl[r]);
+    }
+    uint32_t dsa[4][4];
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      wgmmaAccToA<Elem>(dp, kk, dsa[kk]);
+
+    // dQ += dS K: the keys are K (K MN-major).
+    wgmmaFenceOperand(dq);
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      wgmmaFenceOperand(dsa[kk]);
+    wgmmaFence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      wgmmaM64N64K16RS<Elem, 1>(
+          dq, dsa[kk],
+          wgmmaDescAdvance(wgmmaDescSw128MNMajor<64>(sK),
+                           kk * kWgmmaKStepBytesMNMajor),
+          true);
+    wgmmaCommit();
+    wgmmaWait<0>();
+    wgmmaFenceOperand(dq);
+    // Every warp is done with this stage: refill it.
+    __syncthreads();
+    if (idx + kStages < count) {
+      bool nextFull;
+      load(stage, schedule.block(idx + kStages, nextFull));
+    }
+    cpAsyncCommit();
+  }
+  // The next segment's prologue refills every stage.
+  cpAsyncWait<0>();
+  __syncthreads();
+}
+
+template <typename V, typename List>
+struct WgmmaDqSegmentLoop;
+template <typename V>
+struct WgmmaDqSegmentLoop<V, SegmentList<>> {
+  template <typename... Args>
+  __device__ __forceinline__ static void run(Args &&...) {}
+};
+template <typename V, typename S, typename... Rest>
+struct WgmmaDqSegmentLoop<V, SegmentList<S, Rest...>> {
+  __device__ __forceinline__ static void
+  run(float (&dq)[32], uint32_t sQ, uint32_t sDO, uint32_t sStages,
+      const uint16_t *k, const uint16_t *v, const int32_t *tables, int qb,
+      const int64_t (&position)[2], const float (&lse2)[2],
+      const float (&dl)[2], float scaleLog2) {
+    backwardDqSegmentWgmma<V, S>(dq, sQ, sDO, sStages, k, v, tables, qb,
+                                 position, lse2, dl, scaleLog2);
+    WgmmaDqSegmentLoop<V, SegmentList<Rest...>>::run(
+        dq, sQ, sDO, sStages, k, v, tables, qb, position, lse2, dl, scaleLog2);
+  }
+};
+
+/// attentionBackwardDqMma's contract on wgmma (D = 64); dynamic shared
+/// memory backwardDqWgmmaSharedBytes<D>().
+template <typename V>
+__device__ __forceinline__ void
+attentionBackwardDqWgmma(const uint16_t *__restrict__ q,
+                         const uint16_t *__restrict__ k,
+                         const uint16_t *__restrict__ v,
+                         const uint16_t *__restrict__ dO,
+                         const float *__restrict__ lse,
+                         const float *__restrict__ delta,
+                         float *__restrict__ dqAcc,
+                         const int32_t *__restrict__ tables, float scale) {
+  constexpr int D = V::kHeadDim;
+  static_assert(D == 64, "the wgmma dQ kernel takes head dim 64");
+  constexpr uint32_t kTile = sw128TileBytes(64);
+  extern __shared__ __align__(128) uint16_t smem[];
+  const uint32_t sQ = sw128AlignUp(smemAddress(smem)), sDO = sQ + kTile,
+                 sStages = sQ + 2 * kTile;
+
+  int qb;
+  int64_t group;
+  queryBlockOfCta<V>(tables, qb, group);
+  const int64_t bh = group * V::kNumHeads + V::kHead;
+  const int64_t headOffset = bh * V::kSeqLen * D;
+  q += headOffset;
+  k += headOffset;
+  v += headOffset;
+  dO += headOffset;
+  lse += bh * V::kSeqLen;
+  delta += bh * V::kSeqLen;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t4 = lane % 4;
+
+  auto queryPosition = [](int64_t t) { return V::queryPosition(t); };
+  sw128LoadRows<D>(sQ, q, (int64_t)qb * kBlockM, V::kNumQueries, queryPosition);
+  sw128LoadRows<D>(sDO, dO, (int64_t)qb * kBlockM, V::kNumQueries,
+                   queryPosition);
+  cpAsyncCommit();
+
+  int64_t position[2], rowOffset[2];
+  float lse2[2], dl[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int64_t t = (int64_t)qb * kBlockM + warp * 16 + g + 8 * r;
+    const bool valid = t < V::kNumQueries;
+    position[r] = V::queryPosition(valid ? t : V::kNumQueries - 1);
+    rowOffset[r] = valid ? (bh * V::kSeqLen + position[r]) * D : -1;
+    lse2[r] = lse[position[r]] * kLog2e;
+    dl[r] = delta[position[r]];
+  }
+  float dq[32];
+#pragma unroll
+  for (int i = 0; i < 32; ++i)
+    dq[i] = 0.0f;
+  // Q's and dO's group completes before any segment's (groups retire in
+  // order); an empty segment list still waits here.
+  cpAsyncWait<0>();
+  fenceProxyAsyncShared();
+  __syncthreads();
+
+  WgmmaDqSegmentLoop<V, typename V::Segments>::run(
+      dq, sQ, sDO, sStages, k, v, tables, qb, position, lse2, dl,
+      scale * kLog2e);
+
+  // The CTA owns its query rows (plain read-modify-write, as addRows).
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if (rowOffset[r] < 0)
+      continue;
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      float2 *ptr = reinterpret_cast<float2 *>(dqAcc + rowOffset[r] + nt * 8 +
+                                               t4 * 2);
+      float2 cur = *ptr;
+      cur.x += dq[4 * nt + 2 * r] * scale;
+      cur.y += dq[4 * nt + 2 * r + 1] * scale;
+      *ptr = cur;
     }
   }
 }

@@ -51,15 +51,18 @@ struct CodegenOptions {
   /// architecture has. Off by default until the wgmma kernel has passed
   /// the GPU tests (AttentionForwardTest's Wgmma cases) on an H100.
   bool forwardWgmma = false;
-  /// On sm_90a, the dK/dV kernels (with the fused dQ or without) of head
-  /// dim 64 use wgmma (attention_backward_wgmma.cuh); off by default until
-  /// it has passed the GPU tests (AttentionBackwardTest's Wgmma cases).
+  /// On sm_90a, the backward's dK/dV kernels (with the fused dQ or without)
+  /// and the deterministic mode's dQ kernel of head dim 64 use wgmma
+  /// (attention_backward_wgmma.cuh); off by default until they have passed
+  /// the GPU tests (AttentionBackwardTest's Wgmma cases).
   bool backwardWgmma = false;
 };
 
-/// Dynamic shared memory of the dK/dV kernels `options` select (the
-/// generated source asserts the kernel templates agree).
+/// Dynamic shared memory of the dK/dV kernels and of the deterministic
+/// mode's dQ kernel `options` select (the generated source asserts the
+/// kernel templates agree).
 unsigned backwardDkDvSharedBytes(const CodegenOptions &options);
+unsigned backwardDqSharedBytes(const CodegenOptions &options);
 
 /// Dynamic shared memory of the forward kernels `options` select (the
 /// generated source asserts the kernel templates agree).

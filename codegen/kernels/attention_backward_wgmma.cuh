@@ -181,44 +181,12 @@ attentionBackwardDkDvWgmma(const uint16_t *__restrict__ q,
     wgmmaFenceOperand(s);
     wgmmaFenceOperand(dp);
     wgmmaFence();
-#pragma unroll
-    for (int ks = 0; ks < D / 16; ++ks)
-      wgmmaM64N64K16SS<Elem, 0>(
-          s, wgmmaDescAdvance(wgmmaDescSw128KMajor(sK), ks * kWgmmaKStepBytesKMajor),
-          wgmmaDescAdvance(wgmmaDescSw128KMajor(cq), ks * kWgmmaKStepBytesKMajor),
-          ks > 0);
-#pragma unroll
-    for (int ks = 0; ks < D / 16; ++ks)
-      wgmmaM64N64K16SS<Elem, 0>(
-          dp, wgmmaDescAdvance(wgmmaDescSw128KMajor(sV), ks * kWgmmaKStepBytesKMajor),
-          wgmmaDescAdvance(wgmmaDescSw128KMajor(cdo), ks * kWgmmaKStepBytesKMajor),
-          ks > 0);
+    wgmmaTilesKMajor<Elem>(s, sK, cq, false);
+    wgmmaTilesKMajor<Elem>(dp, sV, cdo, false);
     wgmmaCommit();
-
-    // Which pairs are attended, as bits (nt, r, c) -> nt * 4 + r * 2 + c
-    // (the accumulator index), while the products run.
-    const bool pastEnd = firstQuery + 64 > V::kNumQueries;
-    uint32_t okBits = 0;
-#pragma unroll
-    for (int nt = 0; nt < 8; ++nt) {
-#pragma unroll
-      for (int c = 0; c < 2; ++c) {
-        const int64_t t = firstQuery + nt * 8 + t4 * 2 + c;
-        const bool inRange = t < V::kNumQueries;
-        int64_t i = 0;
-        if (!full && inRange)
-          i = V::queryPosition(t);
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          bool ok = inRange || !pastEnd;
-          if (!full && ok) {
-            const int64_t j = keyPos[r];
-            ok = S::mask(i, j) && (!V::kCausal || j <= i);
-          }
-          okBits |= (ok ? 1u : 0u) << (nt * 4 + r * 2 + c);
-        }
-      }
-    }
+    // Which pairs are attended (rows are keys, columns queries), while the
+    // products run.
+    const uint32_t okBits = wgmmaMaskBits<V, S, false>(firstQuery, full, keyPos);
 
     wgmmaWait<0>();
     wgmmaFenceOperand(s);
@@ -257,20 +225,8 @@ attentionBackwardDkDvWgmma(const uint16_t *__restrict__ q,
       wgmmaFenceOperand(dsa[kk]);
     }
     wgmmaFence();
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
-      wgmmaM64N64K16RS<Elem, 1>(
-          dv, pa[kk],
-          wgmmaDescAdvance(wgmmaDescSw128MNMajor<64>(cdo),
-                           kk * kWgmmaKStepBytesMNMajor),
-          true);
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
-      wgmmaM64N64K16RS<Elem, 1>(
-          dk, dsa[kk],
-          wgmmaDescAdvance(wgmmaDescSw128MNMajor<64>(cq),
-                           kk * kWgmmaKStepBytesMNMajor),
-          true);
+    wgmmaRegTileMNMajor<Elem>(dv, pa, cdo);
+    wgmmaRegTileMNMajor<Elem>(dk, dsa, cq);
     wgmmaCommit();
 
     if constexpr (kFuseDq) {
@@ -382,7 +338,6 @@ backwardDqSegmentWgmma(float (&dq)[32], uint32_t sQ, uint32_t sDO,
   constexpr int D = V::kHeadDim;
   constexpr int kStages = kBackwardDqWgmmaStages;
   constexpr uint32_t kTile = sw128TileBytes(64);
-  const int t4 = threadIdx.x % 4;
   auto keyPosition = [](int64_t t) { return S::keyPosition(t); };
   auto load = [&](int stage, int kb) {
     const uint32_t at = sStages + 2 * kTile * stage;
@@ -419,43 +374,11 @@ backwardDqSegmentWgmma(float (&dq)[32], uint32_t sQ, uint32_t sDO,
     wgmmaFenceOperand(s);
     wgmmaFenceOperand(dp);
     wgmmaFence();
-#pragma unroll
-    for (int ks = 0; ks < D / 16; ++ks)
-      wgmmaM64N64K16SS<Elem, 0>(
-          s, wgmmaDescAdvance(wgmmaDescSw128KMajor(sQ), ks * kWgmmaKStepBytesKMajor),
-          wgmmaDescAdvance(wgmmaDescSw128KMajor(sK), ks * kWgmmaKStepBytesKMajor),
-          ks > 0);
-#pragma unroll
-    for (int ks = 0; ks < D / 16; ++ks)
-      wgmmaM64N64K16SS<Elem, 0>(
-          dp, wgmmaDescAdvance(wgmmaDescSw128KMajor(sDO), ks * kWgmmaKStepBytesKMajor),
-          wgmmaDescAdvance(wgmmaDescSw128KMajor(sV), ks * kWgmmaKStepBytesKMajor),
-          ks > 0);
+    wgmmaTilesKMajor<Elem>(s, sQ, sK, false);
+    wgmmaTilesKMajor<Elem>(dp, sDO, sV, false);
     wgmmaCommit();
-
-    // The mask bits (rows are queries here) while the products run.
-    const bool pastEnd = firstKey + kBlockN > S::kNumKeys;
-    uint32_t okBits = 0;
-#pragma unroll
-    for (int nt = 0; nt < 8; ++nt) {
-#pragma unroll
-      for (int c = 0; c < 2; ++c) {
-        const int64_t t = firstKey + nt * 8 + t4 * 2 + c;
-        const bool inRange = t < S::kNumKeys;
-        int64_t j = 0;
-        if (!full && inRange)
-          j = S::keyPosition(t);
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          bool ok = inRange || !pastEnd;
-          if (!full && ok) {
-            const int64_t i = position[r];
-            ok = S::mask(i, j) && (!V::kCausal || j <= i);
-          }
-          okBits |= (ok ? 1u : 0u) << (nt * 4 + r * 2 + c);
-        }
-      }
-    }
+    // The mask bits (rows are queries, columns keys) while the products run.
+    const uint32_t okBits = wgmmaMaskBits<V, S, true>(firstKey, full, position);
 
     wgmmaWait<0>();
     wgmmaFenceOperand(s);
@@ -478,13 +401,7 @@ backwardDqSegmentWgmma(float (&dq)[32], uint32_t sQ, uint32_t sDO,
     for (int kk = 0; kk < 4; ++kk)
       wgmmaFenceOperand(dsa[kk]);
     wgmmaFence();
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
-      wgmmaM64N64K16RS<Elem, 1>(
-          dq, dsa[kk],
-          wgmmaDescAdvance(wgmmaDescSw128MNMajor<64>(sK),
-                           kk * kWgmmaKStepBytesMNMajor),
-          true);
+    wgmmaRegTileMNMajor<Elem>(dq, dsa, sK);
     wgmmaCommit();
     wgmmaWait<0>();
     wgmmaFenceOperand(dq);

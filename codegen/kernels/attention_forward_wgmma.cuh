@@ -103,6 +103,78 @@ struct WgmmaTiles {
   }
 };
 
+/// acc = A B^T (accumulate false) or acc += A B^T over K = 64 kTiles, with
+/// A and B^T as rows of K-major [64][64] swizzled tiles (kTiles of them,
+/// 8 KiB apart, at shared addresses a and b): S = Q K^T, dP = dO V^T, ...
+template <typename Elem, int kTiles = 1>
+__device__ __forceinline__ void wgmmaTilesKMajor(float (&acc)[32], uint32_t a,
+                                                 uint32_t b, bool accumulate) {
+#pragma unroll
+  for (int h = 0; h < kTiles; ++h)
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) {
+      const uint32_t tile = h * sw128TileBytes(64);
+      const uint32_t step = ks * kWgmmaKStepBytesKMajor;
+      wgmmaM64N64K16SS<Elem, 0>(
+          acc, wgmmaDescAdvance(wgmmaDescSw128KMajor(a + tile), step),
+          wgmmaDescAdvance(wgmmaDescSw128KMajor(b + tile), step),
+          accumulate || h > 0 || ks > 0);
+    }
+}
+
+/// acc += A B with A (64 x 64) as the A fragments `a` of its four k-slices
+/// and B an MN-major [64][64] swizzled tile (its rows are K) at shared
+/// address b: O += P V, dV += P^T dO, ...
+template <typename Elem>
+__device__ __forceinline__ void wgmmaRegTileMNMajor(float (&acc)[32],
+                                                    const uint32_t (&a)[4][4],
+                                                    uint32_t b) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+    wgmmaM64N64K16RS<Elem, 1>(
+        acc, a[kk],
+        wgmmaDescAdvance(wgmmaDescSw128MNMajor<64>(b),
+                         kk * kWgmmaKStepBytesMNMajor),
+        true);
+}
+
+/// Which pairs of a 64 x 64 block are attended, as bit 4 nt + 2 r + c for
+/// the accumulator value of row 16 w + g + 8 r and column 8 nt + 2 t4 + c.
+/// Columns are the mapped indices firstColumn.. of the keys of segment S
+/// (kColumnsAreKeys) or of the queries of kernel V; the thread's two rows
+/// are at positions rowPosition. A column past the map's end is never
+/// attended; a full block evaluates no predicate.
+template <typename V, typename S, bool kColumnsAreKeys>
+__device__ __forceinline__ uint32_t wgmmaMaskBits(int64_t firstColumn, bool full,
+                                                  const int64_t (&rowPosition)[2]) {
+  constexpr int64_t kCount = kColumnsAreKeys ? S::kNumKeys : V::kNumQueries;
+  const int t4 = threadIdx.x % 4;
+  const bool pastEnd = firstColumn + 64 > kCount;
+  uint32_t bits = 0;
+#pragma unroll
+  for (int nt = 0; nt < 8; ++nt) {
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      const int64_t t = firstColumn + nt * 8 + t4 * 2 + c;
+      const bool inRange = t < kCount;
+      int64_t column = 0;
+      if (!full && inRange)
+        column = kColumnsAreKeys ? S::keyPosition(t) : V::queryPosition(t);
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        bool ok = inRange || !pastEnd;
+        if (!full && ok) {
+          const int64_t i = kColumnsAreKeys ? rowPosition[r] : column;
+          const int64_t j = kColumnsAreKeys ? column : rowPosition[r];
+          ok = S::mask(i, j) && (!V::kCausal || j <= i);
+        }
+        bits |= (ok ? 1u : 0u) << (nt * 4 + r * 2 + c);
+      }
+    }
+  }
+  return bits;
+}
+
 template <typename V, typename S>
 __device__ __forceinline__ void wgmmaLoadKeyBlock(const WgmmaTiles<V::kHeadDim> &tiles,
                                                   int stage, const uint16_t *k,
@@ -117,18 +189,9 @@ __device__ __forceinline__ void wgmmaLoadKeyBlock(const WgmmaTiles<V::kHeadDim> 
 template <typename V>
 __device__ __forceinline__ void wgmmaIssueScores(float (&s)[32], uint32_t qTiles,
                                                  uint32_t kTiles) {
-  using Elem = typename V::Elem;
-  constexpr int D = V::kHeadDim;
   wgmmaFenceOperand(s);
   wgmmaFence();
-#pragma unroll
-  for (int ks = 0; ks < D / 16; ++ks) {
-    const uint32_t tile = (ks / 4) * sw128TileBytes(kBlockM);
-    const uint32_t step = (ks % 4) * kWgmmaKStepBytesKMajor;
-    wgmmaM64N64K16SS<Elem, 0>(
-        s, wgmmaDescAdvance(wgmmaDescSw128KMajor(qTiles + tile), step),
-        wgmmaDescAdvance(wgmmaDescSw128KMajor(kTiles + tile), step), ks > 0);
-  }
+  wgmmaTilesKMajor<typename V::Elem, V::kHeadDim / 64>(s, qTiles, kTiles, false);
   wgmmaCommit();
 }
 
@@ -138,7 +201,6 @@ template <typename V>
 __device__ __forceinline__ void wgmmaIssueValues(WgmmaForwardState<V::kHeadDim> &st,
                                                  uint32_t (&p)[4][4],
                                                  uint32_t vTiles) {
-  using Elem = typename V::Elem;
   constexpr int D = V::kHeadDim;
 #pragma unroll
   for (int h = 0; h < D / 64; ++h)
@@ -148,15 +210,9 @@ __device__ __forceinline__ void wgmmaIssueValues(WgmmaForwardState<V::kHeadDim> 
     wgmmaFenceOperand(p[kk]);
   wgmmaFence();
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-    for (int h = 0; h < D / 64; ++h)
-      wgmmaM64N64K16RS<Elem, 1>(
-          st.o[h], p[kk],
-          wgmmaDescAdvance(
-              wgmmaDescSw128MNMajor<kBlockN>(vTiles + h * sw128TileBytes(kBlockM)),
-              kk * kWgmmaKStepBytesMNMajor),
-          true);
+  for (int h = 0; h < D / 64; ++h)
+    wgmmaRegTileMNMajor<typename V::Elem>(st.o[h], p,
+                                          vTiles + h * sw128TileBytes(64));
   wgmmaCommit();
 }
 
@@ -168,34 +224,18 @@ template <typename V, typename S>
 __device__ __forceinline__ void wgmmaSoftmax(WgmmaForwardState<V::kHeadDim> &st,
                                              float (&s)[32], float (&alpha)[2],
                                              int kb, bool full, float scaleLog2) {
-  const int t4 = threadIdx.x % 4;
 #pragma unroll
   for (int i = 0; i < 32; ++i)
     s[i] *= scaleLog2;
   // Full blocks skip the predicate; only a block that runs past the mapped
   // keys (the last one, when kNumKeys % 64 != 0) needs the bounds check.
   const int64_t firstKey = (int64_t)kb * kBlockN;
-  const bool pastEnd = firstKey + kBlockN > S::kNumKeys;
-  if (!full || pastEnd) {
+  if (!full || firstKey + kBlockN > S::kNumKeys) {
+    const uint32_t bits = wgmmaMaskBits<V, S, true>(firstKey, full, st.position);
 #pragma unroll
-    for (int nt = 0; nt < kBlockN / 8; ++nt) {
-#pragma unroll
-      for (int c = 0; c < 2; ++c) {
-        const int64_t t = firstKey + nt * 8 + t4 * 2 + c;
-        const bool inRange = t < S::kNumKeys;
-        const int64_t j = inRange ? S::keyPosition(t) : 0;
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          bool ok = inRange;
-          if (!full && ok) {
-            const int64_t i = st.position[r];
-            ok = S::mask(i, j) && (!V::kCausal || j <= i);
-          }
-          if (!ok)
-            s[4 * nt + 2 * r + c] = negInf();
-        }
-      }
-    }
+    for (int e = 0; e < 32; ++e)
+      if (!((bits >> e) & 1u))
+        s[e] = negInf();
   }
 #pragma unroll
   for (int r = 0; r < 2; ++r) {

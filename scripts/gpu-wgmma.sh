@@ -6,7 +6,8 @@
 #      and HopperMmaTest;
 #   2. attention-bench three ways on the same cases: the default (mma.sync),
 #      --wgmma-forward, --wgmma-forward --wgmma-backward;
-#   3. the PyTorch peers (SDPA, FlexAttention) on the same cases;
+#   3. the PyTorch peers (SDPA, FlexAttention) on the same cases, and each
+#      of the three beside them (bench/compare.py, compare-*.txt);
 #   4. compute-sanitizer (gpu-sanitize.sh; its filters match the Wgmma
 #      instances of its cases too).
 # Logs and JSON go to $OUT (or out/); each step's last lines are printed.
@@ -41,6 +42,14 @@ step bench-wgmma-fwd "$bin/attention-bench" --wgmma-forward --out "$out/sparsetx
 step bench-wgmma "$bin/attention-bench" --wgmma-forward --wgmma-backward --out "$out/sparsetx-wgmma.json" "${args[@]}"
 if [ "${PEERS:-1}" = 1 ]; then
   PYTHONUNBUFFERED=1 step peers python3 bench/peers.py --out "$out/peers.json" "${args[@]}"
+fi
+# Each build of the kernels beside the peers (bench/compare.py).
+if [ -f "$out/peers.json" ]; then
+  for k in mma-sync wgmma-fwd wgmma; do
+    [ -f "$out/sparsetx-$k.json" ] || continue
+    echo "== compare: $k"
+    python3 bench/compare.py "$out/sparsetx-$k.json" "$out/peers.json" | tee "$out/compare-$k.txt"
+  done
 fi
 if [ "${SANITIZE:-1}" = 1 ]; then
   step sanitize bash .gpu/gpu-sanitize.sh "$bin"

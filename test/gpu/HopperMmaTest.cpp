@@ -3,8 +3,10 @@
 // Runs the kernels of test/unit/HopperMmaKernels.h (one warpgroup, 64x64
 // tiles) and compares each product with a float64 product of the same
 // 16-bit inputs: S = Q K^T with A from shared memory and from registers,
-// O = P V with V stored [keys][D] (imm-trans-b 1), and the chained
-// S -> P (registers) -> O. Skipped without a driver or an sm_90 device.
+// O = P V with V stored [keys][D] (imm-trans-b 1), the chained
+// S -> P (registers) -> O, and S = A^T C with A stored [K][M] (imm-trans-a
+// 1: the backward's dQ = dS K from dS^T in shared memory). Skipped without
+// a driver or an sm_90 device.
 // hopper.cuh's descriptors, swizzle and fragment layouts must pass here
 // before any generated kernel uses them.
 //
@@ -232,6 +234,28 @@ TEST_F(HopperMmaTest, PVWithTransposedB) {
       std::vector<double> ref, absSum;
       referenceProduct(p.values, v.values, /*bTransposed=*/false, ref, absSum);
       EXPECT_TRUE(matches("O", gpuO, ref, absSum));
+    }
+  }
+}
+
+/// S = A^T C with A stored [K][M]: the transposed-A product the wgmma dK/dV
+/// kernel's fused dQ makes from the dS^T tile.
+TEST_F(HopperMmaTest, TransposedAFromSharedMemory) {
+  for (const ElemType *type : {&kBF16, &kFP16}) {
+    SCOPED_TRACE(std::string("hopper_tt_") + type->name + ", seed " +
+                 std::to_string(seed));
+    for (int rep = 0; rep < 3; ++rep) {
+      Matrix16 a = randomMatrix(*type, rng), c = randomMatrix(*type, rng);
+      std::vector<float> gpuS, gpuO;
+      run(std::string("hopper_tt_") + type->name, &a, nullptr, &c, gpuS, gpuO);
+      if (HasFatalFailure())
+        return;
+      std::vector<double> aT(kElems), ref, absSum;
+      for (int k = 0; k < kDim; ++k)
+        for (int m = 0; m < kDim; ++m)
+          aT[m * kDim + k] = a.values[k * kDim + m];
+      referenceProduct(aT, c.values, /*bTransposed=*/false, ref, absSum);
+      EXPECT_TRUE(matches("S", gpuS, ref, absSum));
     }
   }
 }

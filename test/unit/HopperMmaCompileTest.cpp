@@ -130,17 +130,17 @@ TEST(HopperMmaCompile, TestKernelsHaveTheWgmmas) {
   for (const char *name : test::kHopperMmaKernelNames)
     EXPECT_FALSE(entryBody(*ptx, name).empty()) << name << " missing";
 
-  // Per element type: 4 k-steps in ss, rs and pv, 8 in fused.
+  // Per element type: 4 k-steps in ss, rs, pv and tt, 8 in fused.
   EXPECT_EQ(countOf(*ptx, "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16"),
-            20u);
+            24u);
   EXPECT_EQ(countOf(*ptx, "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16"),
-            20u);
-  EXPECT_EQ(countOf(*ptx, "wgmma.mma_async"), 40u);
+            24u);
+  EXPECT_EQ(countOf(*ptx, "wgmma.mma_async"), 48u);
   // One fence, commit and wait per product.
-  EXPECT_EQ(countOf(*ptx, "wgmma.fence.sync.aligned;"), 10u);
-  EXPECT_EQ(countOf(*ptx, "wgmma.commit_group.sync.aligned;"), 10u);
-  EXPECT_EQ(countOf(*ptx, "wgmma.wait_group.sync.aligned 0;"), 10u);
-  EXPECT_EQ(countOf(*ptx, "fence.proxy.async.shared::cta;"), 8u);
+  EXPECT_EQ(countOf(*ptx, "wgmma.fence.sync.aligned;"), 12u);
+  EXPECT_EQ(countOf(*ptx, "wgmma.commit_group.sync.aligned;"), 12u);
+  EXPECT_EQ(countOf(*ptx, "wgmma.wait_group.sync.aligned 0;"), 12u);
+  EXPECT_EQ(countOf(*ptx, "fence.proxy.async.shared::cta;"), 10u);
 
   for (llvm::StringRef type : {"bf16", "fp16"}) {
     std::string t = type.str();
@@ -158,6 +158,9 @@ TEST(HopperMmaCompile, TestKernelsHaveTheWgmmas) {
     llvm::StringRef fused = entryBody(*ptx, "hopper_fused_" + t);
     EXPECT_EQ(countOf(fused, ", p, 1, 1, 0, 0;"), 4u) << fused.str();
     EXPECT_EQ(countOf(fused, ", p, 1, 1, 1;"), 4u) << fused.str();
+    // A^T C: both operands MN-major (imm-trans-a 1, imm-trans-b 1).
+    llvm::StringRef tt = entryBody(*ptx, "hopper_tt_" + t);
+    EXPECT_EQ(countOf(tt, ", p, 1, 1, 1, 1;"), 4u) << tt.str();
     // P's registers are packed from S's accumulators.
     EXPECT_EQ(countOf(fused, type == "bf16" ? "cvt.rn.bf16x2.f32"
                                             : "cvt.rn.f16x2.f32"),
@@ -182,8 +185,9 @@ TEST(HopperMmaCompile, TestKernelsHaveTheWgmmas) {
                               "65536"))
         << name.str() << ": K-major descriptor\n"
         << entryBody(*ptx, name).str();
-  for (llvm::StringRef name : {"hopper_pv_bf16", "hopper_fused_bf16",
-                               "hopper_pv_fp16", "hopper_fused_fp16"})
+  for (llvm::StringRef name :
+       {"hopper_pv_bf16", "hopper_fused_bf16", "hopper_tt_bf16",
+        "hopper_pv_fp16", "hopper_fused_fp16", "hopper_tt_fp16"})
     EXPECT_TRUE(hasDescriptor(entryBody(*ptx, name), "4611686293338849280",
                               "33554432"))
         << name.str() << ": MN-major descriptor\n"

@@ -20,6 +20,10 @@
 //   hopper_fused_<t>: s = a b^T, o = round16(s) c
 //                                        the FlashAttention-3 chain: S's
 //                                        accumulators become P's A registers
+//   hopper_tt_<t>:    s = a^T c          a stored [K][M] (MN-major A,
+//                                        imm-trans-a 1), c [K][N] (MN-major
+//                                        B): the backward's dQ = dS K with
+//                                        dS^T [keys][queries] in shared memory
 // with <t> = bf16 or fp16.
 //
 //===----------------------------------------------------------------------===//
@@ -36,7 +40,8 @@ constexpr size_t kHopperMmaSharedBytes = 3 * 64 * 128 + 1024;
 
 constexpr const char *kHopperMmaKernelNames[] = {
     "hopper_ss_bf16", "hopper_rs_bf16", "hopper_pv_bf16", "hopper_fused_bf16",
-    "hopper_ss_fp16", "hopper_rs_fp16", "hopper_pv_fp16", "hopper_fused_fp16",
+    "hopper_tt_bf16", "hopper_ss_fp16", "hopper_rs_fp16", "hopper_pv_fp16",
+    "hopper_fused_fp16", "hopper_tt_fp16",
 };
 
 constexpr const char *kHopperMmaKernelSource = R"cuda(
@@ -46,7 +51,7 @@ using namespace sparsetx;
 
 namespace {
 
-enum Mode { kSS, kRS, kPV, kFused };
+enum Mode { kSS, kRS, kPV, kFused, kTT };
 constexpr int kThreads = 128;
 constexpr uint32_t kTileBytes = sw128TileBytes(64);
 
@@ -89,6 +94,19 @@ __device__ __forceinline__ void pv(float (&o)[32], const uint32_t (&p)[4][4],
         ks > 0);
 }
 
+/// S = A^T C with A and C both stored [K][64] (MN-major), four k16 steps.
+template <typename Elem>
+__device__ __forceinline__ void tt(float (&s)[32], uint32_t aTile,
+                                   uint32_t cTile) {
+  uint64_t descA = wgmmaDescSw128MNMajor<64>(aTile);
+  uint64_t descC = wgmmaDescSw128MNMajor<64>(cTile);
+#pragma unroll
+  for (int ks = 0; ks < 4; ++ks)
+    wgmmaM64N64K16SS<Elem, 1, 1>(
+        s, wgmmaDescAdvance(descA, ks * kWgmmaKStepBytesMNMajor),
+        wgmmaDescAdvance(descC, ks * kWgmmaKStepBytesMNMajor), ks > 0);
+}
+
 template <typename Elem, Mode kMode>
 __device__ __forceinline__ void run(const uint16_t *a, const uint16_t *b,
                                     const uint16_t *c, float *sOut,
@@ -100,11 +118,11 @@ __device__ __forceinline__ void run(const uint16_t *a, const uint16_t *b,
 
   // Global -> swizzled shared memory; wgmma reads through the async proxy,
   // so each thread fences its completed copies before the barrier.
-  if constexpr (kMode != kPV) {
+  if constexpr (kMode != kPV)
     sw128LoadTileAsync<64, kThreads>(aTile, a, 64, t);
+  if constexpr (kMode != kPV && kMode != kTT)
     sw128LoadTileAsync<64, kThreads>(bTile, b, 64, t);
-  }
-  if constexpr (kMode == kPV || kMode == kFused)
+  if constexpr (kMode == kPV || kMode == kFused || kMode == kTT)
     sw128LoadTileAsync<64, kThreads>(cTile, c, 64, t);
   cpAsyncCommit();
   cpAsyncWait<0>();
@@ -143,6 +161,8 @@ __device__ __forceinline__ void run(const uint16_t *a, const uint16_t *b,
   wgmmaFence();
   if constexpr (kMode == kPV)
     pv<Elem>(acc, frag, cTile);
+  else if constexpr (kMode == kTT)
+    tt<Elem>(acc, aTile, cTile);
   else
     qkT<Elem, kMode == kRS>(acc, aTile, bTile, frag);
   wgmmaCommit();
@@ -191,10 +211,12 @@ SPARSETX_HOPPER_TEST_KERNEL(hopper_ss_bf16, BF16, kSS)
 SPARSETX_HOPPER_TEST_KERNEL(hopper_rs_bf16, BF16, kRS)
 SPARSETX_HOPPER_TEST_KERNEL(hopper_pv_bf16, BF16, kPV)
 SPARSETX_HOPPER_TEST_KERNEL(hopper_fused_bf16, BF16, kFused)
+SPARSETX_HOPPER_TEST_KERNEL(hopper_tt_bf16, BF16, kTT)
 SPARSETX_HOPPER_TEST_KERNEL(hopper_ss_fp16, FP16, kSS)
 SPARSETX_HOPPER_TEST_KERNEL(hopper_rs_fp16, FP16, kRS)
 SPARSETX_HOPPER_TEST_KERNEL(hopper_pv_fp16, FP16, kPV)
 SPARSETX_HOPPER_TEST_KERNEL(hopper_fused_fp16, FP16, kFused)
+SPARSETX_HOPPER_TEST_KERNEL(hopper_tt_fp16, FP16, kTT)
 )cuda";
 
 } // namespace sparsetx::test

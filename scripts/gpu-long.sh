@@ -5,16 +5,26 @@
 # largest n that trains on the GPU and its memory (a size that does not fit
 # must end with the out-of-memory error, not a crash).
 #   bash scripts/gpu-long.sh BIN_DIR DATA_FILE      (logs, JSON to $OUT or out/)
+#   SIZES="20 23" picks the exponents; WGMMA_AB=1 runs each size twice, the
+#   second time with SPARSETX_WGMMA_FORWARD=1 SPARSETX_WGMMA_BACKWARD=1 (the
+#   sm_90a wgmma attention kernels; logs and JSON suffixed -wgmma).
 set -uo pipefail
 bin="${1:?bin dir}"; data="${2:?data file}"
 out="${OUT:-out}"
 mkdir -p "$out"
-for e in 20 21 22 23; do
+variants=("")
+[ "${WGMMA_AB:-0}" = 1 ] && variants+=("-wgmma")
+for e in ${SIZES:-20 21 22 23}; do
   n=$((1 << e))
-  log="$out/long-2e$e.log"
-  timeout 300 "$bin/sparsetx-run" --pattern patterns/strided.sp -D l=1024 --data "$data" \
-    --device cuda --seq-len "$n" --layers 4 --d-model 256 --heads 4 --recompute --batch 1 \
-    --steps 2 --json "$out/long-2e$e.json" bench >"$log" 2>&1
-  rc=$?
-  echo "n = 2^$e: rc $rc | $(grep -A1 -E "ms/step" "$log" | tail -n 1) $(grep -E "error" "$log" | head -n 1 | cut -c1-200)"
+  for v in "${variants[@]}"; do
+    log="$out/long-2e$e$v.log"
+    wg=0
+    [ -n "$v" ] && wg=1
+    SPARSETX_WGMMA_FORWARD=$wg SPARSETX_WGMMA_BACKWARD=$wg timeout 300 \
+      "$bin/sparsetx-run" --pattern patterns/strided.sp -D l=1024 --data "$data" \
+      --device cuda --seq-len "$n" --layers 4 --d-model 256 --heads 4 --recompute --batch 1 \
+      --steps 2 --json "$out/long-2e$e$v.json" bench >"$log" 2>&1
+    rc=$?
+    echo "n = 2^$e$v: rc $rc | $(grep -A1 -E "ms/step" "$log" | tail -n 1) $(grep -E "error" "$log" | head -n 1 | cut -c1-200)"
+  done
 done

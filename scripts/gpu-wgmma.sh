@@ -12,7 +12,11 @@
 #      instances of its cases too).
 # Logs and JSON go to $OUT (or out/); each step's last lines are printed.
 #   bash scripts/gpu-wgmma.sh     (CASES="fixed/16384/64 ..."; PEERS=0,
-#                                  TESTS=0, SANITIZE=0 skip steps)
+#                                  TESTS=0, SANITIZE=0 skip steps;
+#                                  TEST_FILTER='Wgmma*' runs only the wgmma
+#                                  instances of the two attention tests;
+#                                  STEP_TIMEOUT (s, default 420) bounds each
+#                                  step so one slow step cannot eat the call)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=.gpu/bin
@@ -26,15 +30,15 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv 
 step() { # name, command...: runs it, keeps its log, reports its status
   local name="$1"; shift
   echo "== $name"
-  "$@" > "$out/$name.log" 2>&1
+  timeout "${STEP_TIMEOUT:-420}" "$@" > "$out/$name.log" 2>&1
   local rc=$?
   tail -n "${TAIL:-25}" "$out/$name.log"
   echo "== $name: rc $rc"
   [ $rc -eq 0 ] || status=1
 }
 if [ "${TESTS:-1}" = 1 ]; then
-  step forward-tests "$bin/AttentionForwardTest" --gtest_brief=1
-  step backward-tests "$bin/AttentionBackwardTest" --gtest_brief=1
+  step forward-tests "$bin/AttentionForwardTest" --gtest_brief=1 --gtest_filter="${TEST_FILTER:-*}"
+  step backward-tests "$bin/AttentionBackwardTest" --gtest_brief=1 --gtest_filter="${TEST_FILTER:-*}"
   step hopper-tests "$bin/HopperMmaTest" --gtest_brief=1
 fi
 step bench-mma-sync "$bin/attention-bench" --out "$out/sparsetx-mma-sync.json" "${args[@]}"

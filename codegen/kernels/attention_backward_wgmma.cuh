@@ -178,12 +178,7 @@ attentionBackwardDkDvWgmma(const uint16_t *__restrict__ q,
 
     // S^T = K Q^T and dP^T = V dO^T, one group.
     float s[32], dp[32];
-    wgmmaFenceOperand(s);
-    wgmmaFenceOperand(dp);
-    wgmmaFence();
-    wgmmaTilesKMajor<Elem>(s, sK, cq, false);
-    wgmmaTilesKMajor<Elem>(dp, sV, cdo, false);
-    wgmmaCommit();
+    wgmmaIssuePair<Elem>(s, sK, cq, dp, sV, cdo);
     // Which pairs are attended (rows are keys, columns queries), while the
     // products run.
     const uint32_t okBits = wgmmaMaskBits<V, S, false>(firstQuery, full, keyPos);
@@ -335,30 +330,20 @@ backwardDqSegmentWgmma(float (&dq)[32], uint32_t sQ, uint32_t sDO,
                        const int64_t (&position)[2], const float (&lse2)[2],
                        const float (&dl)[2], float scaleLog2) {
   using Elem = typename V::Elem;
-  constexpr int D = V::kHeadDim;
   constexpr int kStages = kBackwardDqWgmmaStages;
   constexpr uint32_t kTile = sw128TileBytes(64);
-  auto keyPosition = [](int64_t t) { return S::keyPosition(t); };
+  // Stage i: K at sStages + 2 i kTile, V right after it.
   auto load = [&](int stage, int kb) {
     const uint32_t at = sStages + 2 * kTile * stage;
-    sw128LoadRows<D>(at, k, (int64_t)kb * kBlockN, S::kNumKeys, keyPosition);
-    sw128LoadRows<D>(at + kTile, v, (int64_t)kb * kBlockN, S::kNumKeys,
-                     keyPosition);
+    wgmmaLoadKeyBlock<V, S>(at, at + kTile, k, v, kb);
   };
   typename S::Schedule schedule(tables, qb);
   const int count = schedule.count();
   if (count <= 0)
     return;
-  // One commit group per block (an empty one where there is none): block
-  // idx's is group idx, and at iteration idx kStages + idx groups exist.
-#pragma unroll
-  for (int i = 0; i < kStages; ++i) {
-    if (i < count) {
-      bool full;
-      load(i, schedule.block(i, full));
-    }
-    cpAsyncCommit();
-  }
+  // Block idx's commit group is group idx; at iteration idx, kStages + idx
+  // groups exist.
+  wgmmaLoadFirstBlocks<kStages>(schedule, count, load);
   for (int idx = 0; idx < count; ++idx) {
     const int stage = idx % kStages;
     const uint32_t sK = sStages + 2 * kTile * stage, sV = sK + kTile;
@@ -371,12 +356,7 @@ backwardDqSegmentWgmma(float (&dq)[32], uint32_t sQ, uint32_t sDO,
 
     // S = Q K^T and dP = dO V^T, one group.
     float s[32], dp[32];
-    wgmmaFenceOperand(s);
-    wgmmaFenceOperand(dp);
-    wgmmaFence();
-    wgmmaTilesKMajor<Elem>(s, sQ, sK, false);
-    wgmmaTilesKMajor<Elem>(dp, sDO, sV, false);
-    wgmmaCommit();
+    wgmmaIssuePair<Elem>(s, sQ, sK, dp, sDO, sV);
     // The mask bits (rows are queries, columns keys) while the products run.
     const uint32_t okBits = wgmmaMaskBits<V, S, true>(firstKey, full, position);
 

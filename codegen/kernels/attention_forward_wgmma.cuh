@@ -175,14 +175,48 @@ __device__ __forceinline__ uint32_t wgmmaMaskBits(int64_t firstColumn, bool full
   return bits;
 }
 
+/// Issues the cp.async copies of key block kb of segment S: its K rows into
+/// the tiles at kTiles, its V rows into those at vTiles.
 template <typename V, typename S>
-__device__ __forceinline__ void wgmmaLoadKeyBlock(const WgmmaTiles<V::kHeadDim> &tiles,
-                                                  int stage, const uint16_t *k,
+__device__ __forceinline__ void wgmmaLoadKeyBlock(uint32_t kTiles, uint32_t vTiles,
+                                                  const uint16_t *k,
                                                   const uint16_t *v, int kb) {
   constexpr int D = V::kHeadDim;
   auto position = [](int64_t t) { return S::keyPosition(t); };
-  sw128LoadRows<D>(tiles.k(stage), k, (int64_t)kb * kBlockN, S::kNumKeys, position);
-  sw128LoadRows<D>(tiles.v(stage), v, (int64_t)kb * kBlockN, S::kNumKeys, position);
+  sw128LoadRows<D>(kTiles, k, (int64_t)kb * kBlockN, S::kNumKeys, position);
+  sw128LoadRows<D>(vTiles, v, (int64_t)kb * kBlockN, S::kNumKeys, position);
+}
+
+/// The prologue of a pipelined walk over a schedule: `load(i, block)` for
+/// the first kStages entries (stage i), one cp.async commit group each, and
+/// an empty group where the schedule is shorter, so that entry idx's group
+/// is always group idx and the waits can count uniformly.
+template <int kStages, typename Schedule, typename Load>
+__device__ __forceinline__ void wgmmaLoadFirstBlocks(const Schedule &schedule,
+                                                     int count, Load load) {
+#pragma unroll
+  for (int i = 0; i < kStages; ++i) {
+    if (i < count) {
+      bool full;
+      load(i, schedule.block(i, full));
+    }
+    cpAsyncCommit();
+  }
+}
+
+/// x = XA XB^T and y = YA YB^T over K = 64 (K-major [64][64] tiles at the
+/// shared addresses given), issued as one commit group: S and dP of the
+/// backward kernels.
+template <typename Elem>
+__device__ __forceinline__ void wgmmaIssuePair(float (&x)[32], uint32_t xa,
+                                               uint32_t xb, float (&y)[32],
+                                               uint32_t ya, uint32_t yb) {
+  wgmmaFenceOperand(x);
+  wgmmaFenceOperand(y);
+  wgmmaFence();
+  wgmmaTilesKMajor<Elem>(x, xa, xb, false);
+  wgmmaTilesKMajor<Elem>(y, ya, yb, false);
+  wgmmaCommit();
 }
 
 /// Issues S = Q K^T for the key tiles at `kTiles` (one commit group).
@@ -314,16 +348,10 @@ runSegmentWgmma(WgmmaForwardState<V::kHeadDim> &st,
   const int count = schedule.count();
   if (count <= 0)
     return;
-  // Prologue: the first kStages blocks in flight, one commit group each (an
-  // empty group where there is no block keeps the wait counts uniform).
-#pragma unroll
-  for (int i = 0; i < kStages; ++i) {
-    if (i < count) {
-      bool full;
-      wgmmaLoadKeyBlock<V, S>(tiles, i, k, v, schedule.block(i, full));
-    }
-    cpAsyncCommit();
-  }
+  // Prologue: the first kStages blocks in flight.
+  wgmmaLoadFirstBlocks<kStages>(schedule, count, [&](int stage, int block) {
+    wgmmaLoadKeyBlock<V, S>(tiles.k(stage), tiles.v(stage), k, v, block);
+  });
   float s[32], alpha[2];
   uint32_t p[4][4];
   bool full;
@@ -353,7 +381,8 @@ runSegmentWgmma(WgmmaForwardState<V::kHeadDim> &st,
     const int refill = idx - 1 + kStages;
     if (refill < count) {
       bool refillFull;
-      wgmmaLoadKeyBlock<V, S>(tiles, (idx - 1) % kStages, k, v,
+      const int stage = (idx - 1) % kStages;
+      wgmmaLoadKeyBlock<V, S>(tiles.k(stage), tiles.v(stage), k, v,
                               schedule.block(refill, refillFull));
     }
     cpAsyncCommit();

@@ -84,6 +84,15 @@ cl::opt<bool> wgmmaBackward("wgmma-backward",
                                      "dim 64 on wgmma (CodegenOptions::"
                                      "backwardWgmma)"),
                             cl::init(false));
+/// What the run's kernels are, for the table and the JSON.
+const char *forwardKernelName() {
+  return wgmmaForward ? "wgmma on sm_90a for D 64/128, else mma.sync"
+                      : "mma.sync";
+}
+const char *backwardKernelName() {
+  return wgmmaBackward ? "wgmma dK/dV and dQ on sm_90a for D 64, else mma.sync"
+                       : "mma.sync";
+}
 cl::list<int64_t> splitSweep(
     "split-sweep",
     cl::desc("Also time forward+backward with these split settings"),
@@ -342,9 +351,9 @@ int main(int argc, char **argv) {
 
   llvm::outs() << "device: " << context->getDeviceName() << "\n";
   llvm::outs() << "forward kernel: "
-               << (wgmmaForward ? "wgmma on sm_90a for D 64/128, else mma.sync" : "mma.sync")
-               << "; dK/dV kernels: "
-               << (wgmmaBackward ? "wgmma on sm_90a for D 64, else mma.sync" : "mma.sync")
+               << forwardKernelName()
+               << "; backward kernels: "
+               << backwardKernelName()
                << "\n";
   llvm::outs() << llvm::format("%-8s %6s %4s %10s %10s %12s %10s %11s %10s %s\n",
                                "pattern", "n", "D", "fwd ms", "fwd TF/s",
@@ -380,8 +389,8 @@ int main(int argc, char **argv) {
   j.object([&] {
     j.attribute("device", context->getDeviceName());
     j.attribute("deterministic_backward", bool(deterministic));
-    j.attribute("backward_kernel", wgmmaBackward ? "wgmma dK/dV on sm_90a for D 64, else mma.sync" : "mma.sync");
-    j.attribute("forward_kernel", wgmmaForward ? "wgmma on sm_90a for D 64/128, else mma.sync" : "mma.sync");
+    j.attribute("forward_kernel", forwardKernelName());
+    j.attribute("backward_kernel", backwardKernelName());
     j.attributeArray("results", [&] {
       for (const Result &r : results)
         j.object([&] {

@@ -435,14 +435,14 @@ attentionForwardMma(const uint16_t *__restrict__ q, const uint16_t *__restrict__
 
 // --- The kernel a generated entry runs ---------------------------------------
 // On sm_90a, head dims 64 and 128 take the wgmma kernel
-// (attention_forward_wgmma.cuh) unless the generated source defines
-// SPARSETX_FORWARD_MMA_SYNC (CodegenOptions::forwardWgmma = false, the
-// default for now); head dim 32 and every other architecture take the
-// mma.sync kernel above.
+// (attention_forward_wgmma.cuh) when the generated source defines
+// SPARSETX_FORWARD_WGMMA_ON (CodegenOptions::forwardWgmma; off by default
+// until it has run on a GPU); head dim 32, every other architecture and any
+// other source that includes this header take the mma.sync kernel above.
 
 #include "sparsetx/attention_forward_wgmma.cuh"
 
-#if SPARSETX_HAS_WGMMA && !defined(SPARSETX_FORWARD_MMA_SYNC)
+#if SPARSETX_HAS_WGMMA && defined(SPARSETX_FORWARD_WGMMA_ON)
 #define SPARSETX_FORWARD_WGMMA 1
 #else
 #define SPARSETX_FORWARD_WGMMA 0

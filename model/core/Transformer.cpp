@@ -35,10 +35,6 @@ struct Transformer::Layer {
   float *t[NumLayerTensors];
 };
 
-/// Recomputation computes the FF branch over chunks of rows when its
-/// intermediate [rows, ffDim] exceeds this many floats (256 MiB).
-constexpr int64_t kFeedForwardChunkElements = int64_t(1) << 26;
-
 /// One residual block's activations. Training's sets leave ln1 empty: the
 /// first layer norm's output is needed only by the q/k/v projections (it
 /// lives in ln2 until LN2 overwrites it) and by their weight gradients

@@ -37,9 +37,10 @@ constexpr const char *kStrided = R"(pattern strided(l = 64) {
   heads = row || column;
 })";
 
-/// As model/core/Transformer.cpp: the FF branch runs over chunks of rows
-/// once its intermediate [rows, 4d] exceeds this many floats.
-constexpr int64_t kFeedForwardChunkElements = int64_t(1) << 26;
+/// The FF branch runs over chunks of rows once its intermediate [rows, 4d]
+/// exceeds this many floats.
+constexpr int64_t kFeedForwardChunkElements =
+    Transformer::kFeedForwardChunkElements;
 
 /// The bytes of every buffer of a recomputing model that scale with the
 /// number of tokens R = batch x n, per token (fp32 = 4 bytes). The

@@ -73,6 +73,10 @@ public:
 
 class Transformer {
 public:
+  /// Recomputation computes the FF branch over chunks of rows when its
+  /// intermediate [rows, ffDim] exceeds this many floats (256 MiB).
+  static constexpr int64_t kFeedForwardChunkElements = int64_t(1) << 26;
+
   /// A model for batches of up to `maxBatch` sequences of config.seqLen.
   /// `pattern` must be compiled for config.seqLen and config.numHeads and
   /// outlive the model.

@@ -15,6 +15,8 @@
 #                                  TESTS=0, SANITIZE=0 skip steps;
 #                                  TEST_FILTER='Wgmma*' runs only the wgmma
 #                                  instances of the two attention tests;
+#                                  SHARDS (default 8) processes run each
+#                                  test binary's cases at once;
 #                                  STEP_TIMEOUT (s, default 420) bounds each
 #                                  step so one slow step cannot eat the call)
 set -uo pipefail
@@ -33,12 +35,27 @@ step() { # name, command...: runs it, keeps its log, reports its status
   timeout "${STEP_TIMEOUT:-420}" "$@" > "$out/$name.log" 2>&1
   local rc=$?
   tail -n "${TAIL:-25}" "$out/$name.log"
+  # Sharded tests interleave their output: the failed cases, wherever they are.
+  grep -a -E "^\[  FAILED  \] [A-Za-z]" "$out/$name.log" | sort -u | head -n 30
   echo "== $name: rc $rc"
   [ $rc -eq 0 ] || status=1
 }
+sharded() { # binary, gtest args...: SHARDS processes of it at once (NVRTC
+  # compiles on the CPU, so the cases' kernels build in parallel; the disk
+  # cache's entries are renamed into place, safe between processes)
+  local b="$1"; shift
+  local pids=() i rc=0
+  for ((i = 0; i < ${SHARDS:-8}; i++)); do
+    GTEST_TOTAL_SHARDS=${SHARDS:-8} GTEST_SHARD_INDEX=$i timeout "${STEP_TIMEOUT:-420}" "$b" "$@" &
+    pids+=($!)
+  done
+  for i in "${pids[@]}"; do wait "$i" || rc=1; done
+  return $rc
+}
+export -f sharded
 if [ "${TESTS:-1}" = 1 ]; then
-  step forward-tests "$bin/AttentionForwardTest" --gtest_brief=1 --gtest_filter="${TEST_FILTER:-*}"
-  step backward-tests "$bin/AttentionBackwardTest" --gtest_brief=1 --gtest_filter="${TEST_FILTER:-*}"
+  step forward-tests bash -c 'sharded "$@"' sharded "$bin/AttentionForwardTest" --gtest_brief=1 --gtest_filter="${TEST_FILTER:-*}"
+  step backward-tests bash -c 'sharded "$@"' sharded "$bin/AttentionBackwardTest" --gtest_brief=1 --gtest_filter="${TEST_FILTER:-*}"
   step hopper-tests "$bin/HopperMmaTest" --gtest_brief=1
 fi
 step bench-mma-sync "$bin/attention-bench" --out "$out/sparsetx-mma-sync.json" "${args[@]}"

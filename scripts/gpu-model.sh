@@ -10,6 +10,10 @@
 #    --sample: the tests, then sampling speed of the enwik8 model, batch 1:
 #    the step's ops captured (default) and launched one by one, the fused
 #    step (SPARSETX_FUSED_DECODE=1) with its phase profile, a per-op profile)
+#   BIN=DIR, DATA=FILE: the binaries and the training data, instead of the
+#   bundle's bin/ and GCIDE dictionary;
+#   WGMMA_AB=1 also runs the enwik8 benchmarks with the sm_90a wgmma
+#   attention kernels (SPARSETX_WGMMA_FORWARD/BACKWARD=1);
 #   GTEST_FILTER works for the tests; DECODE_TESTS=0 skips AttentionDecodeTest;
 #   SAMPLE_PRECISIONS (default "bf16 fp32"), PEER=0, NOGRAPHS=0, FUSED=0 and
 #   PROFILE=0 trim --sample; NCU=1 adds Nsight Compute on the fused step,
@@ -23,8 +27,8 @@
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/.."
-bin="$here/bin"
-data="$here/data/gcide.dict.dz"
+bin="${BIN:-$here/bin}"
+data="${DATA:-$here/data/gcide.dict.dz}"
 out="${OUT:-out}"
 mkdir -p "$out"
 
@@ -135,6 +139,14 @@ if [ "$mode" != "--tests-only" ] && [ "$mode" != "--train" ] && [ "$mode" != "--
     --json "$out/enwik8-recompute.json" bench
   run bench-enwik8 timeout 150 "$bin/sparsetx-run" "${common[@]}" --steps 8 --recompute=false \
     --json "$out/enwik8.json" bench
+  if [ "${WGMMA_AB:-0}" = 1 ]; then
+    export SPARSETX_WGMMA_FORWARD=1 SPARSETX_WGMMA_BACKWARD=1
+    run bench-enwik8-recompute-wgmma timeout 150 "$bin/sparsetx-run" "${common[@]}" --steps 8 \
+      --json "$out/enwik8-recompute-wgmma.json" bench
+    run bench-enwik8-wgmma timeout 150 "$bin/sparsetx-run" "${common[@]}" --steps 8 \
+      --recompute=false --json "$out/enwik8-wgmma.json" bench
+    unset SPARSETX_WGMMA_FORWARD SPARSETX_WGMMA_BACKWARD
+  fi
   run peer-enwik8 timeout 200 python3 bench/model_peer.py --preset enwik8 --batch 2 \
     --steps 6 --warmup 3 --out "$out/peer-enwik8.json"
   run peer-enwik8-ckpt timeout 200 python3 bench/model_peer.py --preset enwik8 --batch 2 \

@@ -467,33 +467,13 @@ attentionBackwardDkDvMma(const uint16_t *__restrict__ q, const uint16_t *__restr
     const float *clse = slse + stage * 64;
     const float *cdelta = sdelta + stage * 64;
 
-    const bool pastEnd = firstQuery + 64 > V::kNumQueries;
 #pragma unroll 1
     for (int sub = 0; sub < 64 / kSub; ++sub) {
       // Which pairs are attended, as bits (nt, r, c) -> nt * 4 + r * 2 + c:
       // evaluated before the products so that the predicate's 64-bit
       // temporaries are dead while the accumulators are live.
-      uint32_t okBits = 0;
-#pragma unroll
-      for (int nt = 0; nt < kSub / 8; ++nt) {
-#pragma unroll
-        for (int c = 0; c < 2; ++c) {
-          const int64_t t = firstQuery + sub * kSub + nt * 8 + t4 * 2 + c;
-          const bool inRange = t < V::kNumQueries;
-          int64_t i = 0;
-          if (!full && inRange)
-            i = V::queryPosition(t);
-#pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            bool ok = inRange || !pastEnd;
-            if (!full && ok) {
-              const int64_t j = keyPos[r];
-              ok = S::mask(i, j) && (!V::kCausal || j <= i);
-            }
-            okBits |= (ok ? 1u : 0u) << (nt * 4 + r * 2 + c);
-          }
-        }
-      }
+      const uint32_t okBits =
+          maskBits<V, S, false, kSub>(firstQuery, sub * kSub, full, keyPos);
 
       // S^T = K Q^T: this warp's 16 keys x kSub queries.
       float p[kSub / 8][4];
@@ -665,30 +645,10 @@ backwardDqSegment(float (&dq)[V::kHeadDim / 8][4], const uint16_t *sq,
     cpAsyncCommit();
     cpAsyncWait<0>();
     __syncthreads();
-    const bool pastEnd = firstKey + kBlockN > S::kNumKeys;
 #pragma unroll 1
     for (int sub = 0; sub < 64 / kSub; ++sub) {
-      uint32_t okBits = 0;
-#pragma unroll
-      for (int nt = 0; nt < kSub / 8; ++nt) {
-#pragma unroll
-        for (int c = 0; c < 2; ++c) {
-          const int64_t t = firstKey + sub * kSub + nt * 8 + t4 * 2 + c;
-          const bool inRange = t < S::kNumKeys;
-          int64_t j = 0;
-          if (!full && inRange)
-            j = S::keyPosition(t);
-#pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            bool ok = inRange || !pastEnd;
-            if (!full && ok) {
-              const int64_t i = position[r];
-              ok = S::mask(i, j) && (!V::kCausal || j <= i);
-            }
-            okBits |= (ok ? 1u : 0u) << (nt * 4 + r * 2 + c);
-          }
-        }
-      }
+      const uint32_t okBits =
+          maskBits<V, S, true, kSub>(firstKey, sub * kSub, full, position);
       float p[kSub / 8][4];
 #pragma unroll
       for (int nt = 0; nt < kSub / 8; ++nt)

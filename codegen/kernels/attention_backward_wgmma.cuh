@@ -181,7 +181,7 @@ attentionBackwardDkDvWgmma(const uint16_t *__restrict__ q,
     wgmmaIssuePair<Elem>(s, sK, cq, dp, sV, cdo);
     // Which pairs are attended (rows are keys, columns queries), while the
     // products run.
-    const uint32_t okBits = wgmmaMaskBits<V, S, false>(firstQuery, full, keyPos);
+    const uint32_t okBits = maskBits<V, S, false>(firstQuery, 0, full, keyPos);
 
     wgmmaWait<0>();
     wgmmaFenceOperand(s);
@@ -358,7 +358,7 @@ backwardDqSegmentWgmma(float (&dq)[32], uint32_t sQ, uint32_t sDO,
     float s[32], dp[32];
     wgmmaIssuePair<Elem>(s, sQ, sK, dp, sDO, sV);
     // The mask bits (rows are queries, columns keys) while the products run.
-    const uint32_t okBits = wgmmaMaskBits<V, S, true>(firstKey, full, position);
+    const uint32_t okBits = maskBits<V, S, true>(firstKey, 0, full, position);
 
     wgmmaWait<0>();
     wgmmaFenceOperand(s);

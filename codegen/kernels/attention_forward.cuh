@@ -138,6 +138,48 @@ __device__ __forceinline__ void loadKeyBlock(uint16_t *sk, uint16_t *sv,
   loadRows<D>(sv, v, (int64_t)kb * kBlockN, S::kNumKeys, position);
 }
 
+/// Which pairs of a tile of rows x kColumns columns are attended, as bit
+/// 4 nt + 2 r + c for the accumulator value of row g + 8 r of the warp's 16
+/// and column firstColumn + offset + 8 nt + 2 t4 + c (the m16n8 layout, which
+/// wgmma's accumulators share). Columns are the mapped indices of the keys of
+/// segment S (kColumnsAreKeys) or of the queries of kernel V; the thread's
+/// two rows are at positions rowPosition. The tile is columns offset..
+/// offset + kColumns - 1 of the 64-column block at firstColumn: a column past
+/// the map's end (only in a block that runs past it) is never attended, and
+/// a full block evaluates no predicate.
+template <typename V, typename S, bool kColumnsAreKeys, int kColumns = 64>
+__device__ __forceinline__ uint32_t maskBits(int64_t firstColumn, int offset,
+                                             bool full,
+                                             const int64_t (&rowPosition)[2]) {
+  static_assert(kColumns % 8 == 0 && kColumns <= 64, "at most 32 bits");
+  constexpr int64_t kCount = kColumnsAreKeys ? S::kNumKeys : V::kNumQueries;
+  const int t4 = threadIdx.x % 4;
+  const bool pastEnd = firstColumn + 64 > kCount;
+  uint32_t bits = 0;
+#pragma unroll
+  for (int nt = 0; nt < kColumns / 8; ++nt) {
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      const int64_t t = firstColumn + offset + nt * 8 + t4 * 2 + c;
+      const bool inRange = t < kCount;
+      int64_t column = 0;
+      if (!full && inRange)
+        column = kColumnsAreKeys ? S::keyPosition(t) : V::queryPosition(t);
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        bool ok = inRange || !pastEnd;
+        if (!full && ok) {
+          const int64_t i = kColumnsAreKeys ? rowPosition[r] : column;
+          const int64_t j = kColumnsAreKeys ? column : rowPosition[r];
+          ok = S::mask(i, j) && (!V::kCausal || j <= i);
+        }
+        bits |= (ok ? 1u : 0u) << (nt * 4 + r * 2 + c);
+      }
+    }
+  }
+  return bits;
+}
+
 /// One key block: S = Q K^T, mask, online softmax, O += P V.
 template <typename V, typename S>
 __device__ __forceinline__ void processKeyBlock(ForwardState<V::kHeadDim> &st,

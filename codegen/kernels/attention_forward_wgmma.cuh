@@ -138,43 +138,6 @@ __device__ __forceinline__ void wgmmaRegTileMNMajor(float (&acc)[32],
         true);
 }
 
-/// Which pairs of a 64 x 64 block are attended, as bit 4 nt + 2 r + c for
-/// the accumulator value of row 16 w + g + 8 r and column 8 nt + 2 t4 + c.
-/// Columns are the mapped indices firstColumn.. of the keys of segment S
-/// (kColumnsAreKeys) or of the queries of kernel V; the thread's two rows
-/// are at positions rowPosition. A column past the map's end is never
-/// attended; a full block evaluates no predicate.
-template <typename V, typename S, bool kColumnsAreKeys>
-__device__ __forceinline__ uint32_t wgmmaMaskBits(int64_t firstColumn, bool full,
-                                                  const int64_t (&rowPosition)[2]) {
-  constexpr int64_t kCount = kColumnsAreKeys ? S::kNumKeys : V::kNumQueries;
-  const int t4 = threadIdx.x % 4;
-  const bool pastEnd = firstColumn + 64 > kCount;
-  uint32_t bits = 0;
-#pragma unroll
-  for (int nt = 0; nt < 8; ++nt) {
-#pragma unroll
-    for (int c = 0; c < 2; ++c) {
-      const int64_t t = firstColumn + nt * 8 + t4 * 2 + c;
-      const bool inRange = t < kCount;
-      int64_t column = 0;
-      if (!full && inRange)
-        column = kColumnsAreKeys ? S::keyPosition(t) : V::queryPosition(t);
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        bool ok = inRange || !pastEnd;
-        if (!full && ok) {
-          const int64_t i = kColumnsAreKeys ? rowPosition[r] : column;
-          const int64_t j = kColumnsAreKeys ? column : rowPosition[r];
-          ok = S::mask(i, j) && (!V::kCausal || j <= i);
-        }
-        bits |= (ok ? 1u : 0u) << (nt * 4 + r * 2 + c);
-      }
-    }
-  }
-  return bits;
-}
-
 /// Issues the cp.async copies of key block kb of segment S: its K rows into
 /// the tiles at kTiles, its V rows into those at vTiles.
 template <typename V, typename S>
@@ -265,7 +228,7 @@ __device__ __forceinline__ void wgmmaSoftmax(WgmmaForwardState<V::kHeadDim> &st,
   // keys (the last one, when kNumKeys % 64 != 0) needs the bounds check.
   const int64_t firstKey = (int64_t)kb * kBlockN;
   if (!full || firstKey + kBlockN > S::kNumKeys) {
-    const uint32_t bits = wgmmaMaskBits<V, S, true>(firstKey, full, st.position);
+    const uint32_t bits = maskBits<V, S, true>(firstKey, 0, full, st.position);
 #pragma unroll
     for (int e = 0; e < 32; ++e)
       if (!((bits >> e) & 1u))

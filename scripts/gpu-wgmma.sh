@@ -15,6 +15,8 @@
 #                                  TESTS=0, SANITIZE=0 skip steps;
 #                                  TEST_FILTER='Wgmma*' runs only the wgmma
 #                                  instances of the two attention tests;
+#                                  BUILDS picks among "mma-sync wgmma-fwd
+#                                  wgmma" (default all three);
 #                                  SHARDS (default 8) processes run each
 #                                  test binary's cases at once;
 #                                  STEP_TIMEOUT (s, default 420) bounds each
@@ -58,9 +60,15 @@ if [ "${TESTS:-1}" = 1 ]; then
   step backward-tests bash -c 'sharded "$@"' sharded "$bin/AttentionBackwardTest" --gtest_brief=1 --gtest_filter="${TEST_FILTER:-*}"
   step hopper-tests "$bin/HopperMmaTest" --gtest_brief=1
 fi
-step bench-mma-sync "$bin/attention-bench" --out "$out/sparsetx-mma-sync.json" "${args[@]}"
-step bench-wgmma-fwd "$bin/attention-bench" --wgmma-forward --out "$out/sparsetx-wgmma-fwd.json" "${args[@]}"
-step bench-wgmma "$bin/attention-bench" --wgmma-forward --wgmma-backward --out "$out/sparsetx-wgmma.json" "${args[@]}"
+for build in ${BUILDS:-mma-sync wgmma-fwd wgmma}; do
+  case "$build" in
+    mma-sync) flags=() ;;
+    wgmma-fwd) flags=(--wgmma-forward) ;;
+    wgmma) flags=(--wgmma-forward --wgmma-backward) ;;
+    *) echo "gpu-wgmma: unknown build '$build'" >&2; exit 2 ;;
+  esac
+  step "bench-$build" "$bin/attention-bench" "${flags[@]}" --out "$out/sparsetx-$build.json" "${args[@]}"
+done
 if [ "${PEERS:-1}" = 1 ]; then
   PYTHONUNBUFFERED=1 step peers python3 bench/peers.py --out "$out/peers.json" "${args[@]}"
 fi

@@ -291,11 +291,7 @@ __device__ __forceinline__ void backwardDqFromDs(float *__restrict__ dqAcc,
 #pragma unroll 1
   for (int chunk = 0; chunk < D / kChunk; ++chunk) {
     float acc[kChunk / 8][4];
-#pragma unroll
-    for (int dt = 0; dt < kChunk / 8; ++dt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e)
-        acc[dt][e] = 0.0f;
+    zeroFill(acc);
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
       // A = dS (queries x keys) read transposed from dS^T (keys x queries).
@@ -414,13 +410,8 @@ attentionBackwardDkDvMma(const uint16_t *__restrict__ q, const uint16_t *__restr
     keyPos[r] = S::keyPosition(t < S::kNumKeys ? t : S::kNumKeys - 1);
   }
   float dk[D / 8][4], dv[D / 8][4];
-#pragma unroll
-  for (int dt = 0; dt < D / 8; ++dt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      dk[dt][e] = 0.0f;
-      dv[dt][e] = 0.0f;
-    }
+  zeroFill(dk);
+  zeroFill(dv);
 
   typename S::ByKey schedule(tables, kb);
   // Stage idx & 1 holds list entry idx.
@@ -477,11 +468,7 @@ attentionBackwardDkDvMma(const uint16_t *__restrict__ q, const uint16_t *__restr
 
       // S^T = K Q^T: this warp's 16 keys x kSub queries.
       float p[kSub / 8][4];
-#pragma unroll
-      for (int nt = 0; nt < kSub / 8; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          p[nt][e] = 0.0f;
+      zeroFill(p);
       if constexpr (kRegKV)
         mmaRegABt<Elem, D, kSub>(p, kf, cq, sub * kSub);
       else
@@ -507,11 +494,7 @@ attentionBackwardDkDvMma(const uint16_t *__restrict__ q, const uint16_t *__restr
 
       // dP^T = V dO^T, then dS^T = P^T * (dP^T - Delta).
       float ds[kSub / 8][4];
-#pragma unroll
-      for (int nt = 0; nt < kSub / 8; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          ds[nt][e] = 0.0f;
+      zeroFill(ds);
       if constexpr (kRegKV)
         mmaRegABt<Elem, D, kSub>(ds, vf, cdo, sub * kSub);
       else
@@ -650,11 +633,7 @@ backwardDqSegment(float (&dq)[V::kHeadDim / 8][4], const uint16_t *sq,
       const uint32_t okBits =
           maskBits<V, S, true, kSub>(firstKey, sub * kSub, full, position);
       float p[kSub / 8][4];
-#pragma unroll
-      for (int nt = 0; nt < kSub / 8; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          p[nt][e] = 0.0f;
+      zeroFill(p);
       mmaABt<Elem, D, kSub>(p, sq, warp * 16, sk, sub * kSub);
 #pragma unroll
       for (int nt = 0; nt < kSub / 8; ++nt)
@@ -669,11 +648,7 @@ backwardDqSegment(float (&dq)[V::kHeadDim / 8][4], const uint16_t *sq,
           }
       // dP = dO V^T, dS = P * (dP - Delta).
       float ds[kSub / 8][4];
-#pragma unroll
-      for (int nt = 0; nt < kSub / 8; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          ds[nt][e] = 0.0f;
+      zeroFill(ds);
       mmaABt<Elem, D, kSub>(ds, sdo, warp * 16, sv, sub * kSub);
 #pragma unroll
       for (int nt = 0; nt < kSub / 8; ++nt)
@@ -760,11 +735,7 @@ attentionBackwardDqMma(const uint16_t *__restrict__ q, const uint16_t *__restric
     dl[r] = delta[position[r]];
   }
   float dq[D / 8][4];
-#pragma unroll
-  for (int dt = 0; dt < D / 8; ++dt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e)
-      dq[dt][e] = 0.0f;
+  zeroFill(dq);
 
   DqSegmentLoop<V, typename V::Segments>::run(dq, sq, sdo, sk, sv, k, v, tables,
                                               qb, position, lse2, dl,

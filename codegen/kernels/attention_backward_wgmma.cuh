@@ -145,11 +145,8 @@ attentionBackwardDkDvWgmma(const uint16_t *__restrict__ q,
     keyPos[r] = S::keyPosition(t < S::kNumKeys ? t : S::kNumKeys - 1);
   }
   float dk[32], dv[32];
-#pragma unroll
-  for (int i = 0; i < 32; ++i) {
-    dk[i] = 0.0f;
-    dv[i] = 0.0f;
-  }
+  zeroFill(dk);
+  zeroFill(dv);
 
   typename S::ByKey schedule(tables, kb);
   if (begin < end) {
@@ -470,9 +467,7 @@ attentionBackwardDqWgmma(const uint16_t *__restrict__ q,
     dl[r] = delta[position[r]];
   }
   float dq[32];
-#pragma unroll
-  for (int i = 0; i < 32; ++i)
-    dq[i] = 0.0f;
+  zeroFill(dq);
   // Q's and dO's group completes before any segment's (groups retire in
   // order); an empty segment list still waits here.
   cpAsyncWait<0>();

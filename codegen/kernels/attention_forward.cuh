@@ -194,11 +194,7 @@ __device__ __forceinline__ void processKeyBlock(ForwardState<V::kHeadDim> &st,
   const int mat = lane / 8, r8 = lane % 8;
 
   float s[kBlockN / 8][4];
-#pragma unroll
-  for (int nt = 0; nt < kBlockN / 8; ++nt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e)
-      s[nt][e] = 0.0f;
+  zeroFill(s);
 
   // S = Q K^T: K rows are keys with d contiguous, i.e. the "col" B operand.
 #pragma unroll
@@ -422,11 +418,7 @@ attentionForwardMma(const uint16_t *__restrict__ q, const uint16_t *__restrict__
     st.m[r] = negInf();
     st.l[r] = 0.0f;
   }
-#pragma unroll
-  for (int dt = 0; dt < D / 8; ++dt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e)
-      st.o[dt][e] = 0.0f;
+  zeroFill(st.o);
 
   cpAsyncWait<0>();
   __syncthreads();

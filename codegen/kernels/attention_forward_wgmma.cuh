@@ -426,11 +426,7 @@ attentionForwardWgmma(const uint16_t *__restrict__ q,
     st.m[r] = negInf();
     st.l[r] = 0.0f;
   }
-#pragma unroll
-  for (int h = 0; h < D / 64; ++h)
-#pragma unroll
-    for (int i = 0; i < 32; ++i)
-      st.o[h][i] = 0.0f;
+  zeroFill(st.o);
 
   // Q's group completes before any segment's (cp.async groups retire in
   // order), so each segment's first wait covers it; an empty segment list

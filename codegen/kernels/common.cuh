@@ -148,6 +148,20 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4],
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+/// Sets every element of a register array (an accumulator) to 0.
+template <int N>
+__device__ __forceinline__ void zeroFill(float (&a)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+    a[i] = 0.0f;
+}
+template <int N, int M>
+__device__ __forceinline__ void zeroFill(float (&a)[N][M]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+    zeroFill(a[i]);
+}
+
 __device__ __forceinline__ uint32_t smemAddress(const void *p) {
   return (uint32_t)__cvta_generic_to_shared(p);
 }

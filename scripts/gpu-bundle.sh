@@ -6,6 +6,7 @@
 # LLVM/MLIR; NVRTC and the driver come from the GPU machine's CUDA
 # installation.
 #   scripts/gpu-bundle.sh [dir] && (device) bash .gpu/gpu-run.sh
+#   TRAIN_DATA=1 scripts/gpu-bundle.sh && (device) bash scripts/gpu-verify.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest="${1:-.gpu}"
@@ -22,4 +23,13 @@ for t in "${targets[@]}"; do
   strip -o "$dest/bin/$t" "$f"
 done
 cp scripts/gpu-run.sh scripts/gpu-sanitize.sh "$dest/"
+# TRAIN_DATA=1: the first 20 MB of the GCIDE dictionary (gzip, about 6.5 MB)
+# for the model runs of scripts/gpu-verify.sh (the GPU machine has no Debian
+# packages), and without the decode test and the sanitizer's controls, which
+# gpu-verify.sh does not run, to stay within a call's 64 MiB.
+if [ "${TRAIN_DATA:-0}" = 1 ]; then
+  mkdir -p "$dest/data"
+  zcat /usr/share/dictd/gcide.dict.dz | head -c 20000000 | gzip -6 >"$dest/data/gcide-20m.gz"
+  rm -f "$dest/bin/AttentionDecodeTest" "$dest/bin/sanitizer-control"
+fi
 du -sh "$dest"

@@ -16,7 +16,7 @@
 #                                  TEST_FILTER='Wgmma*' runs only the wgmma
 #                                  instances of the two attention tests;
 #                                  BUILDS picks among "mma-sync wgmma-fwd
-#                                  wgmma" (default all three);
+#                                  wgmma" (default all three; "" none);
 #                                  SHARDS (default 8) processes run each
 #                                  test binary's cases at once;
 #                                  STEP_TIMEOUT (s, default 420) bounds each
@@ -60,7 +60,7 @@ if [ "${TESTS:-1}" = 1 ]; then
   step backward-tests bash -c 'sharded "$@"' sharded "$bin/AttentionBackwardTest" --gtest_brief=1 --gtest_filter="${TEST_FILTER:-*}"
   step hopper-tests "$bin/HopperMmaTest" --gtest_brief=1
 fi
-for build in ${BUILDS:-mma-sync wgmma-fwd wgmma}; do
+for build in ${BUILDS-mma-sync wgmma-fwd wgmma}; do
   case "$build" in
     mma-sync) flags=() ;;
     wgmma-fwd) flags=(--wgmma-forward) ;;

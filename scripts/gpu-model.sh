@@ -26,7 +26,7 @@
 #   with this build, in turn, in the same call.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-cd "$here/.."
+cd "$here/.." || exit 1
 bin="${BIN:-$here/bin}"
 data="${DATA:-$here/data/gcide.dict.dz}"
 out="${OUT:-out}"

@@ -19,7 +19,7 @@
 #                                   is left than its bound; STEPS="1 2 3"
 #                                   picks steps; CASES as in gpu-wgmma.sh)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 bin=.gpu/bin
 data=.gpu/data/gcide-20m.gz
 out="${OUT:-out}"

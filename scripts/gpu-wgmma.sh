@@ -22,7 +22,7 @@
 #                                  STEP_TIMEOUT (s, default 420) bounds each
 #                                  step so one slow step cannot eat the call)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 bin=.gpu/bin
 out="${OUT:-out}"
 mkdir -p "$out"

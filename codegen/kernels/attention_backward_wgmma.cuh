@@ -180,9 +180,7 @@ attentionBackwardDkDvWgmma(const uint16_t *__restrict__ q,
     // products run.
     const uint32_t okBits = maskBits<V, S, false>(firstQuery, 0, full, keyPos);
 
-    wgmmaWait<0>();
-    wgmmaFenceOperand(s);
-    wgmmaFenceOperand(dp);
+    wgmmaWaitAll(s, dp);
 
     // P^T on attended pairs (else 0), then dS^T = P^T (dP^T - Delta).
 #pragma unroll
@@ -248,8 +246,7 @@ attentionBackwardDkDvWgmma(const uint16_t *__restrict__ q,
                              kk * kWgmmaKStepBytesMNMajor),
             kk > 0);
       wgmmaCommit();
-      wgmmaWait<0>();
-      wgmmaFenceOperand(dq);
+      wgmmaWaitAll(dq);
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         const int64_t t = firstQuery + warp * 16 + g + 8 * r;
@@ -357,9 +354,7 @@ backwardDqSegmentWgmma(float (&dq)[32], uint32_t sQ, uint32_t sDO,
     // The mask bits (rows are queries, columns keys) while the products run.
     const uint32_t okBits = maskBits<V, S, true>(firstKey, 0, full, position);
 
-    wgmmaWait<0>();
-    wgmmaFenceOperand(s);
-    wgmmaFenceOperand(dp);
+    wgmmaWaitAll(s, dp);
 #pragma unroll
     for (int e = 0; e < 32; ++e) {
       const int r = (e >> 1) & 1;
@@ -380,8 +375,7 @@ backwardDqSegmentWgmma(float (&dq)[32], uint32_t sQ, uint32_t sDO,
     wgmmaFence();
     wgmmaRegTileMNMajor<Elem>(dq, dsa, sK);
     wgmmaCommit();
-    wgmmaWait<0>();
-    wgmmaFenceOperand(dq);
+    wgmmaWaitAll(dq);
     // Every warp is done with this stage: refill it.
     __syncthreads();
     if (idx + kStages < count) {

@@ -321,8 +321,7 @@ runSegmentWgmma(WgmmaForwardState<V::kHeadDim> &st,
   int kb = schedule.block(0, full);
   wgmmaWaitForBlock<D>(0);
   wgmmaIssueScores<V>(s, tiles.q, tiles.k(0));
-  wgmmaWait<0>();
-  wgmmaFenceOperand(s);
+  wgmmaWaitAll(s);
   wgmmaSoftmax<V, S>(st, s, alpha, kb, full, scaleLog2);
   wgmmaRescaleAndPack<V>(st, s, alpha, p);
   for (int idx = 1; idx < count; ++idx) {

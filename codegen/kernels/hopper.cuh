@@ -335,6 +335,14 @@ __device__ __forceinline__ void wgmmaFenceOperand(uint32_t (&r)[kCount]) {
     asm volatile("" : "+r"(r[i])::"memory");
 }
 
+/// Waits for every wgmma group this thread issued, then fences the
+/// accumulators they wrote, so that what follows reads their results.
+template <typename... Acc>
+__device__ __forceinline__ void wgmmaWaitAll(Acc &...acc) {
+  wgmmaWait<0>();
+  (wgmmaFenceOperand(acc), ...);
+}
+
 // --- wgmma.mma_async m64n64k16, f32 accumulators -------------------------------
 // d (32 floats, the layout above) = A[64x16] * B[16x64] + (accumulate ? d : 0).
 // `accumulate` is the instruction's scale-d predicate: false on a product's

@@ -13,7 +13,8 @@
 #   BIN=DIR, DATA=FILE: the binaries and the training data, instead of the
 #   bundle's bin/ and GCIDE dictionary;
 #   WGMMA_AB=1 also runs the enwik8 benchmarks with the sm_90a wgmma
-#   attention kernels (SPARSETX_WGMMA_FORWARD/BACKWARD=1);
+#   attention kernels (SPARSETX_WGMMA_FORWARD/BACKWARD=1); LONG=0 and
+#   SAMPLE=0 leave the long-sequence and sampling runs out of the benchmarks;
 #   GTEST_FILTER works for the tests; DECODE_TESTS=0 skips AttentionDecodeTest;
 #   SAMPLE_PRECISIONS (default "bf16 fp32"), PEER=0, NOGRAPHS=0, FUSED=0 and
 #   PROFILE=0 trim --sample; NCU=1 adds Nsight Compute on the fused step,
@@ -153,14 +154,16 @@ if [ "$mode" != "--tests-only" ] && [ "$mode" != "--train" ] && [ "$mode" != "--
     --steps 6 --warmup 3 --checkpoint --out "$out/peer-enwik8-ckpt.json"
   # Long sequences: the issue's 3.8M-parameter model (d 256, 4 layers, 4
   # heads, strided l = 1024, recompute) at n = 2^20, batch 1.
-  run bench-long-1m timeout 200 "$bin/sparsetx-run" --pattern patterns/strided.sp -D l=1024 \
+  [ "${LONG:-1}" = 0 ] || run bench-long-1m timeout 200 "$bin/sparsetx-run" --pattern patterns/strided.sp -D l=1024 \
     --data "$data" --device cuda --seq-len 1048576 --layers 4 --d-model 256 --heads 4 \
     --recompute --batch 1 --steps 3 --json "$out/long-1m.json" bench
   # Sampling speed: one step makes a checkpoint; batch 1, 1024 bytes.
-  run sample-enwik8-setup timeout 100 "$bin/sparsetx-run" "${common[@]}" --batch 1 --steps 1 \
-    --samples 0 --eval-tokens 12288 --out "$out/enwik8-run" train
-  run sample-enwik8 timeout 100 "$bin/sparsetx-run" --device cuda --out "$out/enwik8-run" \
-    --samples 1 --length 1024 sample
-  rm -f "$out/enwik8-run/checkpoint.bin"
+  if [ "${SAMPLE:-1}" = 1 ]; then
+    run sample-enwik8-setup timeout 100 "$bin/sparsetx-run" "${common[@]}" --batch 1 --steps 1 \
+      --samples 0 --eval-tokens 12288 --out "$out/enwik8-run" train
+    run sample-enwik8 timeout 100 "$bin/sparsetx-run" --device cuda --out "$out/enwik8-run" \
+      --samples 1 --length 1024 sample
+    rm -f "$out/enwik8-run/checkpoint.bin"
+  fi
 fi
 exit $status

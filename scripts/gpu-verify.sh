@@ -56,6 +56,7 @@ step 2 240 wgmma-bench env TESTS=0 SANITIZE=0 BUILDS="mma-sync wgmma" \
   STEP_TIMEOUT=120 TAIL=12 bash scripts/gpu-wgmma.sh
 step 3 100 cuda-model-test bash -c "'$bin/CudaModelTest' --gtest_brief=1 > '$out/CudaModelTest.log' 2>&1; rc=\$?; tail -n 5 '$out/CudaModelTest.log'; exit \$rc"
 step 4 120 long-2e20 env SIZES=20 WGMMA_AB=1 bash scripts/gpu-long.sh "$bin" "$data"
-step 5 300 enwik8 env BIN="$bin" DATA="$data" TESTS=0 WGMMA_AB=1 bash scripts/gpu-model.sh --bench-only
+step 5 300 enwik8 env BIN="$bin" DATA="$data" TESTS=0 WGMMA_AB=1 LONG=0 SAMPLE=0 \
+  bash scripts/gpu-model.sh --bench-only
 cat "$out/verify.txt"
 exit $status

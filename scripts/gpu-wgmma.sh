@@ -30,6 +30,13 @@ cases="${CASES:-fixed/16384/64 strided/16384/64 dense/16384/64 local/16384/64 fi
 args=()
 for c in $cases; do args+=(--case "$c"); done
 status=0
+# A misspelt build stops the script before any device time is spent on it.
+for build in ${BUILDS-mma-sync wgmma-fwd wgmma}; do
+  case "$build" in
+    mma-sync | wgmma-fwd | wgmma) ;;
+    *) echo "gpu-wgmma: unknown build '$build' in BUILDS (known: mma-sync wgmma-fwd wgmma)" >&2; exit 2 ;;
+  esac
+done
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 step() { # name, command...: runs it, keeps its log, reports its status
   local name="$1"; shift
@@ -65,7 +72,6 @@ for build in ${BUILDS-mma-sync wgmma-fwd wgmma}; do
     mma-sync) flags=() ;;
     wgmma-fwd) flags=(--wgmma-forward) ;;
     wgmma) flags=(--wgmma-forward --wgmma-backward) ;;
-    *) echo "gpu-wgmma: unknown build '$build'" >&2; exit 2 ;;
   esac
   step "bench-$build" "$bin/attention-bench" "${flags[@]}" --out "$out/sparsetx-$build.json" "${args[@]}"
 done

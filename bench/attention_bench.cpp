@@ -77,21 +77,31 @@ cl::opt<int> queryOrder("query-order",
 cl::opt<bool> wgmmaForward("wgmma-forward",
                            cl::desc("On sm_90a, the forward of head dims 64 "
                                     "and 128 on wgmma (CodegenOptions::"
-                                    "forwardWgmma)"),
-                           cl::init(false));
+                                    "forwardWgmma; default true)"),
+                           cl::init(true));
 cl::opt<bool> wgmmaBackward("wgmma-backward",
-                            cl::desc("On sm_90a, the dK/dV kernels of head "
-                                     "dim 64 on wgmma (CodegenOptions::"
-                                     "backwardWgmma)"),
-                            cl::init(false));
+                            cl::desc("On sm_90a, the dK/dV and dQ kernels of "
+                                     "head dim 64 with long lists on wgmma "
+                                     "(CodegenOptions::backwardWgmma; default "
+                                     "true)"),
+                            cl::init(true));
+cl::opt<int64_t> wgmmaBackwardMinBlocks(
+    "wgmma-backward-min-blocks",
+    cl::desc("Mean list length from which a backward kernel takes wgmma; 0: "
+             "every one (CodegenOptions::backwardWgmmaMinBlocks; default 8)"),
+    cl::init(8));
 /// What the run's kernels are, for the table and the JSON.
 const char *forwardKernelName() {
   return wgmmaForward ? "wgmma on sm_90a for D 64/128, else mma.sync"
                       : "mma.sync";
 }
-const char *backwardKernelName() {
-  return wgmmaBackward ? "wgmma dK/dV and dQ on sm_90a for D 64, else mma.sync"
-                       : "mma.sync";
+std::string backwardKernelName() {
+  if (!wgmmaBackward)
+    return "mma.sync";
+  if (wgmmaBackwardMinBlocks <= 0)
+    return "wgmma dK/dV and dQ on sm_90a for D 64, else mma.sync";
+  return "wgmma dK/dV and dQ on sm_90a for D 64 where lists average >= " +
+         std::to_string(wgmmaBackwardMinBlocks) + " blocks, else mma.sync";
 }
 cl::list<int64_t> splitSweep(
     "split-sweep",
@@ -176,6 +186,7 @@ llvm::Expected<Result> runCase(const Case &c, std::mt19937_64 &rng) {
   cg.queryOrder = queryOrder;
   cg.forwardWgmma = wgmmaForward;
   cg.backwardWgmma = wgmmaBackward;
+  cg.backwardWgmmaMinBlocks = wgmmaBackwardMinBlocks;
   auto generated = codegen::generateForward((*compiled)->pattern,
                                             (*compiled)->layout, cg);
   if (mlir::failed(generated))
@@ -298,6 +309,12 @@ llvm::Expected<Result> runCase(const Case &c, std::mt19937_64 &rng) {
 
 int main(int argc, char **argv) {
   cl::ParseCommandLineOptions(argc, argv, "sparsetx attention benchmark\n");
+  if (wgmmaBackwardMinBlocks < 0) {
+    llvm::WithColor::error(llvm::errs(), "attention-bench")
+        << "--wgmma-backward-min-blocks must be 0 or more, but is "
+        << int64_t(wgmmaBackwardMinBlocks) << "\n";
+    return 1;
+  }
   if (compileOnly) {
     std::mt19937_64 rng(0);
     int failures = 0;

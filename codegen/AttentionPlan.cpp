@@ -158,7 +158,7 @@ AttentionPlan::load(codegen::GeneratedAttention generated, llvm::StringRef ptx) 
         return *fn;
       };
       llvm::Expected<cuda::Function> dq =
-          get(kernel.backwardDqName, plan.gen.backwardSharedBytes);
+          get(kernel.backwardDqName, kernel.backwardDqSharedBytes);
       if (!dq)
         return dq.takeError();
       fns.dq.push_back(*dq);
@@ -167,12 +167,12 @@ AttentionPlan::load(codegen::GeneratedAttention generated, llvm::StringRef ptx) 
       fns.reduce.emplace_back();
       for (const codegen::SegmentInfo &seg : kernel.segments) {
         llvm::Expected<cuda::Function> fn =
-            get(seg.backwardDkDvName, plan.gen.backwardDkDvSharedBytes);
+            get(seg.backwardDkDvName, seg.backwardDkDvSharedBytes);
         if (!fn)
           return fn.takeError();
         fns.dkdv.back().push_back(*fn);
         llvm::Expected<cuda::Function> fused =
-            get(seg.backwardDkDvDqName, plan.gen.backwardDkDvSharedBytes);
+            get(seg.backwardDkDvDqName, seg.backwardDkDvSharedBytes);
         if (!fused)
           return fused.takeError();
         fns.dkdvdq.back().push_back(*fused);
@@ -562,7 +562,7 @@ llvm::Error AttentionPlan::backward(int64_t layer, int64_t batchHeads,
         void *args[] = {&q, &k, &v, &dO, &lse, &delta, &dqAcc, &tablePtr, &scaleArg};
         cuda::Dim3 grid{unsigned(kernel.numQueryBlocks) * gridY, 1, 1};
         if (llvm::Error err = cuda::launch(fns.dq[kIdx], grid, block,
-                                           gen.backwardSharedBytes, stream, args))
+                                           kernel.backwardDqSharedBytes, stream, args))
           return err;
       }
       for (size_t s = 0; s < kernel.segments.size(); ++s) {
@@ -583,7 +583,8 @@ llvm::Error AttentionPlan::backward(int64_t layer, int64_t batchHeads,
                           &groups, &partials, &scaleArg};
           if (llvm::Error err =
                   cuda::launch(fns.dkdv[kIdx][s], grid, block,
-                               gen.backwardDkDvSharedBytes, stream, args))
+                               kernel.segments[s].backwardDkDvSharedBytes,
+                               stream, args))
             return err;
         } else {
           void *args[] = {&q,     &k,     &v,     &dO,       &lse,
@@ -591,7 +592,8 @@ llvm::Error AttentionPlan::backward(int64_t layer, int64_t batchHeads,
                           &work,  &groups, &partials, &scaleArg};
           if (llvm::Error err =
                   cuda::launch(fns.dkdvdq[kIdx][s], grid, block,
-                               gen.backwardDkDvSharedBytes, stream, args))
+                               kernel.segments[s].backwardDkDvSharedBytes,
+                               stream, args))
             return err;
         }
         if (w.numReduce == 0)

@@ -385,27 +385,41 @@ unsigned forwardSharedBytes(const CodegenOptions &options) {
   return unsigned((1 + 4) * 64 * (d + 8) * 2);
 }
 
-unsigned backwardDqSharedBytes(const CodegenOptions &options) {
+bool allowsBackwardWgmma(const CodegenOptions &options) {
+  return options.backwardWgmma && targetsWgmma(options) && options.headDim == 64;
+}
+
+unsigned backwardDqSharedBytes(const CodegenOptions &options, bool wgmma) {
   const int64_t d = options.headDim;
   // attention_backward_wgmma.cuh (d = 64): Q, dO and three stages of K and V
   // as 8 KiB swizzled tiles, and 1 KiB to align the first tile.
-  if (options.backwardWgmma && targetsWgmma(options) && d == 64)
+  if (wgmma && allowsBackwardWgmma(options))
     return unsigned((2 + 2 * 3) * 8192 + 1024);
   // attention_backward.cuh: Q, dO, K, V (rows padded by 8 elements) and
   // two rows of 64 floats.
   return unsigned(4 * 64 * (d + 8) * 2 + 2 * 64 * 4);
 }
 
-unsigned backwardDkDvSharedBytes(const CodegenOptions &options) {
+unsigned backwardDkDvSharedBytes(const CodegenOptions &options, bool wgmma) {
   const int64_t d = options.headDim;
   // attention_backward_wgmma.cuh (d = 64): K, V, two stages of Q and dO and
   // the dS^T tile as 8 KiB swizzled tiles, two stages of LSE and Delta, and
   // 1 KiB to align the first tile.
-  if (options.backwardWgmma && targetsWgmma(options) && d == 64)
+  if (wgmma && allowsBackwardWgmma(options))
     return unsigned(7 * 8192 + 2 * 2 * 64 * 4 + 1024);
   // attention_backward.cuh: K, V, two stages of Q and dO (rows padded by 8
   // elements), the dS^T tile, two stages of LSE and Delta.
   return unsigned(6 * 64 * (d + 8) * 2 + 64 * (64 + 8) * 2 + 2 * 2 * 64 * 4);
+}
+
+/// Whether lists of `blocks` blocks over `lists` non-empty lists take the
+/// wgmma backward kernels (CodegenOptions::backwardWgmmaMinBlocks).
+static bool listsTakeWgmma(const CodegenOptions &options, int64_t blocks,
+                           int64_t lists) {
+  if (!allowsBackwardWgmma(options))
+    return false;
+  return options.backwardWgmmaMinBlocks <= 0 ||
+         (lists > 0 && blocks >= options.backwardWgmmaMinBlocks * lists);
 }
 
 FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
@@ -434,10 +448,6 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
   gen.blockQ = layout.blockQ;
   gen.blockK = layout.blockK;
   gen.forwardSharedBytes = forwardSharedBytes(options);
-  if (options.backward) {
-    gen.backwardSharedBytes = backwardDqSharedBytes(options);
-    gen.backwardDkDvSharedBytes = backwardDkDvSharedBytes(options);
-  }
   for (const MaskLayout &mask : layout.masks)
     if (mask.head)
       gen.perHead = true;
@@ -457,7 +467,7 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
      << ", " << options.arch << ". Do not edit.\n";
   if (options.forwardWgmma)
     os << "#define SPARSETX_FORWARD_WGMMA_ON 1\n";
-  if (options.backwardWgmma)
+  if (allowsBackwardWgmma(options))
     os << "#define SPARSETX_BACKWARD_WGMMA_ON 1\n";
   os << "#include \"sparsetx/attention_forward.cuh\"\n";
   os << "#include \"sparsetx/attention_merge.cuh\"\n";
@@ -472,12 +482,19 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
      << ">() == " << gen.forwardSharedBytes
      << ", \"the forward kernel's shared memory is what the manifest says\");\n";
   if (options.backward)
-    os << "static_assert(sparsetx::backwardDkDvKernelSharedBytes<"
-       << options.headDim << ">() == " << gen.backwardDkDvSharedBytes
-       << ", \"the dK/dV kernels' shared memory is what the manifest says\");\n"
-       << "static_assert(sparsetx::backwardDqKernelSharedBytes<"
-       << options.headDim << ">() == " << gen.backwardSharedBytes
-       << ", \"the dQ kernel's shared memory is what the manifest says\");\n";
+    for (bool wgmma : {false, true}) {
+      if (wgmma && !allowsBackwardWgmma(options))
+        continue;
+      const char *b = wgmma ? "true" : "false";
+      os << "static_assert(sparsetx::backwardDkDvKernelSharedBytes<"
+         << options.headDim << ", " << b
+         << ">() == " << backwardDkDvSharedBytes(options, wgmma)
+         << ", \"the dK/dV kernels' shared memory is what the manifest says\");\n"
+         << "static_assert(sparsetx::backwardDqKernelSharedBytes<"
+         << options.headDim << ", " << b
+         << ">() == " << backwardDqSharedBytes(options, wgmma)
+         << ", \"the dQ kernel's shared memory is what the manifest says\");\n";
+    }
   os << "\n";
   os << "namespace sparsetx_gen {\nusing namespace sparsetx;\n\n";
 
@@ -581,6 +598,18 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
           os << "  using ByKey = TableSchedule<" << seg.byKeyOffsets[0] << ", "
              << seg.byKeyOffsets[1] << ", " << seg.byKeyOffsets[2] << ", "
              << seg.byKeyOffsets[3] << ">;\n";
+          // The dK/dV kernels' lists: query blocks per key block that has any.
+          int64_t lists = 0;
+          for (int64_t kb = 0; kb < seg.numKeyBlocks; ++kb)
+            lists += comp.fullByKey.offsets[kb + 1] > comp.fullByKey.offsets[kb] ||
+                     comp.partialByKey.offsets[kb + 1] >
+                         comp.partialByKey.offsets[kb];
+          seg.backwardWgmma =
+              listsTakeWgmma(options, comp.numFull() + comp.numPartial(), lists);
+          seg.backwardDkDvSharedBytes =
+              backwardDkDvSharedBytes(options, seg.backwardWgmma);
+          os << "  static constexpr bool kBackwardWgmma = "
+             << (seg.backwardWgmma ? "true" : "false") << ";\n";
           seg.backwardDkDvName = llvm::formatv("sparsetx_bwd_dkdv_{0}_m{1}_k{2}_s{3}",
                                                gen.pattern, m, k, s);
           seg.backwardDkDvDqName = llvm::formatv(
@@ -616,10 +645,16 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
                             gen.tables[seg.offsets[2] + qb];
             }
           }
-        int64_t longest = 0, total = 0;
+        int64_t longest = 0, total = 0, lists = 0;
         for (int64_t b : blocks) {
           longest = std::max(longest, b);
           total += b;
+          lists += b > 0;
+        }
+        if (options.backward) {
+          kernel.backwardDqWgmma = listsTakeWgmma(options, total, lists);
+          kernel.backwardDqSharedBytes =
+              backwardDqSharedBytes(options, kernel.backwardDqWgmma);
         }
         // Even lists (local, the strided band) gain nothing from the sort
         // and keep index order, whose neighbours share K/V blocks.
@@ -652,6 +687,9 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
       os << "  static constexpr int64_t kHead = " << head << ";\n";
       os << "  static constexpr bool kPartialOutput = "
          << (partial ? "true" : "false") << ";\n";
+      if (options.backward)
+        os << "  static constexpr bool kBackwardDqWgmma = "
+           << (kernel.backwardDqWgmma ? "true" : "false") << ";\n";
       os << "  // Query map " << kernel.queryMap << ".\n";
       os << "  __device__ __forceinline__ static int64_t queryPosition(int64_t t) {\n";
       emitPositionBody(plan.queryMap, n, os);
@@ -1000,7 +1038,8 @@ void printManifestJSON(const GeneratedAttention &gen, llvm::StringRef ptxFile,
                     j.attribute("name", k.backwardDqName);
                     flatGrid(k.numQueryBlocks, gridY);
                     block(kBackwardThreads);
-                    j.attribute("shared_bytes", int64_t(gen.backwardSharedBytes));
+                    j.attribute("mma", k.backwardDqWgmma ? "wgmma" : "mma.sync");
+                    j.attribute("shared_bytes", int64_t(k.backwardDqSharedBytes));
                   });
                 j.attributeArray("components", [&] {
                   for (const SegmentInfo &s : k.segments) {
@@ -1023,16 +1062,18 @@ void printManifestJSON(const GeneratedAttention &gen, llvm::StringRef ptxFile,
                           j.attribute("key_blocks", s.numKeyBlocks);
                           j.attribute("grid_x", "work items * groups");
                           block(kBackwardThreads);
+                          j.attribute("mma", s.backwardWgmma ? "wgmma" : "mma.sync");
                           j.attribute("shared_bytes",
-                                      int64_t(gen.backwardDkDvSharedBytes));
+                                      int64_t(s.backwardDkDvSharedBytes));
                         });
                         j.attributeObject("backward_dkdv_dq", [&] {
                           j.attribute("name", s.backwardDkDvDqName);
                           j.attribute("key_blocks", s.numKeyBlocks);
                           j.attribute("grid_x", "work items * groups");
                           block(kBackwardThreads);
+                          j.attribute("mma", s.backwardWgmma ? "wgmma" : "mma.sync");
                           j.attribute("shared_bytes",
-                                      int64_t(gen.backwardDkDvSharedBytes));
+                                      int64_t(s.backwardDkDvSharedBytes));
                         });
                         j.attributeObject("backward_reduce", [&] {
                           j.attribute("name", s.backwardReduceName);

@@ -6,20 +6,21 @@
 # must end with the out-of-memory error, not a crash).
 #   bash scripts/gpu-long.sh BIN_DIR DATA_FILE      (logs, JSON to $OUT or out/)
 #   SIZES="20 23" picks the exponents; WGMMA_AB=1 runs each size twice, the
-#   second time with SPARSETX_WGMMA_FORWARD=1 SPARSETX_WGMMA_BACKWARD=1 (the
-#   sm_90a wgmma attention kernels; logs and JSON suffixed -wgmma).
+#   second time with SPARSETX_WGMMA_FORWARD=0 SPARSETX_WGMMA_BACKWARD=0 (the
+#   mma.sync attention kernels instead of the default sm_90a wgmma ones;
+#   logs and JSON suffixed -mma-sync).
 set -uo pipefail
 bin="${1:?bin dir}"; data="${2:?data file}"
 out="${OUT:-out}"
 mkdir -p "$out"
 variants=("")
-[ "${WGMMA_AB:-0}" = 1 ] && variants+=("-wgmma")
+[ "${WGMMA_AB:-0}" = 1 ] && variants+=("-mma-sync")
 for e in ${SIZES:-20 21 22 23}; do
   n=$((1 << e))
   for v in "${variants[@]}"; do
     log="$out/long-2e$e$v.log"
-    wg=0
-    [ -n "$v" ] && wg=1
+    wg=1
+    [ -n "$v" ] && wg=0
     SPARSETX_WGMMA_FORWARD=$wg SPARSETX_WGMMA_BACKWARD=$wg timeout 300 \
       "$bin/sparsetx-run" --pattern patterns/strided.sp -D l=1024 --data "$data" \
       --device cuda --seq-len "$n" --layers 4 --d-model 256 --heads 4 --recompute --batch 1 \

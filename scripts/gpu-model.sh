@@ -12,8 +12,9 @@
 #    step (SPARSETX_FUSED_DECODE=1) with its phase profile, a per-op profile)
 #   BIN=DIR, DATA=FILE: the binaries and the training data, instead of the
 #   bundle's bin/ and GCIDE dictionary;
-#   WGMMA_AB=1 also runs the enwik8 benchmarks with the sm_90a wgmma
-#   attention kernels (SPARSETX_WGMMA_FORWARD/BACKWARD=1); LONG=0 and
+#   WGMMA_AB=1 also runs the enwik8 benchmarks with the mma.sync attention
+#   kernels instead of the default sm_90a wgmma ones
+#   (SPARSETX_WGMMA_FORWARD/BACKWARD=0; suffix -mma-sync); LONG=0 and
 #   SAMPLE=0 leave the long-sequence and sampling runs out of the benchmarks;
 #   GTEST_FILTER works for the tests; DECODE_TESTS=0 skips AttentionDecodeTest;
 #   SAMPLE_PRECISIONS (default "bf16 fp32"), PEER=0, NOGRAPHS=0, FUSED=0 and
@@ -141,11 +142,11 @@ if [ "$mode" != "--tests-only" ] && [ "$mode" != "--train" ] && [ "$mode" != "--
   run bench-enwik8 timeout 150 "$bin/sparsetx-run" "${common[@]}" --steps 8 --recompute=false \
     --json "$out/enwik8.json" bench
   if [ "${WGMMA_AB:-0}" = 1 ]; then
-    export SPARSETX_WGMMA_FORWARD=1 SPARSETX_WGMMA_BACKWARD=1
-    run bench-enwik8-recompute-wgmma timeout 150 "$bin/sparsetx-run" "${common[@]}" --steps 8 \
-      --json "$out/enwik8-recompute-wgmma.json" bench
-    run bench-enwik8-wgmma timeout 150 "$bin/sparsetx-run" "${common[@]}" --steps 8 \
-      --recompute=false --json "$out/enwik8-wgmma.json" bench
+    export SPARSETX_WGMMA_FORWARD=0 SPARSETX_WGMMA_BACKWARD=0
+    run bench-enwik8-recompute-mma-sync timeout 150 "$bin/sparsetx-run" "${common[@]}" --steps 8 \
+      --json "$out/enwik8-recompute-mma-sync.json" bench
+    run bench-enwik8-mma-sync timeout 150 "$bin/sparsetx-run" "${common[@]}" --steps 8 \
+      --recompute=false --json "$out/enwik8-mma-sync.json" bench
     unset SPARSETX_WGMMA_FORWARD SPARSETX_WGMMA_BACKWARD
   fi
   run peer-enwik8 timeout 200 python3 bench/model_peer.py --preset enwik8 --batch 2 \

@@ -1,33 +1,41 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine from the repository root with the bundle of
-# `TRAIN_DATA=1 scripts/gpu-bundle.sh` carried (.gpu/, with a 20 MB excerpt
-# of the GCIDE dictionary in .gpu/data): what the opt-in sm_90a wgmma
-# kernels and the model still need measured, in order of importance, each
-# step started only while the call has time left for it, so that one device
-# call brings back the most it can:
-#   1. the wgmma kernels against the float64 reference (the Wgmma cases of
-#      AttentionForwardTest and AttentionBackwardTest) and HopperMmaTest;
-#   2. attention-bench with mma.sync and with wgmma on the issue's cases, and
-#      the peers (SDPA, FlexAttention) in the same call (compare-*.txt);
-#   3. CudaModelTest (the CUDA backend against the CPU, 20 steps);
-#   4. the long-sequence model at n = 2^20 with mma.sync and with wgmma;
-#   5. the enwik8 model's training speed with both, and its peer.
-# Logs and JSON go to $OUT (or out/); a summary line per step goes to
-# $OUT/verify.txt.
+# `TRAIN_DATA=1 scripts/gpu-bundle.sh` carried (.gpu/, with an excerpt of
+# the GCIDE dictionary in .gpu/data/gcide.gz): the default kernels (the sm_90a
+# wgmma forward; the backward on wgmma where its lists are long) checked and
+# timed, in order of importance, each step started only while the call has
+# time left for it, so that one device call brings back the most it can:
+#   1. AttentionBackwardTest's Default cases (the codegen defaults, wgmma and
+#      mma.sync segments in one pattern) and long-list cases against the
+#      float64 reference, and AttentionDecodeTest where the bundle has it;
+#   2. attention-bench with mma.sync and with the defaults on the issue's
+#      cases, and the peers (SDPA, FlexAttention) in the same call
+#      (compare-*.txt);
+#   3. CudaModelTest (the CUDA backend against the CPU, 20 steps; the
+#      defaults);
+#   4. the long-sequence model at n = 2^20 (WGMMA_AB=1: with mma.sync too);
+#   5. the enwik8 model's training speed, and its peer.
+# Work goes to a scratch folder; after every step everything so far is packed
+# into $OUT/results.tgz (one file, whatever the call's limit on files), and
+# a summary line per step goes to $OUT/verify.txt.
 #   bash scripts/gpu-verify.sh     (BUDGET: seconds this script may take,
 #                                   default 540; a step is skipped when less
-#                                   is left than its bound; STEPS="1 2 3"
-#                                   picks steps; CASES as in gpu-wgmma.sh)
+#                                   than half its bound is left; STEPS="1 2 3"
+#                                   picks steps; CASES as in gpu-wgmma.sh;
+#                                   WGMMA_AB=1 adds the mma.sync runs of
+#                                   steps 4 and 5)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 bin=.gpu/bin
-data=.gpu/data/gcide-20m.gz
-out="${OUT:-out}"
-mkdir -p "$out"
+data=.gpu/data/gcide.gz
+final="${OUT:-out}"
+mkdir -p "$final"
+work=$(mktemp -d /tmp/gpu-verify.XXXXXX)
 budget="${BUDGET:-540}"
 start=$SECONDS
 status=0
 left() { echo $((budget - (SECONDS - start))); }
+pack() { tar czf "$final/results.tgz" -C "$work" . 2>/dev/null; cp "$work/verify.txt" "$final/" 2>/dev/null; }
 # step NUMBER BOUND NAME COMMAND...: runs COMMAND bounded by BOUND seconds
 # (less where less is left) when it is selected and at least BOUND / 2 is left.
 step() {
@@ -37,7 +45,8 @@ step() {
   local remaining
   remaining=$(left)
   if [ "$remaining" -lt $((bound / 2)) ]; then
-    echo "$name: skipped ($remaining s left, needs about $bound)" | tee -a "$out/verify.txt"
+    echo "$name: skipped ($remaining s left, needs about $bound)" | tee -a "$work/verify.txt"
+    pack
     return 0
   fi
   [ "$remaining" -lt "$bound" ] && bound=$remaining
@@ -45,18 +54,26 @@ step() {
   local t0=$SECONDS
   timeout "$bound" "$@"
   local rc=$?
-  echo "$name: rc $rc in $((SECONDS - t0)) s" | tee -a "$out/verify.txt"
+  echo "$name: rc $rc in $((SECONDS - t0)) s" | tee -a "$work/verify.txt"
   [ $rc -eq 0 ] || status=1
+  pack
 }
-export OUT="$out"
-step 1 200 wgmma-tests env TESTS=1 PEERS=0 SANITIZE=0 BUILDS= TEST_FILTER='Wgmma*' \
-  STEP_TIMEOUT=180 TAIL=6 bash scripts/gpu-wgmma.sh
-step 2 240 wgmma-bench env TESTS=0 SANITIZE=0 BUILDS="mma-sync wgmma" \
-  CASES="${CASES:-fixed/16384/64 strided/16384/64 dense/16384/64 fixed/12288/64 fixed/16384/128}" \
-  STEP_TIMEOUT=120 TAIL=12 bash scripts/gpu-wgmma.sh
-step 3 100 cuda-model-test bash -c "'$bin/CudaModelTest' --gtest_brief=1 > '$out/CudaModelTest.log' 2>&1; rc=\$?; tail -n 5 '$out/CudaModelTest.log'; exit \$rc"
-step 4 120 long-2e20 env SIZES=20 WGMMA_AB=1 bash scripts/gpu-long.sh "$bin" "$data"
-step 5 300 enwik8 env BIN="$bin" DATA="$data" TESTS=0 WGMMA_AB=1 LONG=0 SAMPLE=0 \
+export OUT="$work"
+tests=(bash -c 'TESTS=1 PEERS=0 SANITIZE=0 BUILDS= TEST_FILTER="Default*:*LongLists*" STEP_TIMEOUT=140 TAIL=6 bash scripts/gpu-wgmma.sh || exit 1
+  [ -x .gpu/bin/AttentionDecodeTest ] || exit 0
+  .gpu/bin/AttentionDecodeTest --gtest_brief=1 > "$OUT/AttentionDecodeTest.log" 2>&1; rc=$?; tail -n 3 "$OUT/AttentionDecodeTest.log"; exit $rc')
+step 1 150 default-tests "${tests[@]}"
+step 2 200 bench env TESTS=0 SANITIZE=0 BUILDS="mma-sync default" \
+  CASES="${CASES:-fixed/16384/64 strided/16384/64 dense/16384/64 fixed/12288/64 fixed/16384/128 local/16384/64 strided/3072/64}" \
+  STEP_TIMEOUT=100 TAIL=12 bash scripts/gpu-wgmma.sh
+model_tests=(bash -c 'SHARDS=8; pids=(); for ((i = 0; i < SHARDS; i++)); do
+    GTEST_TOTAL_SHARDS=$SHARDS GTEST_SHARD_INDEX=$i "$0/CudaModelTest" --gtest_brief=1 > "$OUT/CudaModelTest-$i.log" 2>&1 & pids+=($!); done
+  rc=0; for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  cat "$OUT"/CudaModelTest-*.log | grep -a -E "^\[  (FAILED|PASSED)  \]" | sort | uniq -c; exit $rc' "$bin")
+step 3 120 cuda-model-test "${model_tests[@]}"
+step 4 60 long-2e20 env SIZES=20 bash scripts/gpu-long.sh "$bin" "$data"
+step 5 200 enwik8 env BIN="$bin" DATA="$data" TESTS=0 LONG=0 SAMPLE=0 \
   bash scripts/gpu-model.sh --bench-only
-cat "$out/verify.txt"
+cat "$work/verify.txt"
+pack
 exit $status

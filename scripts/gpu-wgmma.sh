@@ -2,10 +2,14 @@
 # Runs on the GPU machine with the bundle of scripts/gpu-bundle.sh carried
 # (.gpu/): the sm_90a wgmma kernels' correctness and speed in one call.
 #   1. AttentionForwardTest and AttentionBackwardTest (their Wgmma cases run
-#      the wgmma forward and dK/dV kernels; the others the mma.sync ones)
-#      and HopperMmaTest;
-#   2. attention-bench three ways on the same cases: the default (mma.sync),
-#      --wgmma-forward, --wgmma-forward --wgmma-backward;
+#      the wgmma forward and every dK/dV and dQ kernel on wgmma, the Default
+#      cases the codegen defaults; the others the mma.sync ones) and
+#      HopperMmaTest;
+#   2. attention-bench several ways on the same cases: mma-sync (both
+#      switches off), wgmma-fwd (the wgmma forward, mma.sync backward),
+#      wgmma (every kernel on wgmma: --wgmma-backward-min-blocks=0) and
+#      default (the wgmma forward, the backward on wgmma where the lists
+#      are long);
 #   3. the PyTorch peers (SDPA, FlexAttention) on the same cases, and each
 #      of the three beside them (bench/compare.py, compare-*.txt);
 #   4. compute-sanitizer (gpu-sanitize.sh; its filters match the Wgmma
@@ -16,7 +20,8 @@
 #                                  TEST_FILTER='Wgmma*' runs only the wgmma
 #                                  instances of the two attention tests;
 #                                  BUILDS picks among "mma-sync wgmma-fwd
-#                                  wgmma" (default all three; "" none);
+#                                  wgmma default" (default all four; ""
+#                                  none);
 #                                  SHARDS (default 8) processes run each
 #                                  test binary's cases at once;
 #                                  STEP_TIMEOUT (s, default 420) bounds each
@@ -31,10 +36,10 @@ args=()
 for c in $cases; do args+=(--case "$c"); done
 status=0
 # A misspelt build stops the script before any device time is spent on it.
-for build in ${BUILDS-mma-sync wgmma-fwd wgmma}; do
+for build in ${BUILDS-mma-sync wgmma-fwd wgmma default}; do
   case "$build" in
-    mma-sync | wgmma-fwd | wgmma) ;;
-    *) echo "gpu-wgmma: unknown build '$build' in BUILDS (known: mma-sync wgmma-fwd wgmma)" >&2; exit 2 ;;
+    mma-sync | wgmma-fwd | wgmma | default) ;;
+    *) echo "gpu-wgmma: unknown build '$build' in BUILDS (known: mma-sync wgmma-fwd wgmma default)" >&2; exit 2 ;;
   esac
 done
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
@@ -67,11 +72,12 @@ if [ "${TESTS:-1}" = 1 ]; then
   step backward-tests bash -c 'sharded "$@"' sharded "$bin/AttentionBackwardTest" --gtest_brief=1 --gtest_filter="${TEST_FILTER:-*}"
   step hopper-tests "$bin/HopperMmaTest" --gtest_brief=1
 fi
-for build in ${BUILDS-mma-sync wgmma-fwd wgmma}; do
+for build in ${BUILDS-mma-sync wgmma-fwd wgmma default}; do
   case "$build" in
-    mma-sync) flags=() ;;
-    wgmma-fwd) flags=(--wgmma-forward) ;;
-    wgmma) flags=(--wgmma-forward --wgmma-backward) ;;
+    mma-sync) flags=(--wgmma-forward=false --wgmma-backward=false) ;;
+    wgmma-fwd) flags=(--wgmma-backward=false) ;;
+    wgmma) flags=(--wgmma-backward-min-blocks=0) ;;
+    default) flags=() ;;
   esac
   step "bench-$build" "$bin/attention-bench" "${flags[@]}" --out "$out/sparsetx-$build.json" "${args[@]}"
 done
@@ -80,7 +86,7 @@ if [ "${PEERS:-1}" = 1 ]; then
 fi
 # Each build of the kernels beside the peers (bench/compare.py).
 if [ -f "$out/peers.json" ]; then
-  for k in mma-sync wgmma-fwd wgmma; do
+  for k in mma-sync wgmma-fwd wgmma default; do
     [ -f "$out/sparsetx-$k.json" ] || continue
     echo "== compare: $k"
     python3 bench/compare.py "$out/sparsetx-$k.json" "$out/peers.json" | tee "$out/compare-$k.txt"

@@ -747,10 +747,12 @@ attentionBackwardDqMma(const uint16_t *__restrict__ q, const uint16_t *__restric
 } // namespace sparsetx
 
 // --- The dK/dV and dQ kernels a generated entry runs --------------------------
-// On sm_90a, head dim 64 takes the wgmma kernels (attention_backward_wgmma.cuh)
-// when the generated source defines SPARSETX_BACKWARD_WGMMA_ON
-// (CodegenOptions::backwardWgmma; off by default until they have run on a
-// GPU); everything else takes the mma.sync kernels above.
+// On sm_90a, head dim 64 may take the wgmma kernels
+// (attention_backward_wgmma.cuh) when the generated source defines
+// SPARSETX_BACKWARD_WGMMA_ON (CodegenOptions::backwardWgmma): a segment's
+// dK/dV kernels where its S::kBackwardWgmma says so, a kernel's dQ kernel
+// where its V::kBackwardDqWgmma does (the emitter picks them by the lists'
+// lengths); everything else takes the mma.sync kernels above.
 
 #include "sparsetx/attention_backward_wgmma.cuh"
 
@@ -763,11 +765,12 @@ attentionBackwardDqMma(const uint16_t *__restrict__ q, const uint16_t *__restric
 namespace sparsetx {
 
 /// Dynamic shared memory of the dQ kernel attentionBackwardDq<V> runs for
-/// head dim D (the generated source checks the emitter's figure).
-template <int D>
+/// head dim D, on wgmma or not (the generated source checks the emitter's
+/// figures).
+template <int D, bool kWgmma>
 constexpr int backwardDqKernelSharedBytes() {
 #if SPARSETX_BACKWARD_WGMMA
-  if constexpr (D == 64)
+  if constexpr (D == 64 && kWgmma)
     return backwardDqWgmmaSharedBytes<D>();
 #endif
   return backwardSharedBytes<D>();
@@ -775,7 +778,7 @@ constexpr int backwardDqKernelSharedBytes() {
 
 /// dQ of one kernel of a mask, deterministic mode (see attentionBackwardDqMma
 /// for the grid, block and output; dynamic shared memory
-/// backwardDqKernelSharedBytes<D>()).
+/// backwardDqKernelSharedBytes<D, V::kBackwardDqWgmma>()).
 template <typename V>
 __device__ __forceinline__ void
 attentionBackwardDq(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
@@ -784,7 +787,7 @@ attentionBackwardDq(const uint16_t *__restrict__ q, const uint16_t *__restrict__
                     float *__restrict__ dqAcc, const int32_t *__restrict__ tables,
                     float scale) {
 #if SPARSETX_BACKWARD_WGMMA
-  if constexpr (V::kHeadDim == 64)
+  if constexpr (V::kHeadDim == 64 && V::kBackwardDqWgmma)
     attentionBackwardDqWgmma<V>(q, k, v, dO, lse, delta, dqAcc, tables, scale);
   else
 #endif
@@ -792,11 +795,12 @@ attentionBackwardDq(const uint16_t *__restrict__ q, const uint16_t *__restrict__
 }
 
 /// Dynamic shared memory of the dK/dV kernels attentionBackwardDkDv<V, S, *>
-/// runs for head dim D (the generated source checks the emitter's figure).
-template <int D>
+/// runs for head dim D, on wgmma or not (the generated source checks the
+/// emitter's figures).
+template <int D, bool kWgmma>
 constexpr int backwardDkDvKernelSharedBytes() {
 #if SPARSETX_BACKWARD_WGMMA
-  if constexpr (D == 64)
+  if constexpr (D == 64 && kWgmma)
     return backwardDkDvWgmmaSharedBytes<D>();
 #endif
   return backwardDkDvSharedBytes<D>();
@@ -804,7 +808,8 @@ constexpr int backwardDkDvKernelSharedBytes() {
 
 /// dK, dV of one segment S of kernel V, and with kFuseDq its dQ
 /// contribution (see attentionBackwardDkDvMma for the grid, block and
-/// outputs; dynamic shared memory backwardDkDvKernelSharedBytes<D>()).
+/// outputs; dynamic shared memory backwardDkDvKernelSharedBytes<D,
+/// S::kBackwardWgmma>()).
 template <typename V, typename S, bool kFuseDq>
 __device__ __forceinline__ void
 attentionBackwardDkDv(const uint16_t *__restrict__ q, const uint16_t *__restrict__ k,
@@ -815,7 +820,7 @@ attentionBackwardDkDv(const uint16_t *__restrict__ q, const uint16_t *__restrict
                       const int32_t *__restrict__ work, int groups,
                       float *__restrict__ partials, float scale) {
 #if SPARSETX_BACKWARD_WGMMA
-  if constexpr (V::kHeadDim == 64)
+  if constexpr (V::kHeadDim == 64 && S::kBackwardWgmma)
     attentionBackwardDkDvWgmma<V, S, kFuseDq>(q, k, v, dO, lse, delta, dqAcc,
                                               dkAcc, dvAcc, tables, work, groups,
                                               partials, scale);

@@ -11,9 +11,12 @@
 // deterministic one (separate dQ kernel, no atomics). Each runs twice; dK and
 // dV must be bit-identical between the runs in both modes, dQ too in the
 // deterministic one. Layered patterns are checked layer by layer, per-head
-// patterns head by head. The Wgmma cases (sm_90 only) run the wgmma forward
-// and dK/dV kernels (CodegenOptions::forwardWgmma, backwardWgmma) at head
-// dim 64, long split lists included.
+// patterns head by head. The MmaSync cases run the mma.sync kernels on every
+// GPU; the Wgmma cases (sm_90 only) the wgmma forward and every dK/dV and dQ
+// kernel on wgmma (CodegenOptions::backwardWgmmaMinBlocks = 0) at head dim
+// 64, long split lists included; the Default cases the codegen defaults (on
+// sm_90a: wgmma for the segments with long lists, mma.sync for the others,
+// in one pattern).
 //
 // Skipped where no GPU is present.
 //
@@ -39,9 +42,12 @@ namespace {
 
 using namespace sparsetx::testutil;
 
-/// Pattern, n, head dim, element type, wgmma kernels.
+/// Which kernels a case asks codegen for.
+enum class Kernels { MmaSync, Wgmma, Default };
+
+/// Pattern, n, head dim, element type, kernels.
 using Param =
-    std::tuple<std::string, int64_t, int64_t, codegen::ElementType, bool>;
+    std::tuple<std::string, int64_t, int64_t, codegen::ElementType, Kernels>;
 
 class AttentionBackwardTest : public ::testing::TestWithParam<Param> {
 protected:
@@ -56,9 +62,10 @@ protected:
 };
 
 TEST_P(AttentionBackwardTest, MatchesReference) {
-  auto [name, n, headDim, dtype, wgmma] = GetParam();
+  auto [name, n, headDim, dtype, kernels] = GetParam();
   const bool bf16 = dtype == codegen::ElementType::BF16;
   const int cc = context.getComputeCapability();
+  const bool wgmma = kernels == Kernels::Wgmma;
   if (wgmma && cc != 90)
     GTEST_SKIP() << "the wgmma kernels need sm_90a (this GPU is sm_" << cc
                  << ")";
@@ -77,8 +84,11 @@ TEST_P(AttentionBackwardTest, MatchesReference) {
   cgOptions.dtype = dtype;
   cgOptions.arch = "sm_" + std::to_string(cc) + (cc >= 90 ? "a" : "");
   cgOptions.backward = true;
-  cgOptions.forwardWgmma = wgmma;
-  cgOptions.backwardWgmma = wgmma;
+  if (kernels != Kernels::Default) {
+    cgOptions.forwardWgmma = wgmma;
+    cgOptions.backwardWgmma = wgmma;
+    cgOptions.backwardWgmmaMinBlocks = 0;
+  }
   mlir::FailureOr<codegen::GeneratedAttention> generated =
       codegen::generateForward(cp.pattern, cp.layout, cgOptions);
   ASSERT_TRUE(succeeded(generated));
@@ -223,7 +233,10 @@ TEST_P(AttentionBackwardTest, MatchesReference) {
       std::printf("[ errors ] %s%s layer %lld %s split %lld (%lld CTAs, %lld "
                   "key blocks in %lld parts): dQ %.2e, dK %.2e, dV %.2e\n",
                   caseName(name, n, headDim, dtype).c_str(),
-                  wgmma ? " (wgmma)" : "", (long long)layer,
+                  wgmma                          ? " (wgmma)"
+                  : kernels == Kernels::Default ? " (default)"
+                                                : "",
+                  (long long)layer,
                   deterministic ? "deterministic" : "fused",
                   (long long)mode.split, (long long)stats.items,
                   (long long)stats.splitKeyBlocks, (long long)stats.parts,
@@ -233,8 +246,8 @@ TEST_P(AttentionBackwardTest, MatchesReference) {
 }
 
 std::string paramName(const ::testing::TestParamInfo<Param> &info) {
-  auto [name, n, d, dtype, wgmma] = info.param;
-  (void)wgmma; // the instantiation's name says it
+  auto [name, n, d, dtype, kernels] = info.param;
+  (void)kernels; // the instantiation's name says it
   return caseName(name, n, d, dtype);
 }
 
@@ -247,7 +260,7 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values(int64_t(32), int64_t(64), int64_t(128)),
                        ::testing::Values(codegen::ElementType::BF16,
                                          codegen::ElementType::FP16),
-                       ::testing::Values(false)),
+                       ::testing::Values(Kernels::MmaSync)),
     paramName);
 
 INSTANTIATE_TEST_SUITE_P(
@@ -259,7 +272,7 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values(int64_t(64)),
                        ::testing::Values(codegen::ElementType::BF16,
                                          codegen::ElementType::FP16),
-                       ::testing::Values(true)),
+                       ::testing::Values(Kernels::Wgmma)),
     paramName);
 
 // Long by-key lists with n not a multiple of the 64-row block (3000 = 46 x
@@ -268,15 +281,27 @@ INSTANTIATE_TEST_SUITE_P(
 // kernel's single-buffered path.
 INSTANTIATE_TEST_SUITE_P(
     LongLists, AttentionBackwardTest,
-    ::testing::Values(Param{"fixed", 3000, 64, codegen::ElementType::BF16, false},
-                      Param{"dense", 3000, 64, codegen::ElementType::FP16, false},
-                      Param{"fixed", 3000, 128, codegen::ElementType::FP16, false}),
+    ::testing::Values(Param{"fixed", 3000, 64, codegen::ElementType::BF16, Kernels::MmaSync},
+                      Param{"dense", 3000, 64, codegen::ElementType::FP16, Kernels::MmaSync},
+                      Param{"fixed", 3000, 128, codegen::ElementType::FP16, Kernels::MmaSync}),
     paramName);
 
 INSTANTIATE_TEST_SUITE_P(
     WgmmaLongLists, AttentionBackwardTest,
-    ::testing::Values(Param{"fixed", 3000, 64, codegen::ElementType::BF16, true},
-                      Param{"dense", 3000, 64, codegen::ElementType::FP16, true}),
+    ::testing::Values(Param{"fixed", 3000, 64, codegen::ElementType::BF16, Kernels::Wgmma},
+                      Param{"dense", 3000, 64, codegen::ElementType::FP16, Kernels::Wgmma}),
+    paramName);
+
+// The defaults: on sm_90a the fixed pattern's summary columns (long lists)
+// take the wgmma dK/dV kernels and its band (short lists) the mma.sync ones;
+// strided stays on mma.sync, dense on wgmma; elsewhere all mma.sync.
+INSTANTIATE_TEST_SUITE_P(
+    Default, AttentionBackwardTest,
+    ::testing::Values(Param{"fixed", 2048, 64, codegen::ElementType::BF16, Kernels::Default},
+                      Param{"fixed_heads", 3000, 64, codegen::ElementType::FP16, Kernels::Default},
+                      Param{"strided", 2048, 64, codegen::ElementType::BF16, Kernels::Default},
+                      Param{"dense", 1000, 64, codegen::ElementType::FP16, Kernels::Default},
+                      Param{"fixed", 1000, 128, codegen::ElementType::BF16, Kernels::Default}),
     paramName);
 
 } // namespace

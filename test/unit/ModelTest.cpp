@@ -743,8 +743,8 @@ TEST(CudaBackend, EnvironmentIsChecked) {
   EXPECT_FALSE(env->fusedDecode);
   EXPECT_TRUE(env->overlapLaunches);
   EXPECT_FALSE(env->linearChain);
-  EXPECT_FALSE(env->wgmmaForward);
-  EXPECT_FALSE(env->wgmmaBackward);
+  EXPECT_TRUE(env->wgmmaForward);
+  EXPECT_TRUE(env->wgmmaBackward);
   EXPECT_EQ(env->bf16Gemm, "fast");
   setenv("SPARSETX_OVERLAP_LAUNCHES", "0", 1);
   env = readCudaEnvironment();
@@ -762,18 +762,18 @@ TEST(CudaBackend, EnvironmentIsChecked) {
   EXPECT_EQ(errorText(readCudaEnvironment().takeError()),
             "SPARSETX_LINEAR_CHAIN must be 0 or 1, got 'on'");
   unsetenv("SPARSETX_LINEAR_CHAIN");
-  setenv("SPARSETX_WGMMA_FORWARD", "1", 1);
+  setenv("SPARSETX_WGMMA_FORWARD", "0", 1);
   env = readCudaEnvironment();
   ASSERT_TRUE(bool(env));
-  EXPECT_TRUE(env->wgmmaForward);
+  EXPECT_FALSE(env->wgmmaForward);
   setenv("SPARSETX_WGMMA_FORWARD", "true", 1);
   EXPECT_EQ(errorText(readCudaEnvironment().takeError()),
             "SPARSETX_WGMMA_FORWARD must be 0 or 1, got 'true'");
   unsetenv("SPARSETX_WGMMA_FORWARD");
-  setenv("SPARSETX_WGMMA_BACKWARD", "1", 1);
+  setenv("SPARSETX_WGMMA_BACKWARD", "0", 1);
   env = readCudaEnvironment();
   ASSERT_TRUE(bool(env));
-  EXPECT_TRUE(env->wgmmaBackward);
+  EXPECT_FALSE(env->wgmmaBackward);
   setenv("SPARSETX_WGMMA_BACKWARD", "-1", 1);
   EXPECT_EQ(errorText(readCudaEnvironment().takeError()),
             "SPARSETX_WGMMA_BACKWARD must be 0 or 1, got '-1'");

@@ -116,13 +116,20 @@ cl::opt<std::string> elementType(
 cl::opt<bool> wgmmaForward(
     "wgmma-forward",
     cl::desc("With --arch sm_90a, run the forward kernels of head dims 64 and "
-             "128 on wgmma instead of mma.sync (not yet the default)"),
-    cl::init(false), cl::cat(category));
+             "128 on wgmma instead of mma.sync (default true; "
+             "--wgmma-forward=false keeps mma.sync)"),
+    cl::init(true), cl::cat(category));
 cl::opt<bool> wgmmaBackward(
     "wgmma-backward",
-    cl::desc("With --arch sm_90a, run the dK/dV kernels of head dim 64 on "
-             "wgmma instead of mma.sync (not yet the default)"),
-    cl::init(false), cl::cat(category));
+    cl::desc("With --arch sm_90a, run the dK/dV and deterministic dQ kernels "
+             "of head dim 64 whose lists are long enough on wgmma (default "
+             "true; --wgmma-backward=false keeps mma.sync)"),
+    cl::init(true), cl::cat(category));
+cl::opt<int64_t> wgmmaBackwardMinBlocks(
+    "wgmma-backward-min-blocks",
+    cl::desc("The mean list length (blocks) from which a dK/dV or dQ kernel "
+             "takes wgmma; 0: every one (default 8)"),
+    cl::value_desc("N"), cl::init(8), cl::cat(category));
 cl::opt<bool> verifyDiagnostics(
     "verify-diagnostics",
     cl::desc("Check the diagnostics against expected-* comments in the input"),
@@ -238,6 +245,10 @@ LogicalResult analyze(ModuleOp module, llvm::raw_ostream &os) {
     if (targetArch != "sm_80" && targetArch != "sm_90a")
       return emitError(UnknownLoc::get(context))
              << "--arch must be sm_80 or sm_90a, but is '" << targetArch << "'";
+    if (wgmmaBackwardMinBlocks < 0)
+      return emitError(UnknownLoc::get(context))
+             << "--wgmma-backward-min-blocks must be 0 or more, but is "
+             << int64_t(wgmmaBackwardMinBlocks);
     if (blockQ != 64 || blockK != 64)
       return emitError(UnknownLoc::get(context))
              << "--emit=" << emitName() << " needs 64x64 blocks, but they are "
@@ -247,6 +258,7 @@ LogicalResult analyze(ModuleOp module, llvm::raw_ostream &os) {
     codegenOptions.arch = targetArch;
     codegenOptions.forwardWgmma = wgmmaForward;
     codegenOptions.backwardWgmma = wgmmaBackward;
+    codegenOptions.backwardWgmmaMinBlocks = wgmmaBackwardMinBlocks;
   }
 
   PassManager pm(context);

@@ -48,21 +48,31 @@ struct CodegenOptions {
   int queryOrder = 0;
   /// On sm_90a, the forward kernels of head dims 64 and 128 use wgmma
   /// (attention_forward_wgmma.cuh) instead of the mma.sync kernel every
-  /// architecture has. Off by default until the wgmma kernel has passed
-  /// the GPU tests (AttentionForwardTest's Wgmma cases) on an H100.
-  bool forwardWgmma = false;
+  /// architecture has (measured on an H100: 1.2-1.5x the mma.sync forward on
+  /// every shipped pattern, docs/benchmarks.md).
+  bool forwardWgmma = true;
   /// On sm_90a, the backward's dK/dV kernels (with the fused dQ or without)
-  /// and the deterministic mode's dQ kernel of head dim 64 use wgmma
-  /// (attention_backward_wgmma.cuh); off by default until they have passed
-  /// the GPU tests (AttentionBackwardTest's Wgmma cases).
-  bool backwardWgmma = false;
+  /// and the deterministic mode's dQ kernel of head dim 64 may use wgmma
+  /// (attention_backward_wgmma.cuh): a segment's dK/dV kernels do where its
+  /// by-key lists average at least backwardWgmmaMinBlocks blocks, a kernel's
+  /// dQ kernel where its query blocks' lists (every segment) do. Short lists
+  /// (the strided and local bands, 1.5 to 5 blocks) run faster on mma.sync,
+  /// long ones (dense, the fixed pattern's summary columns) on wgmma.
+  bool backwardWgmma = true;
+  /// 0: every dK/dV and dQ kernel of head dim 64 on wgmma (backwardWgmma).
+  int64_t backwardWgmmaMinBlocks = 8;
 };
 
 /// Dynamic shared memory of the dK/dV kernels and of the deterministic
 /// mode's dQ kernel `options` select (the generated source asserts the
 /// kernel templates agree).
-unsigned backwardDkDvSharedBytes(const CodegenOptions &options);
-unsigned backwardDqSharedBytes(const CodegenOptions &options);
+/// `wgmma`: for the wgmma kernels (which `options` must allow: sm_90a, head
+/// dim 64), else the mma.sync ones.
+unsigned backwardDkDvSharedBytes(const CodegenOptions &options, bool wgmma);
+unsigned backwardDqSharedBytes(const CodegenOptions &options, bool wgmma);
+/// Whether `options` allow the wgmma backward kernels at all (backwardWgmma,
+/// sm_90a, head dim 64); which kernels take them depends on their lists.
+bool allowsBackwardWgmma(const CodegenOptions &options);
 
 /// Dynamic shared memory of the forward kernels `options` select (the
 /// generated source asserts the kernel templates agree).
@@ -106,6 +116,10 @@ struct SegmentInfo {
   /// Adds the parts of the key blocks whose query lists the runtime split
   /// over several CTAs (fixed order): sparsetx_bwd_reduce_<...>.
   std::string backwardReduceName;
+  /// The dK/dV kernels run on wgmma (CodegenOptions::backwardWgmma and the
+  /// segment's lists), and their dynamic shared memory.
+  bool backwardWgmma = false;
+  unsigned backwardDkDvSharedBytes = 0;
 };
 
 struct ForwardKernelInfo {
@@ -123,6 +137,9 @@ struct ForwardKernelInfo {
   bool partialOutput = false;
   std::vector<SegmentInfo> segments;
   std::string backwardDqName; // sparsetx_bwd_dq_<pattern>_m<mask>_k<kernel>
+  /// The dQ kernel runs on wgmma, and its dynamic shared memory.
+  bool backwardDqWgmma = false;
+  unsigned backwardDqSharedBytes = 0;
   std::string decodeName;     // sparsetx_dec_<pattern>_m<mask>_k<kernel>
 };
 
@@ -148,11 +165,9 @@ struct GeneratedAttention {
   int64_t blockQ = 64, blockK = 64;
   unsigned forwardSharedBytes = 0;
   /// Backward kernels (empty names when not generated): Delta and zeroed
-  /// accumulators, fp32 -> element conversion; dynamic shared memory of the
-  /// dQ kernels and of the dK/dV kernels (both variants).
+  /// accumulators, fp32 -> element conversion (the dQ and dK/dV kernels'
+  /// shared memory is per kernel and segment).
   std::string backwardPrepareName, backwardConvertName;
-  unsigned backwardSharedBytes = 0;
-  unsigned backwardDkDvSharedBytes = 0;
   bool hasBackward() const { return !backwardPrepareName.empty(); }
   /// Decode: the merge of the split parts (one per pattern; the per-kernel
   /// entry points are ForwardKernelInfo::decodeName). Empty when not

@@ -430,15 +430,15 @@ struct CudaBackendOptions {
 /// the separate launches, which are faster today: docs/model.md),
 /// SPARSETX_WGMMA_FORWARD=0|1 (1: on sm_90a the attention forward of head
 /// dims 64 and 128 runs on the wgmma kernel, CodegenOptions::forwardWgmma;
-/// default 0 until it has passed the GPU tests: docs/kernels.md),
-/// SPARSETX_WGMMA_BACKWARD=0|1 (1: likewise the dK/dV kernels of head dim
-/// 64, CodegenOptions::backwardWgmma; default 0),
+/// default 1: docs/kernels.md),
+/// SPARSETX_WGMMA_BACKWARD=0|1 (1: likewise the dK/dV and dQ kernels of
+/// head dim 64 with long lists, CodegenOptions::backwardWgmma; default 1),
 /// SPARSETX_BF16_GEMM=convert|fast|tf32 (how bf16 GEMMs take fp32 operands;
 /// default fast). A bad value is an error naming the variable and value.
 struct CudaEnvironment {
   bool profile = false, graphs = true, fusedDecode = false,
-       overlapLaunches = true, linearChain = false, wgmmaForward = false,
-       wgmmaBackward = false;
+       overlapLaunches = true, linearChain = false, wgmmaForward = true,
+       wgmmaBackward = true;
   std::string bf16Gemm = "fast";
 };
 llvm::Expected<CudaEnvironment> readCudaEnvironment();

@@ -599,13 +599,8 @@ FailureOr<GeneratedAttention> generateForward(sp::PatternOp pattern,
              << seg.byKeyOffsets[1] << ", " << seg.byKeyOffsets[2] << ", "
              << seg.byKeyOffsets[3] << ">;\n";
           // The dK/dV kernels' lists: query blocks per key block that has any.
-          int64_t lists = 0;
-          for (int64_t kb = 0; kb < seg.numKeyBlocks; ++kb)
-            lists += comp.fullByKey.offsets[kb + 1] > comp.fullByKey.offsets[kb] ||
-                     comp.partialByKey.offsets[kb + 1] >
-                         comp.partialByKey.offsets[kb];
-          seg.backwardWgmma =
-              listsTakeWgmma(options, comp.numFull() + comp.numPartial(), lists);
+          seg.backwardWgmma = listsTakeWgmma(
+              options, comp.numFull() + comp.numPartial(), comp.numKeyLists());
           seg.backwardDkDvSharedBytes =
               backwardDkDvSharedBytes(options, seg.backwardWgmma);
           os << "  static constexpr bool kBackwardWgmma = "

@@ -406,9 +406,9 @@ void sparsetx::printLayoutStats(const PatternLayout &layout, PatternOp pattern,
   os << "pattern " << layout.name << " at n = " << n << ", blocks "
      << layout.blockQ << "x" << layout.blockK
      << (pattern.getCausal() ? ", causal" : "") << "\n";
-  os << llvm::format("%-22s %-18s %-24s %9s %9s %9s %9s %8s %10s\n", "mask",
-                     "query map", "key map", "blocks", "empty", "full",
-                     "partial", "density", "efficiency");
+  os << llvm::format("%-22s %-18s %-24s %9s %9s %9s %9s %8s %10s %7s\n",
+                     "mask", "query map", "key map", "blocks", "empty", "full",
+                     "partial", "density", "efficiency", "by key");
   int64_t useful = 0, computed = 0, full = 0, partial = 0, empty = 0;
   for (const MaskLayout &m : layout.masks) {
     int64_t maskUseful = 0;
@@ -417,13 +417,13 @@ void sparsetx::printLayoutStats(const PatternLayout &layout, PatternOp pattern,
       double density = double(comp.usefulPairs) /
                        double(attendablePairs(n, pattern.getCausal()));
       os << llvm::format("%-22s %-18s %-24s %9lld %9lld %9lld %9lld %7.4f%% "
-                         "%10.4f\n",
+                         "%10.4f %7.1f\n",
                          name.c_str(), comp.queryMap.str().c_str(),
                          comp.keyMap.str().c_str(),
                          (long long)(comp.numQueryBlocks * comp.numKeyBlocks),
                          (long long)comp.numEmpty(), (long long)comp.numFull(),
                          (long long)comp.numPartial(), 100 * density,
-                         comp.workEfficiency());
+                         comp.workEfficiency(), comp.meanKeyListLength());
       useful += comp.usefulPairs;
       computed += comp.computedPairs;
       full += comp.numFull();

@@ -83,6 +83,24 @@ struct ComponentLayout {
   double workEfficiency() const {
     return computedPairs ? double(usefulPairs) / double(computedPairs) : 1.0;
   }
+  /// Key blocks that some query block reaches: the backward's dK/dV work
+  /// lists (from the by-key tables).
+  int64_t numKeyLists() const {
+    int64_t lists = 0;
+    for (int64_t kb = 0; kb + 1 < int64_t(fullByKey.offsets.size()) &&
+                         kb + 1 < int64_t(partialByKey.offsets.size());
+         ++kb)
+      lists += fullByKey.offsets[kb + 1] > fullByKey.offsets[kb] ||
+               partialByKey.offsets[kb + 1] > partialByKey.offsets[kb];
+    return lists;
+  }
+  /// Mean length of those lists (query blocks per reached key block; 0 when
+  /// none): what decides whether the dK/dV kernels take wgmma
+  /// (CodegenOptions::backwardWgmmaMinBlocks).
+  double meanKeyListLength() const {
+    int64_t lists = numKeyLists();
+    return lists ? double(numFull() + numPartial()) / double(lists) : 0.0;
+  }
 };
 
 /// Classifies every block of the component that `program` and `abstract`

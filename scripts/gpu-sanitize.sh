@@ -31,7 +31,9 @@ echo "gpu-sanitize: $cs ($("$cs" --version | tail -n 1))"
 # CudaModelTest: the few-row linear layers (split k, a ticket per tile) and
 # the model's bf16 attention decoding through decodeAt (device position).
 # The forward and backward filters match the Wgmma/ instances (the sm_90a
-# wgmma kernels) of the same cases too; they skip on other GPUs.
+# wgmma kernels) of the same cases too, which skip on other GPUs, and the
+# backward's Default/ one (fixed at n = 1000: its band on the mma.sync dK/dV
+# kernels, its summary columns on the wgmma ones, the sm_90a defaults).
 cases=(
   "AttentionForwardTest:*strided_n1000_d64_bf16"
   "AttentionBackwardTest:*fixed_n1000_d64_fp16:LongLists/*fixed_n3000_d64_bf16"

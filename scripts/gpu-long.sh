@@ -29,3 +29,8 @@ for e in ${SIZES:-20 21 22 23}; do
     echo "n = 2^$e$v: rc $rc | $(grep -A1 -E "ms/step" "$log" | tail -n 1) $(grep -E "error" "$log" | head -n 1 | cut -c1-200)"
   done
 done
+# Every log and JSON in one archive (a device call brings back only so many
+# files); PACK=0 leaves it to the caller (gpu-verify.sh packs its own folder).
+if [ "${PACK:-1}" = 1 ]; then
+  tar czf "$out.tgz" -C "$out" --exclude=./results.tgz . && mv "$out.tgz" "$out/results.tgz"
+fi

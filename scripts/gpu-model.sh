@@ -167,4 +167,9 @@ if [ "$mode" != "--tests-only" ] && [ "$mode" != "--train" ] && [ "$mode" != "--
     rm -f "$out/enwik8-run/checkpoint.bin"
   fi
 fi
+# Every log and JSON in one archive (a device call brings back only so many
+# files); PACK=0 leaves it to the caller (gpu-verify.sh packs its own folder).
+if [ "${PACK:-1}" = 1 ]; then
+  tar czf "$out.tgz" -C "$out" --exclude=./results.tgz . && mv "$out.tgz" "$out/results.tgz"
+fi
 exit $status

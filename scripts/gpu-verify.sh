@@ -58,7 +58,7 @@ step() {
   [ $rc -eq 0 ] || status=1
   pack
 }
-export OUT="$work"
+export OUT="$work" PACK=0
 tests=(bash -c 'TESTS=1 PEERS=0 SANITIZE=0 BUILDS= TEST_FILTER="Default*:*LongLists*" STEP_TIMEOUT=140 TAIL=6 bash scripts/gpu-wgmma.sh || exit 1
   [ -x .gpu/bin/AttentionDecodeTest ] || exit 0
   .gpu/bin/AttentionDecodeTest --gtest_brief=1 > "$OUT/AttentionDecodeTest.log" 2>&1; rc=$?; tail -n 3 "$OUT/AttentionDecodeTest.log"; exit $rc')

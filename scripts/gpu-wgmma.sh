@@ -95,4 +95,9 @@ fi
 if [ "${SANITIZE:-1}" = 1 ]; then
   step sanitize bash .gpu/gpu-sanitize.sh "$bin"
 fi
+# Every log and JSON in one archive (a device call brings back only so many
+# files); PACK=0 leaves it to the caller (gpu-verify.sh packs its own folder).
+if [ "${PACK:-1}" = 1 ]; then
+  tar czf "$out.tgz" -C "$out" --exclude=./results.tgz . && mv "$out.tgz" "$out/results.tgz"
+fi
 exit $status

@@ -38,3 +38,12 @@ if [ "${TRAIN_DATA:-0}" = 1 ]; then
   rm -f "$dest/bin/sanitizer-control" "$dest/bin/CudaTest"
 fi
 du -sh "$dest"
+# A device call carries the working tree and the carried paths, 64 MiB in
+# all: say so here, not after a call that cannot start.
+tree=$(git ls-files -z | xargs -0 cat 2>/dev/null | wc -c)
+total=$(( $(du -sb "$dest" | cut -f1) + tree ))
+if [ "$total" -gt $((64 * 1024 * 1024)) ]; then
+  echo "gpu-bundle: $dest and the working tree hold $((total / 1048576)) MiB, over a device call's 64 MiB (TRAIN_DATA_MB smaller, or fewer binaries)" >&2
+  exit 1
+fi
+echo "gpu-bundle: $((total / 1048576)) MiB with the working tree (a call carries at most 64)"

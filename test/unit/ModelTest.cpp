@@ -31,6 +31,7 @@
 #include <limits>
 #include <map>
 #include <random>
+#include <set>
 
 using namespace sparsetx;
 using namespace sparsetx::model;
@@ -692,6 +693,92 @@ TEST(CudaBackend, KernelsCompileForSm80AndSm90a) {
       EXPECT_NE(ptx->find(std::string(".entry ") + entry), std::string::npos)
           << arch << " lacks " << entry;
   }
+}
+
+// Which backward kernels codegen puts on wgmma (CodegenOptions::
+// backwardWgmmaMinBlocks), against the lists counted here from the forward
+// tables: a segment's dK/dV kernels where its blocks average at least 8 per
+// key block that any query block reaches, a kernel's dQ kernel where its
+// blocks (every segment) average at least 8 per query block that reaches
+// any; each with its own shared memory. Only sm_90a at head dim 64 with the
+// switch on; 0 puts every one on wgmma.
+TEST(Codegen, BackwardWgmmaFollowsTheListLengths) {
+  constexpr const char *kPaperFixed = R"(pattern fixed(l = 128, c = 32) {
+  causal;
+  heads = i / l == j / l || j % l >= l - c;
+})";
+  int mixedPatterns = 0;
+  for (const char *text : {kPaperFixed, kPerHead, kLayered, kFixed}) {
+    auto pattern = loadPattern(text, 4096, 4);
+    ASSERT_TRUE(pattern);
+    const CompiledPattern &compiled = pattern->getCompiled();
+    struct Case {
+      const char *arch;
+      int64_t headDim, minBlocks;
+      bool on;
+    };
+    for (Case c : {Case{"sm_90a", 64, 8, true}, Case{"sm_90a", 64, 0, true},
+                   Case{"sm_90a", 64, 8, false}, Case{"sm_80", 64, 8, true},
+                   Case{"sm_90a", 128, 8, true}}) {
+      codegen::CodegenOptions cg;
+      cg.arch = c.arch;
+      cg.headDim = c.headDim;
+      cg.backwardWgmma = c.on;
+      cg.backwardWgmmaMinBlocks = c.minBlocks;
+      auto gen = codegen::generateForward(compiled.pattern, compiled.layout, cg);
+      ASSERT_TRUE(mlir::succeeded(gen));
+      const bool allowed =
+          c.on && c.headDim == 64 && llvm::StringRef(c.arch) == "sm_90a";
+      bool anyWgmma = false, anySync = false;
+      for (auto [m, mask] : llvm::enumerate(gen->masks)) {
+        const MaskLayout &layoutMask = compiled.layout.masks[m];
+        for (const codegen::ForwardKernelInfo &kernel : mask.kernels) {
+          std::map<int64_t, int64_t> perQueryBlock;
+          for (const codegen::SegmentInfo &seg : kernel.segments) {
+            const ComponentLayout &comp = layoutMask.components[seg.component];
+            std::set<int32_t> keyBlocks;
+            for (const BlockTable *t : {&comp.full, &comp.partial}) {
+              keyBlocks.insert(t->indices.begin(), t->indices.end());
+              for (size_t qb = 0; qb + 1 < t->offsets.size(); ++qb)
+                perQueryBlock[int64_t(qb)] += t->offsets[qb + 1] - t->offsets[qb];
+            }
+            const int64_t blocks = comp.full.size() + comp.partial.size();
+            const bool expect =
+                allowed && (c.minBlocks == 0 ||
+                            blocks >= 8 * int64_t(keyBlocks.size()));
+            EXPECT_EQ(seg.backwardWgmma, expect)
+                << c.arch << " D " << c.headDim << " " << seg.backwardDkDvName
+                << ": " << blocks << " blocks over " << keyBlocks.size()
+                << " key blocks";
+            EXPECT_EQ(seg.backwardDkDvSharedBytes,
+                      codegen::backwardDkDvSharedBytes(cg, expect));
+            (seg.backwardWgmma ? anyWgmma : anySync) = true;
+          }
+          int64_t total = 0, lists = 0;
+          for (auto [qb, n] : perQueryBlock) {
+            total += n;
+            lists += n > 0;
+          }
+          const bool expectDq =
+              allowed && (c.minBlocks == 0 || total >= 8 * lists);
+          EXPECT_EQ(kernel.backwardDqWgmma, expectDq) << kernel.backwardDqName;
+          EXPECT_EQ(kernel.backwardDqSharedBytes,
+                    codegen::backwardDqSharedBytes(cg, expectDq));
+        }
+      }
+      if (!allowed) {
+        EXPECT_FALSE(anyWgmma) << c.arch << " D " << c.headDim;
+      }
+      if (allowed && c.minBlocks == 0) {
+        EXPECT_FALSE(anySync);
+      }
+      if (allowed && c.minBlocks == 8 && anyWgmma && anySync)
+        ++mixedPatterns;
+    }
+  }
+  // The paper's fixed pattern mixes them: its band (1.5 query blocks per key
+  // block) on mma.sync, its summary columns (32) on wgmma.
+  EXPECT_GE(mixedPatterns, 1);
 }
 
 // The fused decoding step compiles (NVRTC, no GPU) with the generated

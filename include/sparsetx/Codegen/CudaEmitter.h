@@ -48,7 +48,7 @@ struct CodegenOptions {
   int queryOrder = 0;
   /// On sm_90a, the forward kernels of head dims 64 and 128 use wgmma
   /// (attention_forward_wgmma.cuh) instead of the mma.sync kernel every
-  /// architecture has (measured on an H100: 1.2-1.5x the mma.sync forward on
+  /// architecture has (measured on an H100: 1.04-1.57x the mma.sync forward on
   /// every shipped pattern, docs/benchmarks.md).
   bool forwardWgmma = true;
   /// On sm_90a, the backward's dK/dV kernels (with the fused dQ or without)

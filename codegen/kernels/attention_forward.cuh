@@ -470,9 +470,10 @@ attentionForwardMma(const uint16_t *__restrict__ q, const uint16_t *__restrict__
 // --- The kernel a generated entry runs ---------------------------------------
 // On sm_90a, head dims 64 and 128 take the wgmma kernel
 // (attention_forward_wgmma.cuh) when the generated source defines
-// SPARSETX_FORWARD_WGMMA_ON (CodegenOptions::forwardWgmma; off by default
-// until it has run on a GPU); head dim 32, every other architecture and any
-// other source that includes this header take the mma.sync kernel above.
+// SPARSETX_FORWARD_WGMMA_ON (CodegenOptions::forwardWgmma, on by default
+// since it passed its GPU tests on an H100); head dim 32, every other
+// architecture and any other source that includes this header take the
+// mma.sync kernel above.
 
 #include "sparsetx/attention_forward_wgmma.cuh"
 

@@ -10,6 +10,8 @@
 #   mma.sync attention kernels instead of the default sm_90a wgmma ones;
 #   logs and JSON suffixed -mma-sync).
 set -uo pipefail
+# shellcheck source=scripts/gpu-common.sh
+source "$(dirname "$0")/gpu-common.sh"
 bin="${1:?bin dir}"; data="${2:?data file}"
 out="${OUT:-out}"
 mkdir -p "$out"
@@ -29,8 +31,6 @@ for e in ${SIZES:-20 21 22 23}; do
     echo "n = 2^$e$v: rc $rc | $(grep -A1 -E "ms/step" "$log" | tail -n 1) $(grep -E "error" "$log" | head -n 1 | cut -c1-200)"
   done
 done
-# Every log and JSON in one archive (a device call brings back only so many
-# files); PACK=0 leaves it to the caller (gpu-verify.sh packs its own folder).
-if [ "${PACK:-1}" = 1 ]; then
-  tar czf "$out.tgz" -C "$out" --exclude=./results.tgz . && mv "$out.tgz" "$out/results.tgz"
-fi
+# Every log and JSON in one archive; PACK=0 leaves it to the caller
+# (gpu-verify.sh packs its own folder).
+[ "${PACK:-1}" = 0 ] || pack_results "$out"

@@ -29,6 +29,8 @@
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/.." || exit 1
+# shellcheck source=scripts/gpu-common.sh
+source scripts/gpu-common.sh
 bin="${BIN:-$here/bin}"
 data="${DATA:-$here/data/gcide.dict.dz}"
 out="${OUT:-out}"
@@ -167,9 +169,7 @@ if [ "$mode" != "--tests-only" ] && [ "$mode" != "--train" ] && [ "$mode" != "--
     rm -f "$out/enwik8-run/checkpoint.bin"
   fi
 fi
-# Every log and JSON in one archive (a device call brings back only so many
-# files); PACK=0 leaves it to the caller (gpu-verify.sh packs its own folder).
-if [ "${PACK:-1}" = 1 ]; then
-  tar czf "$out.tgz" -C "$out" --exclude=./results.tgz . && mv "$out.tgz" "$out/results.tgz"
-fi
+# Every log and JSON in one archive; PACK=0 leaves it to the caller
+# (gpu-verify.sh packs its own folder).
+[ "${PACK:-1}" = 0 ] || pack_results "$out"
 exit $status

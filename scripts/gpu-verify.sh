@@ -35,7 +35,9 @@ budget="${BUDGET:-540}"
 start=$SECONDS
 status=0
 left() { echo $((budget - (SECONDS - start))); }
-pack() { tar czf "$final/results.tgz" -C "$work" . 2>/dev/null; cp "$work/verify.txt" "$final/" 2>/dev/null; }
+# shellcheck source=scripts/gpu-common.sh
+source scripts/gpu-common.sh
+pack() { pack_results "$work" "$final/results.tgz"; cp "$work/verify.txt" "$final/" 2>/dev/null; }
 # step NUMBER BOUND NAME COMMAND...: runs COMMAND bounded by BOUND seconds
 # (less where less is left) when it is selected and at least BOUND / 2 is left.
 step() {
@@ -66,10 +68,9 @@ step 1 150 default-tests "${tests[@]}"
 step 2 200 bench env TESTS=0 SANITIZE=0 BUILDS="mma-sync default" \
   CASES="${CASES:-fixed/16384/64 strided/16384/64 dense/16384/64 fixed/12288/64 fixed/16384/128 local/16384/64 strided/3072/64}" \
   STEP_TIMEOUT=100 TAIL=12 bash scripts/gpu-wgmma.sh
-model_tests=(bash -c 'SHARDS=8; pids=(); for ((i = 0; i < SHARDS; i++)); do
-    GTEST_TOTAL_SHARDS=$SHARDS GTEST_SHARD_INDEX=$i "$0/CudaModelTest" --gtest_brief=1 > "$OUT/CudaModelTest-$i.log" 2>&1 & pids+=($!); done
-  rc=0; for p in "${pids[@]}"; do wait "$p" || rc=1; done
-  cat "$OUT"/CudaModelTest-*.log | grep -a -E "^\[  (FAILED|PASSED)  \]" | sort | uniq -c; exit $rc' "$bin")
+export -f sharded
+model_tests=(bash -c 'sharded "$0/CudaModelTest" --gtest_brief=1 > "$OUT/CudaModelTest.log" 2>&1; rc=$?
+  grep -a -E "^\[  (FAILED|PASSED)  \]" "$OUT/CudaModelTest.log" | sort | uniq -c; exit $rc' "$bin")
 step 3 120 cuda-model-test "${model_tests[@]}"
 step 4 60 long-2e20 env SIZES=20 bash scripts/gpu-long.sh "$bin" "$data"
 step 5 200 enwik8 env BIN="$bin" DATA="$data" TESTS=0 LONG=0 SAMPLE=0 \

@@ -54,18 +54,8 @@ step() { # name, command...: runs it, keeps its log, reports its status
   echo "== $name: rc $rc"
   [ $rc -eq 0 ] || status=1
 }
-sharded() { # binary, gtest args...: SHARDS processes of it at once (NVRTC
-  # compiles on the CPU, so the cases' kernels build in parallel; the disk
-  # cache's entries are renamed into place, safe between processes)
-  local b="$1"; shift
-  local pids=() i rc=0
-  for ((i = 0; i < ${SHARDS:-8}; i++)); do
-    GTEST_TOTAL_SHARDS=${SHARDS:-8} GTEST_SHARD_INDEX=$i timeout "${STEP_TIMEOUT:-420}" "$b" "$@" &
-    pids+=($!)
-  done
-  for i in "${pids[@]}"; do wait "$i" || rc=1; done
-  return $rc
-}
+# shellcheck source=scripts/gpu-common.sh
+source scripts/gpu-common.sh
 export -f sharded
 if [ "${TESTS:-1}" = 1 ]; then
   step forward-tests bash -c 'sharded "$@"' sharded "$bin/AttentionForwardTest" --gtest_brief=1 --gtest_filter="${TEST_FILTER:-*}"
@@ -95,9 +85,7 @@ fi
 if [ "${SANITIZE:-1}" = 1 ]; then
   step sanitize bash .gpu/gpu-sanitize.sh "$bin"
 fi
-# Every log and JSON in one archive (a device call brings back only so many
-# files); PACK=0 leaves it to the caller (gpu-verify.sh packs its own folder).
-if [ "${PACK:-1}" = 1 ]; then
-  tar czf "$out.tgz" -C "$out" --exclude=./results.tgz . && mv "$out.tgz" "$out/results.tgz"
-fi
+# Every log and JSON in one archive; PACK=0 leaves it to the caller
+# (gpu-verify.sh packs its own folder).
+[ "${PACK:-1}" = 0 ] || pack_results "$out"
 exit $status

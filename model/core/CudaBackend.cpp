@@ -1027,8 +1027,10 @@ public:
   /// fusedLinearChain as one launch (SPARSETX_LINEAR_CHAIN).
   bool linearChainEnabled = false;
   /// The attention forward / dK/dV kernels on wgmma where they apply
-  /// (SPARSETX_WGMMA_FORWARD, SPARSETX_WGMMA_BACKWARD).
-  bool wgmmaForward = false, wgmmaBackward = false;
+  /// (SPARSETX_WGMMA_FORWARD, SPARSETX_WGMMA_BACKWARD; set from the
+  /// environment when the backend starts, CudaEnvironment's defaults until).
+  bool wgmmaForward = CudaEnvironment().wgmmaForward,
+       wgmmaBackward = CudaEnvironment().wgmmaBackward;
 
 private:
   cuda::DeviceBuffer lossScratch, normScratch, columnScratch, gemmA16, gemmB16,

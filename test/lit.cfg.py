@@ -24,6 +24,8 @@ llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 llvm_config.add_tool_substitutions(
     [ToolSubst(t, unresolved="fatal") for t in ["sparsec", "sparse-opt", "sparsetx-run"]],
     [config.sparsetx_tools_dir])
+llvm_config.add_tool_substitutions(
+    [ToolSubst("attention-bench", unresolved="fatal")], [config.sparsetx_bench_dir])
 
 # ptxas validates the PTX that sparsec writes (CUDA_PATH, else /usr/local/cuda).
 _cuda = os.environ.get("CUDA_PATH") or os.environ.get("CUDA_HOME") or "/usr/local/cuda"

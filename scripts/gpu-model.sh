@@ -25,7 +25,8 @@
 #   OVERLAP_STRESS=N repeats the decoding tests N times with overlapping
 #   launches; AB=N samples bf16 N times with each bin/sparsetx-run-NAME
 #   (stripped sparsetx-run builds to compare with, copied there by hand) and
-#   with this build, in turn, in the same call.
+#   with this build, in turn, in the same call; AB_ENV="NAME=VALUE ..." samples
+#   bf16 AB_N (default 3) times with those variables and without, in turn.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/.." || exit 1
@@ -85,6 +86,15 @@ if [ "$mode" = "--sample" ]; then
         run "sample-enwik8-bf16-${other##*/sparsetx-run-}-$i" timeout 150 "$other" "${sample[@]}"
       done
       run "sample-enwik8-bf16-this-$i" timeout 150 "$bin/sparsetx-run" "${sample[@]}"
+    done
+  fi
+  # AB_ENV="NAME=VALUE ...": samples bf16 AB_N (default 3) times with those
+  # variables set and without, in turn, in the same call.
+  if [ -n "${AB_ENV:-}" ]; then
+    for i in $(seq "${AB_N:-3}"); do
+      run "sample-enwik8-bf16-base-$i" timeout 150 "$bin/sparsetx-run" "${sample[@]}"
+      # shellcheck disable=SC2086
+      run "sample-enwik8-bf16-env-$i" timeout 150 env $AB_ENV "$bin/sparsetx-run" "${sample[@]}"
     done
   fi
   [ "${OVERLAP:-1}" = 0 ] || SPARSETX_OVERLAP_LAUNCHES=0 \

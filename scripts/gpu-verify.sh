@@ -23,7 +23,8 @@
 #                                   than half its bound is left; STEPS="1 2 3"
 #                                   picks steps; CASES as in gpu-wgmma.sh;
 #                                   WGMMA_AB=1 adds the mma.sync runs of
-#                                   steps 4 and 5)
+#                                   steps 4 and 5; steps 6-8 below run
+#                                   only when named)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 bin=.gpu/bin
@@ -75,6 +76,18 @@ step 3 120 cuda-model-test "${model_tests[@]}"
 step 4 60 long-2e20 env SIZES=20 bash scripts/gpu-long.sh "$bin" "$data"
 step 5 200 enwik8 env BIN="$bin" DATA="$data" TESTS=0 LONG=0 SAMPLE=0 \
   bash scripts/gpu-model.sh --bench-only
+# Steps run only when STEPS names them:
+#   6. compute-sanitizer over each kernel family (the full bundle: its
+#      negative controls are not in a TRAIN_DATA one);
+#   7. sampling speed of the enwik8 model (batch 1, SAMPLE_LENGTH tokens,
+#      default 12288) and its peer; AB_ENV as in gpu-model.sh;
+#   8. Nsight Compute on the attention kernels (NCU_CASES, default
+#      gpu-ncu-attention.sh's).
+step 6 240 sanitize bash .gpu/gpu-sanitize.sh "$bin"
+step 7 240 sample env BIN="$bin" DATA="$data" TESTS=0 SAMPLE_PRECISIONS=bf16 OVERLAP=0 \
+  CHAIN=0 NOGRAPHS=0 FUSED=0 PROFILE=0 bash scripts/gpu-model.sh --sample "${SAMPLE_LENGTH:-12288}"
+# shellcheck disable=SC2086
+step 8 240 ncu bash scripts/gpu-ncu-attention.sh ${NCU_CASES:-}
 cat "$work/verify.txt"
 pack
 exit $status

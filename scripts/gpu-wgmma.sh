@@ -21,7 +21,10 @@
 #                                  instances of the two attention tests;
 #                                  BUILDS picks among "mma-sync wgmma-fwd
 #                                  wgmma default" (default all four; ""
-#                                  none);
+#                                  none), or NAME: bin/attention-bench-NAME
+#                                  (another build, copied there by hand)
+#                                  with its defaults; REPEAT=N runs the
+#                                  builds N times in turn;
 #                                  SHARDS (default 8) processes run each
 #                                  test binary's cases at once;
 #                                  STEP_TIMEOUT (s, default 420) bounds each
@@ -39,7 +42,8 @@ status=0
 for build in ${BUILDS-mma-sync wgmma-fwd wgmma default}; do
   case "$build" in
     mma-sync | wgmma-fwd | wgmma | default) ;;
-    *) echo "gpu-wgmma: unknown build '$build' in BUILDS (known: mma-sync wgmma-fwd wgmma default)" >&2; exit 2 ;;
+    *) [ -x "$bin/attention-bench-$build" ] ||
+      { echo "gpu-wgmma: unknown build '$build' in BUILDS (known: mma-sync wgmma-fwd wgmma default, or NAME with $bin/attention-bench-NAME)" >&2; exit 2; } ;;
   esac
 done
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
@@ -62,21 +66,29 @@ if [ "${TESTS:-1}" = 1 ]; then
   step backward-tests bash -c 'sharded "$@"' sharded "$bin/AttentionBackwardTest" --gtest_brief=1 --gtest_filter="${TEST_FILTER:-*}"
   step hopper-tests "$bin/HopperMmaTest" --gtest_brief=1
 fi
-for build in ${BUILDS-mma-sync wgmma-fwd wgmma default}; do
-  case "$build" in
-    mma-sync) flags=(--wgmma-forward=false --wgmma-backward=false) ;;
-    wgmma-fwd) flags=(--wgmma-backward=false) ;;
-    wgmma) flags=(--wgmma-backward-min-blocks=0) ;;
-    default) flags=() ;;
-  esac
-  step "bench-$build" "$bin/attention-bench" "${flags[@]}" --out "$out/sparsetx-$build.json" "${args[@]}"
+# REPEAT=N runs the builds N times in turn (suffix -2, -3, ...), so that
+# builds are compared over the same drift of the clocks.
+for ((r = 1; r <= ${REPEAT:-1}; r++)); do
+  suffix=""
+  [ "$r" -gt 1 ] && suffix="-$r"
+  for build in ${BUILDS-mma-sync wgmma-fwd wgmma default}; do
+    case "$build" in
+      mma-sync) flags=(--wgmma-forward=false --wgmma-backward=false) ;;
+      wgmma-fwd) flags=(--wgmma-backward=false) ;;
+      wgmma) flags=(--wgmma-backward-min-blocks=0) ;;
+      *) flags=() ;;
+    esac
+    b="$bin/attention-bench"
+    [ -x "$bin/attention-bench-$build" ] && b="$bin/attention-bench-$build"
+    step "bench-$build$suffix" "$b" "${flags[@]}" --out "$out/sparsetx-$build$suffix.json" "${args[@]}"
+  done
 done
 if [ "${PEERS:-1}" = 1 ]; then
   PYTHONUNBUFFERED=1 step peers python3 bench/peers.py --out "$out/peers.json" "${args[@]}"
 fi
 # Each build of the kernels beside the peers (bench/compare.py).
 if [ -f "$out/peers.json" ]; then
-  for k in mma-sync wgmma-fwd wgmma default; do
+  for k in ${BUILDS-mma-sync wgmma-fwd wgmma default}; do
     [ -f "$out/sparsetx-$k.json" ] || continue
     echo "== compare: $k"
     python3 bench/compare.py "$out/sparsetx-$k.json" "$out/peers.json" | tee "$out/compare-$k.txt"

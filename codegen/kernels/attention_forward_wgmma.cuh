@@ -279,14 +279,16 @@ __device__ __forceinline__ void wgmmaRescaleAndPack(WgmmaForwardState<V::kHeadDi
     wgmmaAccToA<typename V::Elem>(s, kk, p[kk]);
 }
 
-/// Waits until the loads of block idx (commit group idx of the segment) have
-/// landed and makes them visible to wgmma. Groups 0 .. kStages - 1 are the
-/// prologue's; iteration idx >= 1 commits the refill of block
-/// idx - 1 + kStages, so at iteration idx, kStages + idx - 1 groups exist.
+/// Waits until the loads of key block g (the kernel's g-th, counted over
+/// all its segments: commit group g after Q's) have landed and makes them
+/// visible to wgmma. The prologue commits groups 0 .. kStages - 1; every
+/// block g >= 1 commits the refill of block g - 1 + kStages once P V of
+/// block g - 1 retired, after its wait, so at block g >= 1, kStages + g - 1
+/// groups exist.
 template <int D>
-__device__ __forceinline__ void wgmmaWaitForBlock(int idx) {
+__device__ __forceinline__ void wgmmaWaitForBlock(int g) {
   constexpr int kStages = wgmmaStages<D>();
-  if (idx == 0)
+  if (g == 0)
     cpAsyncWait<kStages - 1>();
   else
     cpAsyncWait<kStages - 2>();
@@ -294,90 +296,105 @@ __device__ __forceinline__ void wgmmaWaitForBlock(int idx) {
   __syncthreads();
 }
 
-/// All key blocks of segment S for query block qb; block i's K and V sit in
-/// stage i % kStages. FlashAttention-3's intra-warpgroup overlap: iteration
-/// idx issues S = Q K^T of block idx and then P V of block idx - 1, waits for
-/// the scores only, runs block idx's softmax while P V is in the tensor
-/// cores, then retires P V, rescales O and refills block idx - 1's stage.
-template <typename V, typename S>
-__device__ __forceinline__ void
-runSegmentWgmma(WgmmaForwardState<V::kHeadDim> &st,
-                const WgmmaTiles<V::kHeadDim> &tiles, const uint16_t *k,
-                const uint16_t *v, const int32_t *tables, int qb,
-                float scaleLog2) {
-  constexpr int D = V::kHeadDim;
-  constexpr int kStages = wgmmaStages<D>();
-  typename S::Schedule schedule(tables, qb);
-  const int count = schedule.count();
-  if (count <= 0)
-    return;
-  // Prologue: the first kStages blocks in flight.
-  wgmmaLoadFirstBlocks<kStages>(schedule, count, [&](int stage, int block) {
-    wgmmaLoadKeyBlock<V, S>(tiles.k(stage), tiles.v(stage), k, v, block);
-  });
-  float s[32], alpha[2];
+/// What the key-block walk carries from block to block, across segments:
+/// P of the last block (its P V not yet issued) and the tiles.
+template <int D>
+struct WgmmaWalk {
+  WgmmaForwardState<D> st;
+  WgmmaTiles<D> tiles;
   uint32_t p[4][4];
-  bool full;
-  int kb = schedule.block(0, full);
-  wgmmaWaitForBlock<D>(0);
-  wgmmaIssueScores<V>(s, tiles.q, tiles.k(0));
-  wgmmaWaitAll(s);
-  wgmmaSoftmax<V, S>(st, s, alpha, kb, full, scaleLog2);
-  wgmmaRescaleAndPack<V>(st, s, alpha, p);
-  for (int idx = 1; idx < count; ++idx) {
-    kb = schedule.block(idx, full);
-    wgmmaWaitForBlock<D>(idx);
-    wgmmaIssueScores<V>(s, tiles.q, tiles.k(idx % kStages));
-    wgmmaIssueValues<V>(st, p, tiles.v((idx - 1) % kStages));
-    // The scores' group is the older of the two in flight.
-    wgmmaWait<1>();
-    wgmmaFenceOperand(s);
-    wgmmaSoftmax<V, S>(st, s, alpha, kb, full, scaleLog2);
-    wgmmaWait<0>();
-#pragma unroll
-    for (int h = 0; h < D / 64; ++h)
-      wgmmaFenceOperand(st.o[h]);
-    wgmmaRescaleAndPack<V>(st, s, alpha, p);
-    // Every warp's P V of block idx - 1 has retired: refill its stage.
-    __syncthreads();
-    const int refill = idx - 1 + kStages;
-    if (refill < count) {
-      bool refillFull;
-      const int stage = (idx - 1) % kStages;
-      wgmmaLoadKeyBlock<V, S>(tiles.k(stage), tiles.v(stage), k, v,
-                              schedule.block(refill, refillFull));
-    }
-    cpAsyncCommit();
-  }
-  wgmmaIssueValues<V>(st, p, tiles.v((count - 1) % kStages));
-  wgmmaWait<0>();
-#pragma unroll
-  for (int h = 0; h < D / 64; ++h)
-    wgmmaFenceOperand(st.o[h]);
-  // No load is left in flight (the refills past the end were empty groups),
-  // and every warp is done with the tiles before the next segment's
-  // prologue refills them.
-  cpAsyncWait<0>();
-  __syncthreads();
-}
+  const uint16_t *k, *v;
+  float scaleLog2;
+};
 
+/// The schedules of a kernel's segments for one query block, chained: the
+/// wgmma forward walks their key blocks as one sequence (block g of the
+/// kernel in stage g % kStages), so the loads run kStages - 1 blocks ahead
+/// across segment boundaries too, and P V of a segment's last block
+/// overlaps the next segment's first scores and softmax (a pattern like
+/// fixed has a short local segment, 1.5 blocks on average, before its long
+/// summary one: a pipeline per segment restarted twice per query block).
 template <typename V, typename List>
-struct WgmmaSegmentLoop;
+struct WgmmaSegmentChain;
 template <typename V>
-struct WgmmaSegmentLoop<V, SegmentList<>> {
-  __device__ __forceinline__ static void
-  run(WgmmaForwardState<V::kHeadDim> &, const WgmmaTiles<V::kHeadDim> &,
-      const uint16_t *, const uint16_t *, const int32_t *, int, float) {}
+struct WgmmaSegmentChain<V, SegmentList<>> {
+  __device__ __forceinline__ WgmmaSegmentChain(const int32_t *, int) {}
+  __device__ __forceinline__ int total() const { return 0; }
+  __device__ __forceinline__ void load(WgmmaWalk<V::kHeadDim> &, int, int) const {}
+  template <typename Head>
+  __device__ __forceinline__ void run(WgmmaWalk<V::kHeadDim> &, const Head &,
+                                      int, int) const {}
 };
 template <typename V, typename S, typename... Rest>
-struct WgmmaSegmentLoop<V, SegmentList<S, Rest...>> {
-  __device__ __forceinline__ static void
-  run(WgmmaForwardState<V::kHeadDim> &st, const WgmmaTiles<V::kHeadDim> &tiles,
-      const uint16_t *k, const uint16_t *v, const int32_t *tables, int qb,
-      float scaleLog2) {
-    runSegmentWgmma<V, S>(st, tiles, k, v, tables, qb, scaleLog2);
-    WgmmaSegmentLoop<V, SegmentList<Rest...>>::run(st, tiles, k, v, tables, qb,
-                                                   scaleLog2);
+struct WgmmaSegmentChain<V, SegmentList<S, Rest...>> {
+  typename S::Schedule schedule;
+  int count;
+  WgmmaSegmentChain<V, SegmentList<Rest...>> rest;
+
+  __device__ __forceinline__ WgmmaSegmentChain(const int32_t *tables, int qb)
+      : schedule(tables, qb), rest(tables, qb) {
+    const int c = schedule.count();
+    count = c > 0 ? c : 0;
+  }
+  __device__ __forceinline__ int total() const { return count + rest.total(); }
+
+  /// Issues the cp.async copies of block g (counted from this segment's
+  /// first) into stage `stage`.
+  __device__ __forceinline__ void load(WgmmaWalk<V::kHeadDim> &w, int g,
+                                       int stage) const {
+    if (g < count) {
+      bool full;
+      wgmmaLoadKeyBlock<V, S>(w.tiles.k(stage), w.tiles.v(stage), w.k, w.v,
+                              schedule.block(g, full));
+    } else {
+      rest.load(w, g - count, stage);
+    }
+  }
+
+  /// This segment's blocks, the kernel's first + 0 .. count - 1 (of `total`),
+  /// then the rest's. FlashAttention-3's intra-warpgroup overlap: block g
+  /// issues S = Q K^T and then P V of block g - 1, waits for the scores
+  /// only, runs its softmax while that P V is in the tensor cores, then
+  /// retires P V, rescales O and refills block g - 1's stage with block
+  /// g - 1 + kStages (of whichever segment: `head` is the whole chain).
+  template <typename Head>
+  __device__ __forceinline__ void run(WgmmaWalk<V::kHeadDim> &w, const Head &head,
+                                      int first, int total) const {
+    constexpr int D = V::kHeadDim;
+    constexpr int kStages = wgmmaStages<D>();
+    for (int idx = 0; idx < count; ++idx) {
+      const int g = first + idx;
+      bool full;
+      const int kb = schedule.block(idx, full);
+      float s[32], alpha[2];
+      wgmmaWaitForBlock<D>(g);
+      wgmmaIssueScores<V>(s, w.tiles.q, w.tiles.k(g % kStages));
+      // (Block 0 has no P V before it: an empty group in its place keeps
+      // the waits below the same on every path, which ptxas needs to keep
+      // the wgmmas asynchronous.)
+      if (g > 0)
+        wgmmaIssueValues<V>(w.st, w.p, w.tiles.v((g - 1) % kStages));
+      else
+        wgmmaCommit();
+      // The scores' group is the older of the two in flight.
+      wgmmaWait<1>();
+      wgmmaFenceOperand(s);
+      wgmmaSoftmax<V, S>(w.st, s, alpha, kb, full, w.scaleLog2);
+      wgmmaWait<0>();
+#pragma unroll
+      for (int h = 0; h < D / 64; ++h)
+        wgmmaFenceOperand(w.st.o[h]);
+      wgmmaRescaleAndPack<V>(w.st, s, alpha, w.p);
+      if (g > 0) {
+        // Every warp's P V of block g - 1 has retired: refill its stage.
+        __syncthreads();
+        const int refill = g - 1 + kStages;
+        if (refill < total)
+          head.load(w, refill, (g - 1) % kStages);
+        cpAsyncCommit();
+      }
+    }
+    rest.run(w, head, first + count, total);
   }
 };
 
@@ -414,7 +431,12 @@ attentionForwardWgmma(const uint16_t *__restrict__ q,
                    [](int64_t t) { return V::queryPosition(t); });
   cpAsyncCommit();
 
-  WgmmaForwardState<D> st;
+  WgmmaWalk<D> w;
+  w.tiles = tiles;
+  w.k = k;
+  w.v = v;
+  w.scaleLog2 = scaleLog2;
+  WgmmaForwardState<D> &st = w.st;
   int64_t rowIndex[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -427,15 +449,29 @@ attentionForwardWgmma(const uint16_t *__restrict__ q,
   }
   zeroFill(st.o);
 
-  // Q's group completes before any segment's (cp.async groups retire in
-  // order), so each segment's first wait covers it; an empty segment list
-  // still waits here.
+  // Prologue: the first kStages key blocks of the chain, one commit group
+  // each (an empty one past the end, so that the waits count uniformly),
+  // behind Q's group: the first block's wait covers Q too (groups retire in
+  // order).
+  const WgmmaSegmentChain<V, typename V::Segments> chain(tables, qb);
+  const int total = chain.total();
+  constexpr int kStages = wgmmaStages<D>();
+#pragma unroll
+  for (int i = 0; i < kStages; ++i) {
+    if (i < total)
+      chain.load(w, i, i);
+    cpAsyncCommit();
+  }
+  chain.run(w, chain, 0, total);
+  if (total > 0) {
+    wgmmaIssueValues<V>(st, w.p, tiles.v((total - 1) % kStages));
+    wgmmaWait<0>();
+#pragma unroll
+    for (int h = 0; h < D / 64; ++h)
+      wgmmaFenceOperand(st.o[h]);
+  }
+  // Nothing may be in flight at exit (Q's copy where no key block ran).
   cpAsyncWait<0>();
-  fenceProxyAsyncShared();
-  __syncthreads();
-
-  WgmmaSegmentLoop<V, typename V::Segments>::run(st, tiles, k, v, tables, qb,
-                                                 scaleLog2);
 
   // Finish: the row sums are spread over the quad.
 #pragma unroll

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The peers of sparsetx's attention kernels, measured on the GPU.
 
-PyTorch SDPA (the FlashAttention backend) for dense causal attention and
+PyTorch SDPA (its FlashAttention and cuDNN backends, each where it runs) for
+dense causal attention and
 FlexAttention (torch.compile'd, with a block mask built from the same mask
 as the .sp pattern) for every pattern. Forward and forward+backward, bf16,
 median of many runs after warm-up, timed with CUDA events
@@ -79,8 +80,18 @@ def run_case(name, mod, n, heads, dim, quick, flex, decode=False, flex_decode=Tr
         def fb():
             o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             o.backward(do)
-        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.FLASH_ATTENTION):
-            record("sdpa-flash", timed(fwd, quick), timed(fb, quick))
+        # Every SDPA backend that takes the case: FlashAttention (FA2 in
+        # PyTorch) and cuDNN's (FlashAttention-3 class on Hopper, PyTorch's
+        # own pick there); compare.py sets each of ours beside the fastest.
+        backends = torch.nn.attention.SDPBackend
+        for peer, backend in (("sdpa-flash", backends.FLASH_ATTENTION),
+                              ("sdpa-cudnn", backends.CUDNN_ATTENTION)):
+            try:
+                with torch.nn.attention.sdpa_kernel(backend):
+                    record(peer, timed(fwd, quick), timed(fb, quick))
+            except RuntimeError as e:
+                print(f"{peer}: not available here ({str(e).splitlines()[0][:120]})",
+                      file=sys.stderr)
 
     block_mask = create_block_mask(mod, B=None, H=None, Q_LEN=n, KV_LEN=n, device=dev)
     ffwd = lambda: flex(q, k, v, block_mask=block_mask)

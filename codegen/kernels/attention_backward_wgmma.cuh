@@ -337,7 +337,10 @@ backwardDqSegmentWgmma(float (&dq)[32], uint32_t sQ, uint32_t sDO,
     return;
   // Block idx's commit group is group idx; at iteration idx, kStages + idx
   // groups exist.
-  wgmmaLoadFirstBlocks<kStages>(schedule, count, load);
+  wgmmaLoadFirstBlocks<kStages>(count, [&](int i) {
+    bool full;
+    load(i, schedule.block(i, full));
+  });
   for (int idx = 0; idx < count; ++idx) {
     const int stage = idx % kStages;
     const uint32_t sK = sStages + 2 * kTile * stage, sV = sK + kTile;

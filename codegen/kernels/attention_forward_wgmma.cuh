@@ -150,19 +150,16 @@ __device__ __forceinline__ void wgmmaLoadKeyBlock(uint32_t kTiles, uint32_t vTil
   sw128LoadRows<D>(vTiles, v, (int64_t)kb * kBlockN, S::kNumKeys, position);
 }
 
-/// The prologue of a pipelined walk over a schedule: `load(i, block)` for
-/// the first kStages entries (stage i), one cp.async commit group each, and
-/// an empty group where the schedule is shorter, so that entry idx's group
-/// is always group idx and the waits can count uniformly.
-template <int kStages, typename Schedule, typename Load>
-__device__ __forceinline__ void wgmmaLoadFirstBlocks(const Schedule &schedule,
-                                                     int count, Load load) {
+/// The prologue of a pipelined walk: `load(i)` for the first kStages
+/// entries (stage i), one cp.async commit group each, and an empty group
+/// where the walk is shorter, so that entry idx's group is always group idx
+/// and the waits can count uniformly.
+template <int kStages, typename Load>
+__device__ __forceinline__ void wgmmaLoadFirstBlocks(int count, Load load) {
 #pragma unroll
   for (int i = 0; i < kStages; ++i) {
-    if (i < count) {
-      bool full;
-      load(i, schedule.block(i, full));
-    }
+    if (i < count)
+      load(i);
     cpAsyncCommit();
   }
 }
@@ -449,19 +446,12 @@ attentionForwardWgmma(const uint16_t *__restrict__ q,
   }
   zeroFill(st.o);
 
-  // Prologue: the first kStages key blocks of the chain, one commit group
-  // each (an empty one past the end, so that the waits count uniformly),
-  // behind Q's group: the first block's wait covers Q too (groups retire in
-  // order).
+  // Prologue: the first kStages key blocks of the chain behind Q's group:
+  // the first block's wait covers Q too (groups retire in order).
   const WgmmaSegmentChain<V, typename V::Segments> chain(tables, qb);
   const int total = chain.total();
   constexpr int kStages = wgmmaStages<D>();
-#pragma unroll
-  for (int i = 0; i < kStages; ++i) {
-    if (i < total)
-      chain.load(w, i, i);
-    cpAsyncCommit();
-  }
+  wgmmaLoadFirstBlocks<kStages>(total, [&](int i) { chain.load(w, i, i); });
   chain.run(w, chain, 0, total);
   if (total > 0) {
     wgmmaIssueValues<V>(st, w.p, tiles.v((total - 1) % kStages));
